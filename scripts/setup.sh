@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Install everything the demo and the tests need on a fresh Debian 12 machine (as root):
+# Debian packages, a Python venv in .venv, the Ansible collections, podman settings.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+APT_PACKAGES=(
+  python3 python3-venv python3-dev gcc make git
+  mariadb-server mariadb-client postgresql rdiff-backup prometheus
+  podman runc slirp4netns fuse-overlayfs uidmap debootstrap
+  qemu-system-x86 qemu-utils openssh-client e2fsprogs xfsprogs
+  rsync zstd gzip tar procps iproute2 curl ca-certificates
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo ">> apt-get install ${missing[*]}"
+  # Debian's packages start their services; the toolkit starts its own, so keep them off.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python venv with pinned packages. Rebuilt when requirements.txt changes.
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo ">> python venv (.venv) from requirements.txt"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+# Collections: Galaxy first (requirements.yml, pinned), the bundle in the `ansible` package when
+# Galaxy is unreachable (as on our build machines).
+if ! .venv/bin/ansible-galaxy collection list 2>/dev/null | grep -q '^community.mysql '; then
+  .venv/bin/ansible-galaxy collection install -r requirements.yml >/dev/null 2>&1 \
+    || echo ">> Galaxy unreachable: using the collections bundled with the ansible package"
+fi
+
+# Podman on this kind of host: runc (crun fails on hybrid cgroups) and ulimits that fit.
+mkdir -p "$(dirname "$CONTAINERS_CONF")"
+cat > "$CONTAINERS_CONF" <<CONF
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=1000:1000"]
+[engine]
+runtime = "runc"
+CONF
+echo ">> setup done"

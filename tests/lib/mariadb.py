@@ -1,0 +1,119 @@
+"""Real MariaDB servers for the tests: one temporary datadir each, loopback only.
+
+Nothing outside the given base directory is touched. Root connects over the socket without a
+password (unix_socket auth) and over TCP with ROOT_PASSWORD, which the fixture sets.
+"""
+import os
+import shutil
+import subprocess
+import time
+
+import pymysql
+
+from .ports import free_port
+
+ROOT_PASSWORD = "lab-root-pw"
+
+
+def _binary(*names):
+    for name in names:
+        path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+        if path:
+            return path
+    raise RuntimeError(f"none of {names} found: run scripts/setup.sh")
+
+
+class MariaDB:
+    def __init__(self, base, server_id, extra_args=()):
+        self.base = str(base)
+        self.server_id = server_id
+        self.datadir = os.path.join(self.base, "data")
+        self.socket = os.path.join(self.base, "mysqld.sock")
+        self.pidfile = os.path.join(self.base, "mysqld.pid")
+        self.errlog = os.path.join(self.base, "error.log")
+        self.port = None
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def install(self):
+        os.makedirs(self.datadir, exist_ok=True)
+        subprocess.run(
+            [_binary("mariadb-install-db", "mysql_install_db"), "--no-defaults", "--user=root",
+             f"--datadir={self.datadir}", "--auth-root-authentication-method=socket",
+             "--skip-test-db"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def start(self, extra_args=None, wait=30):
+        if not os.path.isdir(os.path.join(self.datadir, "mysql")):
+            self.install()
+        if self.port is None:
+            self.port = free_port()
+        args = [
+            _binary("mariadbd", "mysqld"), "--no-defaults", "--user=root",
+            f"--datadir={self.datadir}", f"--port={self.port}", "--bind-address=127.0.0.1",
+            f"--socket={self.socket}", f"--pid-file={self.pidfile}", f"--log-error={self.errlog}",
+            f"--server-id={self.server_id}", f"--log-bin={os.path.join(self.base, 'binlog', 'mysql-bin')}",
+            "--binlog-format=ROW", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
+            "--skip-name-resolve", "--max-connections=200",
+        ] + self.extra_args + list(extra_args or [])
+        os.makedirs(os.path.join(self.base, "binlog"), exist_ok=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mariadbd exited: {self.tail_log()}")
+            try:
+                conn = pymysql.connect(unix_socket=self.socket, user="root")
+                conn.close()
+                break
+            except pymysql.err.OperationalError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"mariadbd not ready in {wait}s: {self.tail_log()}")
+        self.sql(f"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '{ROOT_PASSWORD}'")
+        self.sql("GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, extra_args=None):
+        self.stop()
+        return self.start(extra_args)
+
+    def tail_log(self, n=20):
+        try:
+            with open(self.errlog) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no error log)"
+
+    # -- access ------------------------------------------------------------------------------
+    def connect(self, **kw):
+        kw.setdefault("unix_socket", self.socket)
+        kw.setdefault("user", "root")
+        kw.setdefault("autocommit", True)
+        return pymysql.connect(**kw)
+
+    def sql(self, statement, args=None, db=None):
+        conn = self.connect(database=db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, args)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    @property
+    def tcp(self):
+        """Connection parameters over TCP, as a remote host would use them."""
+        return {"host": "127.0.0.1", "port": self.port, "user": "root", "password": ROOT_PASSWORD}
