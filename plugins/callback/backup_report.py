@@ -1,0 +1,189 @@
+"""Callback plugin: one table of the backups a playbook made, and the same as JSON."""
+
+DOCUMENTATION = r"""
+name: backup_report
+type: aggregate
+short_description: Print one table of the backups made and write it as JSON
+description:
+  - At the end of the playbook, collects the C(backup_runs) lists the strategy playbooks publish
+    with C(ansible.builtin.set_stats) (run-wide and per-host), prints one table (strategy, host,
+    result, size, duration, lock and downtime where they apply, location) and writes the same runs
+    as JSON.
+  - The JSON goes to O(path) when set (extra variable C(backup_report_path) wins over the option);
+    otherwise into the directory holding the first run's C(location) when that is a directory on
+    the controller (runs on localhost); otherwise no JSON is written and the table says so.
+  - A playbook without C(backup_runs) prints nothing and writes nothing.
+requirements:
+  - enable with C(callbacks_enabled = backup_report) in ansible.cfg or ANSIBLE_CALLBACKS_ENABLED
+options:
+  path:
+    description: File (or existing directory) to write the JSON report to.
+    type: path
+    env:
+      - name: BACKUP_REPORT_PATH
+    ini:
+      - section: callback_backup_report
+        key: path
+"""
+
+import json
+import os
+import tempfile
+import time
+
+from ansible.plugins.callback import CallbackBase
+
+COLUMNS = (("strategy", "STRATEGY"), ("host", "HOST"), ("result", "RESULT"), ("size", "SIZE"),
+           ("duration", "DURATION"), ("lock", "LOCK"), ("downtime", "DOWNTIME"), ("location", "LOCATION"))
+
+
+def human_size(value):
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "-"
+
+
+def human_seconds(value):
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def collect_runs(custom_stats):
+    """All backup_runs entries from AggregateStats.custom ({'_run': {...}, host: {...}})."""
+    runs = []
+    for scope in sorted(custom_stats or {}, key=lambda s: (s != "_run", s)):
+        data = custom_stats[scope] or {}
+        entries = data.get("backup_runs") if isinstance(data, dict) else None
+        if isinstance(entries, dict):
+            entries = [entries]
+        for entry in entries or []:
+            if isinstance(entry, dict):
+                run = dict(entry)
+                if scope != "_run":
+                    run.setdefault("host", scope)
+                runs.append(run)
+    return runs
+
+
+def table_rows(runs):
+    rows = []
+    for run in runs:
+        rows.append({
+            "strategy": str(run.get("strategy", "?")),
+            "host": str(run.get("host", "?")),
+            "result": str(run.get("result", "?")).upper(),
+            "size": human_size(run.get("size_bytes")),
+            "duration": human_seconds(run.get("duration_seconds")),
+            "lock": human_seconds(run["lock_seconds"]) if run.get("lock_seconds") is not None else "-",
+            "downtime": (human_seconds(run["downtime_seconds"])
+                         if run.get("downtime_seconds") is not None else "-"),
+            "location": str(run.get("location") or "-"),
+        })
+    return rows
+
+
+def render_table(runs):
+    rows = table_rows(runs)
+    widths = {key: max([len(title)] + [len(row[key]) for row in rows]) for key, title in COLUMNS}
+    lines = ["  ".join(title.ljust(widths[key]) for key, title in COLUMNS).rstrip(),
+             "  ".join("-" * widths[key] for key, _ in COLUMNS)]
+    for row in rows:
+        lines.append("  ".join(row[key].ljust(widths[key]) for key, _ in COLUMNS).rstrip())
+    failed = sum(1 for run in runs if run.get("result") != "ok")
+    lines.append(f"{len(runs)} backup run(s): {len(runs) - failed} ok, {failed} failed")
+    return "\n".join(lines)
+
+
+def report_document(runs, playbook=None, now=None):
+    failed = sum(1 for run in runs if run.get("result") != "ok")
+    return {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "playbook": playbook,
+        "summary": {"runs": len(runs), "ok": len(runs) - failed, "failed": failed},
+        "runs": runs,
+    }
+
+
+def report_path(explicit, runs, now=None):
+    """Where the JSON goes, or None. A directory gets a timestamped file name."""
+    name = "backup-report-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + ".json"
+    if explicit:
+        explicit = os.path.expanduser(str(explicit))
+        return os.path.join(explicit, name) if os.path.isdir(explicit) else explicit
+    for run in runs:
+        location = run.get("location")
+        if isinstance(location, str) and location.startswith("/"):
+            parent = os.path.dirname(location.rstrip("/")) or "/"
+            if os.path.isdir(parent):
+                return os.path.join(parent, name)
+    return None
+
+
+def write_json(path, document):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".backup-report.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "backup_report"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._playbook = None
+        self._extra_path = None
+
+    def v2_playbook_on_start(self, playbook):
+        self._playbook = getattr(playbook, "_file_name", None)
+
+    def v2_playbook_on_play_start(self, play):
+        try:
+            extra = play.get_variable_manager().extra_vars
+        except AttributeError:
+            extra = {}
+        if extra.get("backup_report_path"):
+            self._extra_path = extra["backup_report_path"]
+
+    def v2_playbook_on_stats(self, stats):
+        runs = collect_runs(getattr(stats, "custom", {}))
+        if not runs:
+            return
+        now = time.time()
+        self._display.banner("BACKUP REPORT")
+        self._display.display(render_table(runs))
+        path = report_path(self._extra_path or self.get_option("path"), runs, now)
+        if path is None:
+            self._display.display("backup report: no JSON written (set backup_report_path or "
+                                  "BACKUP_REPORT_PATH)")
+            return
+        try:
+            write_json(path, report_document(runs, self._playbook, now))
+        except OSError as exc:
+            self._display.warning(f"backup report: cannot write {path}: {exc}")
+            return
+        self._display.display(f"backup report written to {path}")

@@ -1,0 +1,102 @@
+"""The backup_report callback under a real ansible-playbook run."""
+import json
+import os
+import subprocess
+import sys
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+WITH_RUNS = """
+- name: A backup that publishes its outcome
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Publish backup_runs (run-wide)
+      ansible.builtin.set_stats:
+        data:
+          backup_runs:
+            - {strategy: fs_backup, host: web1, result: ok, location: "LOCATION",
+               size_bytes: 3145728, duration_seconds: 75.5, lock_seconds: 0.4}
+    - name: Publish backup_runs (per host, aggregated with the first)
+      ansible.builtin.set_stats:
+        per_host: true
+        data:
+          backup_runs:
+            - {strategy: db_backup, result: failed, size_bytes: 0, duration_seconds: 2,
+               downtime_seconds: 0, details: "mysqldump exited 2"}
+"""
+
+WITHOUT_RUNS = """
+- name: Not a backup
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Say hello
+      ansible.builtin.debug:
+        msg: hello
+"""
+
+
+def run_playbook(tmp_path, text, env_extra=None, args=()):
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(text)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
+               ANSIBLE_CALLBACKS_ENABLED="backup_report", PATH=BIN + os.pathsep + os.environ["PATH"],
+               ANSIBLE_NOCOLOR="1")
+    env.pop("BACKUP_REPORT_PATH", None)
+    env.update(env_extra or {})
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           str(playbook), *args], cwd=TOP, env=env, text=True, capture_output=True,
+                          check=False, timeout=300)
+    return proc
+
+
+def test_table_and_json_for_a_run_with_backup_runs(tmp_path):
+    report = tmp_path / "report.json"
+    proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", "/srv/backup/web1"),
+                        {"BACKUP_REPORT_PATH": str(report)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.count("BACKUP REPORT") == 1
+    header = next(line for line in out.splitlines() if line.startswith("STRATEGY"))
+    for title in ("HOST", "RESULT", "SIZE", "DURATION", "LOCK", "DOWNTIME", "LOCATION"):
+        assert title in header
+    fs_line = next(line for line in out.splitlines() if line.startswith("fs_backup"))
+    assert "web1" in fs_line and "OK" in fs_line and "3.0 MiB" in fs_line and "1m16s" in fs_line
+    assert "0.4s" in fs_line
+    db_line = next(line for line in out.splitlines() if line.startswith("db_backup"))
+    assert "localhost" in db_line and "FAILED" in db_line
+    assert "2 backup run(s): 1 ok, 1 failed" in out
+    document = json.loads(report.read_text())
+    assert document["summary"] == {"runs": 2, "ok": 1, "failed": 1}
+    assert document["runs"][0]["location"] == "/srv/backup/web1"
+    assert document["runs"][1]["details"] == "mysqldump exited 2"
+    assert document["playbook"].endswith("play.yml")
+
+
+def test_json_defaults_to_next_to_the_backup_location(tmp_path):
+    backups = tmp_path / "backups"
+    (backups / "set1").mkdir(parents=True)
+    proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", str(backups / "set1")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reports = [name for name in os.listdir(backups) if name.startswith("backup-report-")]
+    assert len(reports) == 1, os.listdir(backups)
+    assert json.loads((backups / reports[0]).read_text())["summary"]["runs"] == 2
+
+
+def test_extra_var_path_wins(tmp_path):
+    target = tmp_path / "chosen.json"
+    proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", "s3://bucket/x"),
+                        {"BACKUP_REPORT_PATH": str(tmp_path / "env.json")},
+                        args=("-e", f"backup_report_path={target}"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert target.exists() and not (tmp_path / "env.json").exists()
+
+
+def test_nothing_for_a_run_without_backup_runs(tmp_path):
+    proc = run_playbook(tmp_path, WITHOUT_RUNS, {"BACKUP_REPORT_PATH": str(tmp_path / "r.json")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hello" in proc.stdout
+    assert "BACKUP REPORT" not in proc.stdout and "STRATEGY" not in proc.stdout
+    assert not (tmp_path / "r.json").exists()
