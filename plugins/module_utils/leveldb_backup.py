@@ -1,0 +1,712 @@
+"""Consistent, verified, incremental copies of a LevelDB directory (fcrepo's metadata store).
+
+Procedure (fcrepo "LevelDB Backup" page, made safe to run unattended):
+
+1. Checksum CURRENT and every MANIFEST-* of the source, copy CURRENT and the manifest first, then
+   the other files, checksum again. LevelDB rewrites the manifest at the end of every compaction
+   and memtable flush and deletes obsolete files only after that, so an unchanged manifest means
+   the copy is a consistent state. Otherwise retry (bounded, default 10 attempts).
+2. Incremental: table files (*.ldb / *.sst) never change once written. A table whose number, size
+   and SHA-256 match one of the previous backup is hard-linked from it instead of copied, so each
+   backup is a complete, independently restorable directory and deleting any backup (retention)
+   never breaks another one.
+3. Everything is written under ``<dest>/.tmp-<name>`` and renamed to ``<dest>/leveldb-<name>``
+   only when the copy is consistent and verified; the previous backups stay untouched until then.
+4. Verify the copy with plyvel: open it and iterate every record with ``verify_checksums=True``
+   (opening with paranoid_checks alone misses bit flips in table blocks). On corruption, repair
+   the copy (never the source) with ``plyvel.repair_db``, verify again and report the keys lost.
+5. Optionally keep the exact, unmodified copy (``exact/``, hard links plus copies of the small
+   mutable files) beside the verified one (``data/``), whose *.ldb files are renamed to *.sst
+   (Infinispan reads only *.sst).
+
+Pure Python; plyvel is imported lazily so the module can report a clear "missing library" error.
+"""
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+
+META_FILE = "backup.json"
+BACKUP_PREFIX = "leveldb-"
+TMP_PREFIX = ".tmp-"
+TABLE_SUFFIXES = (".ldb", ".sst")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+CHUNK = 1024 * 1024
+
+
+class LevelDBBackupError(Exception):
+    """Operator-facing failure of a LevelDB backup, verification or repair."""
+
+
+# -- small helpers ----------------------------------------------------------------------------
+def sha256_file(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def copy_file(src, dst, fsync=True):
+    """Copy src to a new file dst (never overwrites: O_EXCL); return (sha256, size)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as reader:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as writer:
+            while True:
+                chunk = reader.read(CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                writer.write(chunk)
+                size += len(chunk)
+            writer.flush()
+            if fsync:
+                os.fsync(writer.fileno())
+    return digest.hexdigest(), size
+
+
+def is_table(name):
+    return name.endswith(TABLE_SUFFIXES)
+
+
+def table_number(name):
+    return name.rsplit(".", 1)[0]
+
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_inside(path, parent):
+    path, parent = os.path.realpath(path), os.path.realpath(parent)
+    return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _load_plyvel():
+    try:
+        import plyvel  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - depends on the host
+        raise LevelDBBackupError(
+            "python module plyvel is required for LevelDB verification (Debian: python3-plyvel)"
+        ) from exc
+    return plyvel
+
+
+# -- source checks ----------------------------------------------------------------------------
+def check_leveldb_dir(path):
+    """Raise unless path is a LevelDB directory: CURRENT names an existing MANIFEST-*."""
+    if not os.path.exists(path):
+        raise LevelDBBackupError(f"LevelDB directory {path} does not exist")
+    if not os.path.isdir(path):
+        raise LevelDBBackupError(f"{path} is not a directory")
+    current = os.path.join(path, "CURRENT")
+    if not os.path.isfile(current):
+        raise LevelDBBackupError(f"{path} is not a LevelDB directory (no CURRENT file)")
+    with open(current, encoding="ascii", errors="replace") as handle:
+        manifest = handle.read().strip()
+    if not manifest.startswith("MANIFEST-") or "/" in manifest:
+        raise LevelDBBackupError(f"{path}: CURRENT does not name a manifest ({manifest!r})")
+    if not os.path.isfile(os.path.join(path, manifest)):
+        raise LevelDBBackupError(f"{path}: CURRENT names {manifest}, which does not exist")
+    return manifest
+
+
+def manifest_fingerprint(path):
+    """SHA-256 of CURRENT and of every MANIFEST-* (what LevelDB rewrites on each state change)."""
+    fingerprint = {}
+    for name in sorted(os.listdir(path)):
+        if name == "CURRENT" or name.startswith("MANIFEST-"):
+            try:
+                fingerprint[name] = sha256_file(os.path.join(path, name))[0]
+            except FileNotFoundError:
+                fingerprint[name] = None  # removed while we looked: a change in itself
+    return fingerprint
+
+
+def tree_state(path):
+    """(name, size, mtime_ns) of every file: used to decide that a directory is quiet."""
+    state = []
+    for name in sorted(os.listdir(path)):
+        try:
+            st = os.stat(os.path.join(path, name))
+        except FileNotFoundError:
+            continue
+        state.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(state)
+
+
+def wait_until_quiet(path, quiet_seconds=5.0, timeout=300.0, interval=0.5, clock=time.monotonic,
+                     sleep=time.sleep):
+    """Wait until no file in path changed for quiet_seconds (writes paused, compaction done)."""
+    check_leveldb_dir(path)
+    start = clock()
+    last = tree_state(path)
+    quiet_since = start
+    while True:
+        now = clock()
+        if now - quiet_since >= quiet_seconds:
+            return now - start
+        if now - start >= timeout:
+            raise LevelDBBackupError(
+                f"{path} did not stay quiet for {quiet_seconds}s within {timeout}s: writes are not paused "
+                "or compaction is still running"
+            )
+        sleep(interval)
+        state = tree_state(path)
+        if state != last:
+            last, quiet_since = state, clock()
+
+
+# -- destination ------------------------------------------------------------------------------
+def read_meta(backup_dir):
+    try:
+        with open(os.path.join(backup_dir, META_FILE), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def list_backups(dest):
+    """Complete backups (renamed into place, with their metadata), oldest first."""
+    if not os.path.isdir(dest):
+        return []
+    found = []
+    for name in sorted(os.listdir(dest)):
+        full = os.path.join(dest, name)
+        if name.startswith(BACKUP_PREFIX) and os.path.isdir(full) and not os.path.islink(full):
+            meta = read_meta(full)
+            if meta and meta.get("status") == "ok":
+                found.append(full)
+    return found
+
+
+def check_destination(source, dest):
+    if _is_inside(dest, source):
+        raise LevelDBBackupError(f"destination {dest} is inside the source {source}: refusing")
+    if _is_inside(source, dest):
+        raise LevelDBBackupError(f"source {source} is inside the destination {dest}: refusing")
+    parent = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(parent):
+        raise LevelDBBackupError(f"parent directory of the destination ({parent}) does not exist")
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise LevelDBBackupError(f"destination {dest} exists and is not a directory")
+
+
+def remove_stale_temps(dest):
+    """Remove leftovers of killed runs (hidden .tmp-* directories): they never count as backups."""
+    removed = []
+    if os.path.isdir(dest):
+        for name in os.listdir(dest):
+            if name.startswith(TMP_PREFIX):
+                shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
+                removed.append(name)
+    return sorted(removed)
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+# -- the consistent copy ----------------------------------------------------------------------
+def _previous_tables(previous_dir):
+    """table number -> (path in previous data/, size, sha256) from the previous backup's metadata."""
+    if not previous_dir:
+        return {}
+    meta = read_meta(previous_dir) or {}
+    tables = {}
+    for name, info in (meta.get("data_files") or {}).items():
+        if is_table(name):
+            path = os.path.join(previous_dir, "data", name)
+            if os.path.isfile(path):
+                tables[table_number(name)] = (path, info["size"], info["sha256"], info.get("verified", False))
+    return tables
+
+
+def _copy_attempt(source, target, previous):
+    """One copy of source into the empty directory target. Returns per-file records, or None when
+    the source changed under us (a file vanished)."""
+    files = {}
+    names = os.listdir(source)
+    manifests = [n for n in names if n.startswith("MANIFEST-")]
+    others = sorted(n for n in names if n != "CURRENT" and not n.startswith("MANIFEST-"))
+    for name in ["CURRENT"] + sorted(manifests) + others:
+        src = os.path.join(source, name)
+        if name == "LOCK" or not os.path.isfile(src) or os.path.islink(src):
+            continue  # LOCK is the live process's lock file; subdirectories (lost/) are not data
+        dst = os.path.join(target, name)
+        try:
+            linked = False
+            if is_table(name) and table_number(name) in previous:
+                prev_path, prev_size, prev_sha, prev_verified = previous[table_number(name)]
+                if os.path.getsize(src) == prev_size:
+                    sha, size = sha256_file(src)
+                    if sha == prev_sha:
+                        os.link(prev_path, dst)
+                        linked = True
+                        files[name] = {"size": size, "sha256": sha, "linked": True, "verified": prev_verified}
+            if not linked:
+                sha, size = copy_file(src, dst, fsync=False)
+                files[name] = {"size": size, "sha256": sha, "linked": False, "verified": False}
+        except FileNotFoundError:
+            if not os.path.exists(src):
+                return None  # deleted by a compaction during the copy
+            raise
+    return files
+
+
+def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, retry_delay=0.2,
+                    sleep=time.sleep):
+    """Copy source into target (created here) until CURRENT and MANIFEST-* are unchanged across the
+    copy. Returns (files, attempts_used, manifest_fingerprint)."""
+    previous = _previous_tables(previous_dir)
+    for attempt in range(1, attempts + 1):
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.mkdir(target, 0o700)
+        before = manifest_fingerprint(source)
+        files = _copy_attempt(source, target, previous)
+        after = manifest_fingerprint(source)
+        copied_ok = (
+            files is not None and before == after and None not in before.values()
+            and all(files.get(n, {}).get("sha256") == h for n, h in before.items())
+        )
+        if copied_ok:
+            if fsync:  # after the check, so the copy window (and the chance of a compaction) stays short
+                for name, info in files.items():
+                    if not info["linked"]:
+                        _fsync_file(os.path.join(target, name))
+                _fsync_dir(target)
+            return files, attempt, before
+        if attempt < attempts:
+            sleep(retry_delay)
+    shutil.rmtree(target, ignore_errors=True)
+    raise LevelDBBackupError(
+        f"the manifest of {source} changed during each of {attempts} copy attempts (compactions running): "
+        "no consistent copy; retry later, pause writes (strategy pause) or stop the service "
+        "(strategy shutdown)"
+    )
+
+
+def hardlink_tree(src, dst):
+    """dst gets hard links of src's table files and copies of everything else (small, mutable)."""
+    os.mkdir(dst, 0o700)
+    for name in sorted(os.listdir(src)):
+        path = os.path.join(src, name)
+        if not os.path.isfile(path):
+            continue
+        if is_table(name):
+            os.link(path, os.path.join(dst, name))
+        else:
+            shutil.copy2(path, os.path.join(dst, name))
+
+
+# -- verification and repair ------------------------------------------------------------------
+def verify_db(path, count_keys=False):
+    """Open the LevelDB at path and read every record with checksum verification.
+
+    Returns {"ok", "records", "error", "keys"(set, when count_keys)}. Opening replays the log and may
+    write files: call it on copies only."""
+    plyvel = _load_plyvel()
+    result = {"ok": False, "records": 0, "error": None}
+    keys = set() if count_keys else None
+    try:
+        db = plyvel.DB(path, create_if_missing=False, paranoid_checks=True)
+    except Exception as exc:  # plyvel raises several Error subclasses and IOError
+        result["error"] = f"open failed: {exc}"
+        return result
+    try:
+        records = 0
+        for key in db.iterator(include_value=True, verify_checksums=True, fill_cache=False):
+            records += 1
+            if keys is not None:
+                keys.add(key[0])
+        result.update(ok=True, records=records)
+    except Exception as exc:
+        result["error"] = f"iteration failed after {records} records: {exc}"
+        result["records"] = records
+    finally:
+        db.close()
+    if keys is not None:
+        result["keys"] = keys
+    return result
+
+
+def readable_keys(path, scratch):
+    """Keys that can still be read from the LevelDB at path (no checksum check), via a throwaway
+    hard-link copy in scratch so path itself is not modified. None if it cannot even be opened."""
+    plyvel = _load_plyvel()
+    hardlink_tree(path, scratch)
+    keys = set()
+    try:
+        try:
+            db = plyvel.DB(scratch, create_if_missing=False)
+        except Exception:
+            return None
+        try:
+            iterator = db.iterator(include_value=False, fill_cache=False)
+            while True:
+                try:
+                    keys.add(next(iterator))
+                except StopIteration:
+                    break
+                except Exception:
+                    break  # unreadable block: what we have is what survives without repair
+        finally:
+            db.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return keys
+
+
+def repair_copy(path, scratch, reference_keys=None):
+    """Repair the LevelDB copy at path with RepairDB, verify again, report what was lost."""
+    plyvel = _load_plyvel()
+    if reference_keys is None:
+        reference_keys = readable_keys(path, scratch)
+    try:
+        plyvel.repair_db(path, paranoid_checks=True)
+    except Exception as exc:
+        return {"repaired": False, "error": f"repair_db failed: {exc}", "keys_lost": None,
+                "lost_keys_sample": []}
+    after = verify_db(path, count_keys=True)
+    report = {"repaired": after["ok"], "error": after["error"], "records": after["records"],
+              "keys_lost": None, "lost_keys_sample": []}
+    lost_dir = os.path.join(path, "lost")
+    report["lost_files"] = sorted(os.listdir(lost_dir)) if os.path.isdir(lost_dir) else []
+    if after["ok"] and reference_keys is not None:
+        lost = reference_keys - after["keys"]
+        report["keys_lost"] = len(lost)
+        report["lost_keys_sample"] = [k.decode("utf-8", "backslashreplace") for k in sorted(lost)[:20]]
+    return report
+
+
+def count_records_snapshot(source, scratch):
+    """Record count of a quiescent source, read from a hard-link snapshot (the source is not opened)."""
+    plyvel = _load_plyvel()
+    hardlink_tree(source, scratch)
+    try:
+        db = plyvel.DB(scratch, create_if_missing=False, paranoid_checks=True)
+        try:
+            return sum(1 for _ in db.iterator(include_value=False, verify_checksums=True, fill_cache=False))
+        finally:
+            db.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def verify_new_tables(data_dir, files, scratch):
+    """Verify only tables that no previous verified backup vouches for: open the whole copy (replays
+    the log, checks the manifest and that every live table exists), then checksum every block of the
+    new tables in an isolated hard-link directory (RepairDB with paranoid checks reads each table
+    with verify_checksums; a corrupt table ends in lost/) and iterate them again with checksums."""
+    plyvel = _load_plyvel()
+    result = {"ok": False, "records": None, "new_table_records": 0, "error": None}
+    try:
+        db = plyvel.DB(data_dir, create_if_missing=False, paranoid_checks=True)
+        db.close()
+    except Exception as exc:
+        result["error"] = f"open failed: {exc}"
+        return result
+    trusted = {table_number(n) for n, info in files.items() if is_table(n) and info.get("verified")}
+    os.mkdir(scratch, 0o700)
+    try:
+        for name in os.listdir(data_dir):
+            if is_table(name) and table_number(name) not in trusted:
+                os.link(os.path.join(data_dir, name), os.path.join(scratch, name))
+        if os.listdir(scratch):
+            plyvel.repair_db(scratch, paranoid_checks=True)
+            lost = os.path.join(scratch, "lost")
+            if os.path.isdir(lost) and os.listdir(lost):
+                result["error"] = f"corrupt table files: {', '.join(sorted(os.listdir(lost)))}"
+                return result
+            check = verify_db(scratch)
+            if not check["ok"]:
+                result["error"] = check["error"]
+                return result
+            result["new_table_records"] = check["records"]
+        result["ok"] = True
+        return result
+    except Exception as exc:
+        result["error"] = f"verification of new tables failed: {exc}"
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def rename_ldb_to_sst(path):
+    renamed = 0
+    for name in os.listdir(path):
+        if name.endswith(".ldb"):
+            os.rename(os.path.join(path, name), os.path.join(path, name[:-4] + ".sst"))
+            renamed += 1
+    return renamed
+
+
+def describe_files(path, known):
+    """size/sha256 of the files now in path, reusing known hashes of untouched tables."""
+    described = {}
+    by_number = {table_number(n): info for n, info in known.items() if is_table(n)}
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if not os.path.isfile(full):
+            continue
+        size = os.path.getsize(full)
+        info = by_number.get(table_number(name)) if is_table(name) else None
+        if info and info["size"] == size:
+            described[name] = {"size": size, "sha256": info["sha256"]}
+        else:
+            described[name] = {"size": size, "sha256": sha256_file(full)[0]}
+    return described
+
+
+# -- the whole backup -------------------------------------------------------------------------
+def plan(source, dest, incremental=True):
+    """What a backup would do, without doing it (check mode)."""
+    check_leveldb_dir(source)
+    check_destination(source, dest)
+    backups = list_backups(dest)
+    previous = _previous_tables(backups[-1]) if (incremental and backups) else {}
+    to_copy, to_link = 0, 0
+    for name in os.listdir(source):
+        full = os.path.join(source, name)
+        if name == "LOCK" or not os.path.isfile(full):
+            continue
+        size = os.path.getsize(full)
+        if is_table(name) and table_number(name) in previous and previous[table_number(name)][1] == size:
+            to_link += size
+        else:
+            to_copy += size
+    return {"previous": backups[-1] if backups else None, "bytes_to_copy": to_copy,
+            "bytes_to_link": to_link, "backups": backups}
+
+
+def source_unchanged_since(source, backup_dir):
+    """True when the source's CURRENT/MANIFEST and the set of files are those of backup_dir's copy."""
+    meta = read_meta(backup_dir) or {}
+    if meta.get("source_manifest") != manifest_fingerprint(source):
+        return False
+    current = {n: os.path.getsize(os.path.join(source, n)) for n in os.listdir(source)
+               if n != "LOCK" and os.path.isfile(os.path.join(source, n))}
+    return current == meta.get("source_sizes")
+
+
+def backup(source, dest, name, attempts=10, incremental=True, keep_exact=False, verify="full",
+           repair=True, fail_on_data_loss=True, rename_to_sst=True, retain=0, count_source=False,
+           skip_if_unchanged=False, fsync=True, clock=time.monotonic):
+    """Take one backup of the LevelDB directory source into dest/leveldb-<name>. Returns a report."""
+    started = clock()
+    if not NAME_RE.match(name or ""):
+        raise LevelDBBackupError(f"invalid backup name {name!r}")
+    if verify not in ("full", "changed", "none"):
+        raise LevelDBBackupError(f"verify must be full, changed or none, not {verify!r}")
+    if attempts < 1:
+        raise LevelDBBackupError("attempts must be at least 1")
+    check_leveldb_dir(source)
+    check_destination(source, dest)
+    final = os.path.join(dest, BACKUP_PREFIX + name)
+    if os.path.lexists(final):
+        raise LevelDBBackupError(f"a backup named {name} already exists in {dest}")
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    stale = remove_stale_temps(dest)
+    backups = list_backups(dest)
+    previous = backups[-1] if backups else None
+    if skip_if_unchanged and previous and source_unchanged_since(source, previous):
+        return {"changed": False, "path": previous, "skipped": True, "reason": "source unchanged since "
+                + os.path.basename(previous), "stale_removed": stale, "bytes_copied": 0, "files_copied": 0,
+                "bytes_linked": 0, "files_linked": 0, "attempts": 0,
+                "backups": [os.path.basename(b) for b in backups],
+                "duration_seconds": round(clock() - started, 3)}
+    estimate = plan(source, dest, incremental)
+    if estimate["bytes_to_copy"] * (2 if keep_exact else 1) > free_bytes(dest):
+        raise LevelDBBackupError(
+            f"not enough free space in {dest}: need about {estimate['bytes_to_copy']} bytes, "
+            f"{free_bytes(dest)} available; nothing was changed")
+
+    tmp = os.path.join(dest, TMP_PREFIX + name)
+    raw = os.path.join(tmp, "exact")
+    data = os.path.join(tmp, "data")
+    report = {"changed": True, "skipped": False, "path": final, "stale_removed": stale,
+              "previous": previous, "verify": verify}
+    try:
+        os.mkdir(tmp, 0o700)
+        t0 = clock()
+        files, used, fingerprint = consistent_copy(
+            source, raw, attempts=attempts, previous_dir=previous if incremental else None, fsync=fsync)
+        report["copy_seconds"] = round(clock() - t0, 3)
+        report["attempts"] = used
+        report["files_copied"] = sum(1 for f in files.values() if not f["linked"])
+        report["bytes_copied"] = sum(f["size"] for f in files.values() if not f["linked"])
+        report["files_linked"] = sum(1 for f in files.values() if f["linked"])
+        report["bytes_linked"] = sum(f["size"] for f in files.values() if f["linked"])
+        report["size_bytes"] = report["bytes_copied"] + report["bytes_linked"]
+        source_sizes = {n: f["size"] for n, f in files.items()}
+
+        if keep_exact:
+            hardlink_tree(raw, data)
+        else:
+            os.rename(raw, data)
+
+        t0 = clock()
+        report.update(records=None, repaired=False, keys_lost=None, lost_keys_sample=[], source_records=None)
+        verified = verify == "none"
+        if verify == "changed" and previous and incremental:
+            check = verify_new_tables(data, files, os.path.join(tmp, "scratch"))
+            report["new_table_records"] = check["new_table_records"]
+        elif verify != "none":
+            check = verify_db(data)
+            report["records"] = check["records"]
+        else:
+            check = {"ok": True, "error": None}
+        if verify != "none":
+            report["verify_error"] = check["error"]
+            verified = check["ok"]
+            if not verified:
+                if not repair:
+                    raise LevelDBBackupError(f"verification of the copy failed: {check['error']}")
+                fixed = repair_copy(data, os.path.join(tmp, "scratch"))
+                report.update(repaired=fixed["repaired"], keys_lost=fixed["keys_lost"],
+                              lost_keys_sample=fixed["lost_keys_sample"], records=fixed.get("records"),
+                              repair_error=fixed["error"], lost_files=fixed.get("lost_files", []))
+                if not fixed["repaired"]:
+                    raise LevelDBBackupError(
+                        f"verification of the copy failed ({check['error']}) and repair failed "
+                        f"({fixed['error']})")
+                if fail_on_data_loss and fixed["keys_lost"] != 0:
+                    lost = "an unknown number of" if fixed["keys_lost"] is None else fixed["keys_lost"]
+                    raise LevelDBBackupError(
+                        f"the copy was corrupt ({check['error']}); repair lost {lost} keys: backup rejected")
+                verified = True
+        report["verify_seconds"] = round(clock() - t0, 3)
+
+        if count_source and verify == "full":
+            report["source_records"] = count_records_snapshot(source, os.path.join(os.path.dirname(
+                os.path.abspath(source)), f".leveldb-count-{name}"))
+            if report["records"] != report["source_records"]:
+                raise LevelDBBackupError(
+                    f"record count mismatch: backup has {report['records']}, quiescent source has "
+                    f"{report['source_records']}")
+
+        report["renamed_to_sst"] = rename_ldb_to_sst(data) if rename_to_sst else 0
+        data_files = describe_files(data, files)
+        for info in data_files.values():
+            info["verified"] = verified and verify != "none"
+        meta = {"status": "ok", "name": name, "source": os.path.abspath(source),
+                "source_manifest": fingerprint, "source_sizes": source_sizes, "attempts": used,
+                "verify": verify, "records": report["records"], "repaired": report["repaired"],
+                "keys_lost": report["keys_lost"], "exact": keep_exact, "data_files": data_files,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        meta_tmp = os.path.join(tmp, META_FILE)
+        fd = os.open(meta_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=1, sort_keys=True)
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        if fsync:
+            _fsync_dir(tmp)
+        os.rename(tmp, final)
+        if fsync:
+            _fsync_dir(dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise LevelDBBackupError(
+                f"no space left on {dest} while writing the backup; the partial copy was removed and the "
+                "previous backups are untouched") from exc
+        raise LevelDBBackupError(f"backup failed: {exc}; the partial copy was removed") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    _point_latest(dest, os.path.basename(final))
+    report["removed"] = apply_retention(dest, retain, keep=final)
+    report["backups"] = [os.path.basename(b) for b in list_backups(dest)]
+    report["duration_seconds"] = round(clock() - started, 3)
+    return report
+
+
+def _point_latest(dest, target_name):
+    link = os.path.join(dest, "latest")
+    tmp_link = os.path.join(dest, ".latest.tmp")
+    if os.path.lexists(tmp_link):
+        os.unlink(tmp_link)
+    os.symlink(target_name, tmp_link)
+    os.replace(tmp_link, link)
+
+
+def apply_retention(dest, retain, keep=None):
+    """Keep the newest `retain` complete backups (0 keeps all). Hard-linked tables shared with the
+    kept backups survive: removing a directory entry never removes another backup's link."""
+    if not retain:
+        return []
+    backups = list_backups(dest)
+    doomed = [b for b in backups[:-retain] if b != keep]
+    for path in doomed:
+        shutil.rmtree(path)
+    return [os.path.basename(p) for p in doomed]
+
+
+def verify_backup(backup_dir, repair=False, fail_on_data_loss=True):
+    """Verify an existing backup (its data/ copy) again; repair only a backup, never a live store."""
+    meta = read_meta(backup_dir)
+    data = os.path.join(backup_dir, "data")
+    if meta is None or not os.path.isdir(data):
+        raise LevelDBBackupError(
+            f"{backup_dir} is not a backup made by leveldb_backup (no {META_FILE} and data/): "
+            "verification and repair run only on backup copies")
+    check_leveldb_dir(data)
+    work = os.path.join(backup_dir, ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.mkdir(work, 0o700)
+    try:
+        # Verify a throwaway hard-link copy: data/ stays byte-for-byte what was verified at backup time.
+        check = verify_db_copy(data, os.path.join(work, "verify"))
+        report = {"ok": check["ok"], "records": check["records"], "error": check["error"], "repaired": False,
+                  "keys_lost": None, "lost_keys_sample": [], "expected_records": meta.get("records")}
+        if check["ok"] and meta.get("records") is not None and check["records"] != meta["records"]:
+            report["ok"] = False
+            report["error"] = f"record count {check['records']} differs from {meta['records']} at backup time"
+        if report["ok"] or not repair:
+            return report
+        fixed = repair_copy(data, os.path.join(work, "scratch"))
+        report.update(repaired=fixed["repaired"], keys_lost=fixed["keys_lost"],
+                      lost_keys_sample=fixed["lost_keys_sample"], repair_error=fixed["error"],
+                      records_after_repair=fixed.get("records"), lost_files=fixed.get("lost_files", []))
+        if fixed["repaired"] and fixed["keys_lost"] is None and meta.get("records") is not None:
+            report["keys_lost"] = max(meta["records"] - fixed["records"], 0)
+        report["ok"] = fixed["repaired"] and not (fail_on_data_loss and report["keys_lost"] != 0)
+        rename_ldb_to_sst(data)
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def verify_db_copy(path, scratch):
+    hardlink_tree(path, scratch)
+    try:
+        return verify_db(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
