@@ -1,0 +1,263 @@
+#!/usr/bin/python
+"""Ansible module: preflight and health facts of a MySQL/MariaDB source/replica pair."""
+
+DOCUMENTATION = r"""
+---
+module: mysql_replication_facts
+short_description: Preflight and health checks of a replication source and its replica
+description:
+  - Runs on the backup host. The login_* options reach the replica (usually its local socket), the
+    source_* options an admin login on the source.
+  - Gathers facts on both servers and checks, each as C({name, ok, message}) in C(checks).
+  - Checks are C(log_bin) (binary log on at the source), C(server_id) (set on both and different),
+    C(binlog_retention) (>= O(min_binlog_retention_days); 0 = never purged counts as ok),
+    C(galera_log_slave_updates) (a Galera source needs log_slave_updates),
+    C(replicate_ignore_table) (the replica's list equals O(ignore_tables); skipped when O(ignore_tables) is not given),
+    C(replication_user) (O(replication_user) has REPLICATION SLAVE and nothing more, is bound to
+    O(replication_host) and has no C(%) account; skipped when O(replication_user) is not given),
+    C(binlog_available) (the binlog file the replica needs next is still on the source).
+  - In O(mode=health) also C(replication_running) (both threads running, no error) and
+    C(replication_lag) (Seconds_Behind <= O(max_lag_seconds)).
+  - C(reseed_required) is true when the replica was never seeded (no source configured) or the
+    binlog file it needs is gone from the source (error 1236 or not in SHOW BINARY LOGS).
+  - With O(fail_on_problems=true) the module fails, listing every problem, when a check fails; the
+    facts are returned in both cases. Never changes anything (C(changed=false)).
+version_added: "1.0.0"
+author: Backup toolkit team
+options:
+  login_host:
+    description: Replica server host.
+    type: str
+    default: localhost
+  login_port:
+    description: Replica server port.
+    type: int
+    default: 3306
+  login_user:
+    description: User on the replica (REPLICATION CLIENT / SLAVE MONITOR and SELECT on information_schema).
+    type: str
+  login_password:
+    description: Password of O(login_user).
+    type: str
+  login_unix_socket:
+    description: Unix socket of the replica server.
+    type: str
+  connect_timeout:
+    description: Connection timeout in seconds (both servers).
+    type: int
+    default: 10
+  config_file:
+    description: Client option file read when it exists (both connections).
+    type: path
+    default: ~/.my.cnf
+  ssl_ca:
+    description: CA certificate for TLS connections.
+    type: path
+  ssl_cert:
+    description: Client certificate for TLS connections.
+    type: path
+  ssl_key:
+    description: Client key for TLS connections.
+    type: path
+  source_host:
+    description: Source server host, as reached from the host running the module. One of O(source_host), O(source_unix_socket) is required.
+    type: str
+  source_port:
+    description: Source server port.
+    type: int
+    default: 3306
+  source_user:
+    description: Admin user on the source (needs PROCESS/REPLICATION CLIENT and SELECT on mysql.user for grant checks).
+    type: str
+  source_password:
+    description: Password of O(source_user).
+    type: str
+  source_unix_socket:
+    description: Unix socket of the source (when the module runs on the source host, e.g. in tests).
+    type: str
+  mode:
+    description: C(preflight) (before/while seeding) or C(health) (replication must run).
+    type: str
+    choices: [preflight, health]
+    default: preflight
+  databases:
+    description: Databases replicated (for the non-transactional table list).
+    type: list
+    elements: str
+    default: []
+  ignore_tables:
+    description: The wanted replicate-ignore-table list (db.table), compared with the replica's setting.
+    type: list
+    elements: str
+  replication_user:
+    description: Replication user to check on the source.
+    type: str
+  replication_host:
+    description: Host part the replication user must be bound to (the backup server's address).
+    type: str
+  min_binlog_retention_days:
+    description: Minimum binlog retention on the source, in days.
+    type: float
+    default: 7
+  max_lag_seconds:
+    description: Maximum acceptable lag in O(mode=health).
+    type: int
+    default: 30
+  skip_checks:
+    description: Names of checks to leave out (for example C(replicate_ignore_table) before the replica is configured).
+    type: list
+    elements: str
+    default: []
+  fail_on_problems:
+    description: Fail the task when a check fails.
+    type: bool
+    default: true
+notes:
+  - Requires PyMySQL on the host running the module. Read-only, so safe in check mode.
+seealso:
+  - module: mysql_replica
+  - module: mysql_table_checksum
+"""
+
+EXAMPLES = r"""
+- name: Preflight the source and the backup server
+  mysql_replication_facts:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    login_user: root
+    source_host: primary.example.org
+    source_user: backup_admin
+    source_password: "{{ vault_primary_admin_password }}"
+    mode: preflight
+    databases: [ccnet_db, seafile_db, seahub_db]
+    ignore_tables: "{{ seafile_replication_ignore_tables }}"
+    replication_user: repl
+    replication_host: 10.0.0.12
+    skip_checks: [replicate_ignore_table]
+  register: preflight
+
+- name: Report replication health
+  mysql_replication_facts:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    login_user: root
+    source_host: primary.example.org
+    source_user: backup_admin
+    source_password: "{{ vault_primary_admin_password }}"
+    mode: health
+    fail_on_problems: false
+  register: health
+"""
+
+RETURN = r"""
+source:
+  description: Source facts.
+  returned: always
+  type: dict
+  sample: {flavor: mariadb, version: 10.11.6-MariaDB, log_bin: true, server_id: 1, binlog_format: ROW,
+           binlog_retention_seconds: 0, galera: false, log_slave_updates: false,
+           binary_logs: [{name: mysql-bin.000001, size: 1234}]}
+replica:
+  description: Replica facts (status as returned by mysql_replica).
+  returned: always
+  type: dict
+  sample: {flavor: mariadb, version: 10.11.6-MariaDB, server_id: 2, replicate_ignore_table: [seafile.Repo], status: {}}
+checks:
+  description: Every check run, as {name, ok, message}.
+  returned: always
+  type: list
+  elements: dict
+problems:
+  description: Messages of the failed checks.
+  returned: always
+  type: list
+  elements: str
+reseed_required:
+  description: The replica was never seeded, or the binlog it needs is gone from the source.
+  returned: always
+  type: bool
+replication_user_grants:
+  description: SHOW GRANTS of every account of O(replication_user), keyed by 'user'@'host'.
+  returned: when replication_user is given
+  type: dict
+non_transactional_tables:
+  description: Tables of O(databases) (ignored tables excluded) whose engine is not transactional.
+  returned: always
+  type: list
+  elements: str
+healthy:
+  description: No check failed.
+  returned: always
+  type: bool
+io_running:
+  description: Replica IO thread state (Yes/No/Connecting).
+  returned: mode=health
+  type: str
+sql_running:
+  description: Replica SQL thread state.
+  returned: mode=health
+  type: str
+seconds_behind:
+  description: Replica lag in seconds (null when not running).
+  returned: mode=health
+  type: int
+last_io_error:
+  description: Last IO thread error text.
+  returned: mode=health
+  type: str
+last_sql_error:
+  description: Last SQL thread error text.
+  returned: mode=health
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.mysql_connection import (
+    HAS_PYMYSQL,
+    PYMYSQL_IMPORT_ERROR,
+    MySQLConnectionError,
+    connect,
+    login_argument_spec,
+    login_params,
+    source_argument_spec,
+)
+from ansible.module_utils.mysql_health import HealthError, gather_facts
+
+
+def main():
+    argument_spec = login_argument_spec()
+    argument_spec.update(source_argument_spec())
+    argument_spec.update(
+        mode=dict(type="str", choices=["preflight", "health"], default="preflight"),
+        databases=dict(type="list", elements="str", default=[]),
+        ignore_tables=dict(type="list", elements="str"),
+        replication_user=dict(type="str"),
+        replication_host=dict(type="str"),
+        min_binlog_retention_days=dict(type="float", default=7),
+        max_lag_seconds=dict(type="int", default=30),
+        skip_checks=dict(type="list", elements="str", default=[]),
+        fail_on_problems=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_one_of=[("source_host", "source_unix_socket")],
+    )
+    if not HAS_PYMYSQL:
+        module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
+    replica = source = None
+    try:
+        replica = connect(login_params(module.params))
+        source = connect(login_params(module.params, "source"))
+        facts = gather_facts(replica, source, module.params)
+    except (MySQLConnectionError, HealthError) as exc:
+        module.fail_json(msg=str(exc))
+    finally:
+        for conn in (replica, source):
+            if conn is not None:
+                conn.close()
+    if module.params["fail_on_problems"] and facts["problems"]:
+        module.fail_json(msg="replication checks failed: " + "; ".join(facts["problems"]), changed=False, **facts)
+    module.exit_json(changed=False, **facts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Connections to MySQL/MariaDB servers, shared by the mysql_* modules.
+
+Pure Python (no AnsibleModule): the option dicts below are merged into each module's argument_spec,
+``connect()`` opens a pymysql connection from those options and ``client_defaults_file()`` writes the
+0600 option file that hands credentials to the command-line clients (mysqldump, mysql) without
+putting them on a command line.
+"""
+import os
+import tempfile
+
+try:
+    import pymysql
+    import pymysql.cursors
+
+    HAS_PYMYSQL = True
+    PYMYSQL_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - reported by the module with missing_required_lib
+    pymysql = None
+    HAS_PYMYSQL = False
+    PYMYSQL_IMPORT_ERROR = exc
+
+
+class MySQLConnectionError(Exception):
+    """The server could not be reached or refused the login."""
+
+
+def login_argument_spec():
+    """Options of the server a module talks to (login_*), merged into each module's argument_spec."""
+    return dict(
+        login_host=dict(type="str", default="localhost"),
+        login_port=dict(type="int", default=3306),
+        login_user=dict(type="str"),
+        login_password=dict(type="str", no_log=True),
+        login_unix_socket=dict(type="str"),
+        connect_timeout=dict(type="int", default=10),
+        config_file=dict(type="path", default="~/.my.cnf"),
+        ssl_ca=dict(type="path"),
+        ssl_cert=dict(type="path"),
+        ssl_key=dict(type="path"),
+    )
+
+
+def source_argument_spec():
+    """An admin login on the replication source (source_*), for modules that run on the replica side."""
+    return dict(
+        source_host=dict(type="str"),
+        source_port=dict(type="int", default=3306),
+        source_user=dict(type="str"),
+        source_password=dict(type="str", no_log=True),
+        source_unix_socket=dict(type="str"),
+    )
+
+
+def login_params(params, prefix="login"):
+    """Extract one server's connection options from module params as a plain dict.
+
+    prefix "login" reads login_host, login_port...; "source" reads source_host...; "target" reads
+    target_host... Options that only exist for login_* (ssl, config file, timeout) are shared.
+    """
+    return dict(
+        host=params.get(f"{prefix}_host"),
+        port=params.get(f"{prefix}_port") or 3306,
+        user=params.get(f"{prefix}_user"),
+        password=params.get(f"{prefix}_password"),
+        unix_socket=params.get(f"{prefix}_unix_socket"),
+        connect_timeout=params.get("connect_timeout") or 10,
+        config_file=params.get("config_file"),
+        ssl_ca=params.get("ssl_ca"),
+        ssl_cert=params.get("ssl_cert"),
+        ssl_key=params.get("ssl_key"),
+    )
+
+
+def describe(conn_params):
+    """Where a connection goes, for messages (never the password)."""
+    where = conn_params.get("unix_socket") or f"{conn_params.get('host')}:{conn_params.get('port')}"
+    return f"{conn_params.get('user') or '(default user)'}@{where}"
+
+
+def connect(conn_params, database=None):
+    """Open an autocommit pymysql connection returning dict rows; raise MySQLConnectionError."""
+    if not HAS_PYMYSQL:
+        raise MySQLConnectionError(f"pymysql is required: {PYMYSQL_IMPORT_ERROR}")
+    kwargs = dict(
+        connect_timeout=conn_params.get("connect_timeout") or 10,
+        autocommit=True,
+        cursorclass=pymysql.cursors.DictCursor,
+        charset="utf8mb4",
+    )
+    config_file = conn_params.get("config_file")
+    if config_file:
+        config_file = os.path.expanduser(config_file)
+        if os.path.exists(config_file):
+            kwargs["read_default_file"] = config_file
+    if conn_params.get("unix_socket"):
+        kwargs["unix_socket"] = conn_params["unix_socket"]
+    else:
+        kwargs["host"] = conn_params.get("host") or "localhost"
+        kwargs["port"] = int(conn_params.get("port") or 3306)
+    if conn_params.get("user"):
+        kwargs["user"] = conn_params["user"]
+    if conn_params.get("password") is not None:
+        kwargs["password"] = conn_params["password"]
+    if database:
+        kwargs["database"] = database
+    ssl = {k: conn_params[f"ssl_{k}"] for k in ("ca", "cert", "key") if conn_params.get(f"ssl_{k}")}
+    if ssl:
+        kwargs["ssl"] = ssl
+    try:
+        return pymysql.connect(**kwargs)
+    except pymysql.err.MySQLError as exc:
+        raise MySQLConnectionError(f"cannot connect to MySQL server {describe(conn_params)}: {exc}") from exc
+
+
+def query(conn, sql, args=None):
+    """Run one statement, return all rows as dicts."""
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall() or [])
+
+
+def variables(conn, names):
+    """SHOW GLOBAL VARIABLES for the given names: {name: value}; names the server lacks are absent."""
+    rows = query(conn, "SELECT VARIABLE_NAME AS n, VARIABLE_VALUE AS v FROM information_schema.GLOBAL_VARIABLES "
+                       "WHERE VARIABLE_NAME IN (" + ",".join(["%s"] * len(names)) + ")",
+                 [n.upper() for n in names])
+    return {r["n"].lower(): r["v"] for r in rows}
+
+
+def _option_value(value):
+    """Quote a value for a MySQL option file (double quotes; backslash escapes)."""
+    text = str(value)
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{text}"'
+
+
+def client_defaults_file(conn_params, directory=None):
+    """Write a 0600 option file with a [client] section for mysqldump/mysql; return its path.
+
+    It must be passed as the FIRST argument: ``--defaults-extra-file=<path>``. The caller removes it
+    (try/finally). The password is in this file only, never on a command line.
+    """
+    fd, path = tempfile.mkstemp(prefix=".mysql-client-", suffix=".cnf", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        lines = ["[client]"]
+        if conn_params.get("unix_socket"):
+            lines.append(f"socket={_option_value(conn_params['unix_socket'])}")
+            lines.append("protocol=socket")
+        else:
+            lines.append(f"host={_option_value(conn_params.get('host') or 'localhost')}")
+            lines.append(f"port={int(conn_params.get('port') or 3306)}")
+            lines.append("protocol=tcp")
+        if conn_params.get("user"):
+            lines.append(f"user={_option_value(conn_params['user'])}")
+        if conn_params.get("password") is not None:
+            lines.append(f"password={_option_value(conn_params['password'])}")
+        lines.append(f"connect-timeout={int(conn_params.get('connect_timeout') or 10)}")
+        for key in ("ca", "cert", "key"):
+            if conn_params.get(f"ssl_{key}"):
+                lines.append(f"ssl-{key}={_option_value(conn_params[f'ssl_{key}'])}")
+        os.write(fd, ("\n".join(lines) + "\n").encode())
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path
