@@ -1,0 +1,677 @@
+"""File-system backups with skip-if-unchanged ("btw-backup" style), as a pure-Python core.
+
+A backup set stores into ``<root>/<destination>``.  Two types:
+
+* ``tar``: one archive per backup, ``<name>-<YYYYmmddTHHMMSSZ>.tar[.gz|.zst]``, written under a
+  hidden temporary name and renamed into place only when complete.
+* ``rdiff``: rdiff-backup repositories ("chains") ``chain-<YYYYmmddTHHMMSSZ>/``; a new chain (a
+  new full backup) starts when the current one holds ``max_incremental_count`` increments or
+  spans more than ``max_incremental_span``.
+
+Change detection needs no archive: a manifest of every path (type, mode, owner, size, mtime,
+symlink target, sha256 of file content) is stored beside the backups (``.btw-manifest.json``).
+The cheap first pass compares ``lstat`` results; the content of a file is hashed only when its
+stat differs from the manifest, including ``ctime`` and inode, which user space cannot set back,
+so a file rewritten with its size and mtime restored is still hashed and found changed.  When
+nothing changed, nothing is stored and a note is appended to ``log.txt``.
+
+A directory holding the exclude tag file (default ``.btw-nobackup``) is left out entirely
+(GNU tar ``--exclude-tag-all``, rdiff-backup ``--exclude-if-present``).
+
+Everything raises ``BtwError`` with an operator-facing message.  Commands run through an
+injected runner with argument lists.
+"""
+import grp
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import time
+
+MANIFEST = ".btw-manifest.json"
+LOG = "log.txt"
+DEFAULT_EXCLUDE_TAG = ".btw-nobackup"
+DEFAULT_MAX_INCREMENTAL_COUNT = 10
+DEFAULT_MAX_INCREMENTAL_SPAN = "24h"
+TYPES = ("tar", "rdiff")
+COMPRESSIONS = {"none": ("", []), "gzip": (".gz", ["--gzip"]), "zstd": (".zst", ["--zstd"])}
+CHAIN_PREFIX = "chain-"
+PARTIAL_PREFIX = ".partial-"
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+STAMP_RE = r"\d{8}T\d{6}Z"
+# A file whose ctime is this close to the scan that recorded it is re-hashed next time
+# (it may have changed again within the same clock tick: git's "racy clean" problem).
+RACY_NS = 2 * 10**9
+HASH_CHUNK = 1 << 20
+
+
+class BtwError(Exception):
+    """An operator-facing error of a btw backup operation."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+class Runner:
+    """Run commands from argument lists (never a shell).  Tests may inject a recording runner."""
+
+    def run(self, argv, env=None, cwd=None, stdout_path=None):
+        """Run argv; return (rc, stdout, stderr).  With stdout_path, stdout goes to that file."""
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        try:
+            if stdout_path:
+                fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    proc = subprocess.run(argv, env=full_env, cwd=cwd, stdout=out,
+                                          stderr=subprocess.PIPE, check=False)
+                    out.flush()
+                    os.fsync(out.fileno())
+                return proc.returncode, "", proc.stderr.decode("utf-8", "replace")
+            proc = subprocess.run(argv, env=full_env, cwd=cwd, capture_output=True, check=False)
+        except FileNotFoundError as exc:
+            raise BtwError(f"command not found: {argv[0]} (install it, e.g. scripts/setup.sh)") from exc
+        return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+    def stream(self, argv, env=None):
+        """Run argv and yield its stdout line by line (bytes); raise BtwError if it fails."""
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        try:
+            proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise BtwError(f"command not found: {argv[0]}") from exc
+        try:
+            yield from proc.stdout
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read().decode("utf-8", "replace")
+            proc.stderr.close()
+            rc = proc.wait()
+        if rc != 0:
+            raise BtwError(f"{os.path.basename(argv[0])} failed (rc={rc}): {err.strip()[-800:]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+_SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SPAN_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+
+
+def parse_span(text):
+    """'90m', '36h', '7d', '1d12h', '2w' or a number of seconds -> seconds (float)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text <= 0:
+            raise BtwError(f"time span {text!r} must be positive")
+        return float(text)
+    value = str(text).strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        seconds = float(value)
+    else:
+        compact = value.replace(" ", "")
+        parts = _SPAN_RE.findall(compact)
+        if not parts or "".join(n + u for n, u in parts) != compact:
+            raise BtwError(f"cannot parse time span {text!r}: use a number and a unit, e.g. "
+                           "90m, 36h, 7d, 1d12h, 2w (s, m, h, d, w)")
+        seconds = sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise BtwError(f"time span {text!r} must be positive")
+    return seconds
+
+
+def parse_owner(owner):
+    """'user:group', 'user', 'uid:gid' or ':group' -> (uid, gid); -1 keeps that part unchanged."""
+    if not owner:
+        return None
+    user, _, group = str(owner).partition(":")
+    uid = gid = -1
+    try:
+        if user:
+            uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        elif user and not user.isdigit():
+            gid = pwd.getpwnam(user).pw_gid
+    except KeyError as exc:
+        raise BtwError(f"owner {owner!r}: unknown user or group {exc}") from exc
+    return uid, gid
+
+
+def resolve_destination(root, destination):
+    """Destination relative to the configured root; never outside it."""
+    if not root or not os.path.isabs(root):
+        raise BtwError(f"root {root!r} must be an absolute path")
+    if not destination or os.path.isabs(destination):
+        raise BtwError(f"destination {destination!r} must be a path relative to root {root}")
+    real_root = os.path.realpath(root)
+    dest = os.path.realpath(os.path.join(real_root, destination))
+    if dest == real_root or not dest.startswith(real_root + os.sep):
+        raise BtwError(f"destination {destination!r} escapes root {root}")
+    return dest
+
+
+def check_source(source, dest):
+    """The source must be an existing directory and must not contain the destination."""
+    if not source or not os.path.isabs(source):
+        raise BtwError(f"source {source!r} must be an absolute path")
+    if not os.path.isdir(source):
+        raise BtwError(f"source {source} does not exist or is not a directory")
+    real_source = os.path.realpath(source)
+    if dest == real_source or dest.startswith(real_source.rstrip(os.sep) + os.sep):
+        raise BtwError(f"destination {dest} is inside the source {source}: it would back itself up")
+    if real_source.startswith(dest + os.sep):
+        raise BtwError(f"source {source} is inside the destination {dest}")
+    return real_source
+
+
+def validate_policy(max_incremental_count, max_incremental_span):
+    try:
+        count = int(max_incremental_count)
+    except (TypeError, ValueError) as exc:
+        raise BtwError(f"max_incremental_count {max_incremental_count!r} is not a number") from exc
+    if count < 0:
+        raise BtwError(f"max_incremental_count {count} must be >= 0")
+    return count, parse_span(max_incremental_span)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small file helpers
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data, mode=0o600):
+    """Write bytes to a hidden temp name beside path, fsync, rename into place."""
+    directory, base = os.path.split(path)
+    tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(directory)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def append_log(dest, message, now=None):
+    """Append a timestamped line to <dest>/log.txt (fsync'd)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time()))
+    path = os.path.join(dest, LOG)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(f"{stamp} {message}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def ensure_dir(path, mode=0o700):
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=mode, exist_ok=True)
+    return path
+
+
+def apply_owner(paths, owner_ids, recursive=False):
+    """chown (lchown) the given paths (recursively for directories) to (uid, gid)."""
+    if not owner_ids:
+        return
+    uid, gid = owner_ids
+    for path in paths:
+        if not os.path.lexists(path):
+            continue
+        os.lchown(path, uid, gid)
+        if recursive and os.path.isdir(path) and not os.path.islink(path):
+            for top, dirs, files in os.walk(path):
+                for entry in dirs + files:
+                    os.lchown(os.path.join(top, entry), uid, gid)
+
+
+def tree_size(path):
+    if not os.path.isdir(path) or os.path.islink(path):
+        return os.lstat(path).st_size
+    total = 0
+    for top, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(HASH_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def utc_stamp(now=None):
+    return time.strftime(STAMP_FORMAT, time.gmtime(now if now is not None else time.time()))
+
+
+def stamp_epoch(stamp):
+    return float(time.mktime(time.strptime(stamp, STAMP_FORMAT)) - time.timezone)
+
+
+def remove_partials(dest):
+    """Remove leftovers of interrupted runs (hidden, never mistaken for backups)."""
+    removed = []
+    for entry in os.listdir(dest):
+        if entry.startswith(PARTIAL_PREFIX) or (entry.startswith(".") and ".tmp-" in entry):
+            path = os.path.join(dest, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(entry)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+
+# entry: [kind, mode, uid, gid, size, mtime_ns, ctime_ns, ino, content]
+# kind: f file, d directory, l symlink, o other; content: sha256 (f), link target (l), "" otherwise
+_KIND, _MODE, _UID, _GID, _SIZE, _MTIME, _CTIME, _INO, _CONTENT = range(9)
+
+
+def _kind(mode):
+    if stat.S_ISREG(mode):
+        return "f"
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "o"
+
+
+def scan_tree(source, exclude_tag=DEFAULT_EXCLUDE_TAG):
+    """Walk source without following symlinks: {relpath: stat entry without content}.
+
+    A directory containing exclude_tag is left out entirely (with its own entry).
+    """
+    entries = {}
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        abs_dir = os.path.join(source, rel_dir) if rel_dir else source
+        try:
+            with os.scandir(abs_dir) as it:
+                children = list(it)
+        except OSError as exc:
+            raise BtwError(f"cannot read {abs_dir}: {exc.strerror}") from exc
+        for child in children:
+            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+            st = child.stat(follow_symlinks=False)
+            kind = _kind(st.st_mode)
+            if kind == "d":
+                if exclude_tag and os.path.lexists(os.path.join(child.path, exclude_tag)):
+                    continue
+                stack.append(rel)
+            content = os.readlink(child.path) if kind == "l" else ""
+            entries[rel] = [kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                            st.st_size if kind == "f" else 0, st.st_mtime_ns, st.st_ctime_ns,
+                            st.st_ino, content]
+    return entries
+
+
+def _same_stat(new, old):
+    return new[:_CONTENT] == old[:_CONTENT]
+
+
+def _same_backup_content(new, old):
+    """Equal as far as a backup is concerned (ctime and inode do not end up in a backup)."""
+    return (new[_KIND], new[_MODE], new[_UID], new[_GID], new[_SIZE], new[_MTIME], new[_CONTENT]) == \
+           (old[_KIND], old[_MODE], old[_UID], old[_GID], old[_SIZE], old[_MTIME], old[_CONTENT])
+
+
+def build_manifest(source, old_entries, scanned_at_ns, old_scanned_at_ns=0, exclude_tag=DEFAULT_EXCLUDE_TAG,
+                   hash_all=False):
+    """Scan source and fill in content hashes, reusing old ones whose stat is unchanged.
+
+    Returns (entries, stats) where stats = {"files", "hashed", "bytes_hashed"}.
+    """
+    entries = scan_tree(source, exclude_tag)
+    hashed = bytes_hashed = files = 0
+    for rel, entry in entries.items():
+        if entry[_KIND] != "f":
+            continue
+        files += 1
+        old = old_entries.get(rel)
+        racy = old is not None and old[_CTIME] >= old_scanned_at_ns - RACY_NS
+        if old is not None and not hash_all and not racy and _same_stat(entry, old):
+            entry[_CONTENT] = old[_CONTENT]
+            continue
+        try:
+            entry[_CONTENT] = sha256_file(os.path.join(source, rel))
+        except FileNotFoundError:
+            entry[_CONTENT] = "vanished"
+        except OSError as exc:
+            raise BtwError(f"cannot read {os.path.join(source, rel)}: {exc.strerror}") from exc
+        hashed += 1
+        bytes_hashed += entry[_SIZE]
+    return entries, {"files": files, "hashed": hashed, "bytes_hashed": bytes_hashed,
+                     "scanned_at_ns": scanned_at_ns}
+
+
+def diff_manifests(new_entries, old_entries, limit=20):
+    """Paths added, removed and modified (as far as a backup is concerned)."""
+    added = sorted(set(new_entries) - set(old_entries))
+    removed = sorted(set(old_entries) - set(new_entries))
+    modified = sorted(p for p in set(new_entries) & set(old_entries)
+                      if not _same_backup_content(new_entries[p], old_entries[p]))
+    return {"added": len(added), "removed": len(removed), "modified": len(modified),
+            "examples": (added + removed + modified)[:limit]}
+
+
+def load_manifest(dest):
+    path = os.path.join(dest, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # unreadable: treated as no manifest, i.e. a new backup is made
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("entries"), dict):
+        return None
+    return data
+
+
+def save_manifest(dest, data):
+    write_atomic(os.path.join(dest, MANIFEST), json.dumps(data, separators=(",", ":")).encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# rdiff-backup chains (shared with the database backups)
+
+
+def rdiff_sessions(repo):
+    """Completed session times (epoch seconds, sorted) of an rdiff-backup repository."""
+    data = os.path.join(repo, "rdiff-backup-data")
+    times = []
+    try:
+        names = os.listdir(data)
+    except OSError:
+        return []
+    for name in names:
+        m = re.fullmatch(r"session_statistics\.(.+)\.data", name)
+        if m:
+            times.append(_rdiff_time(m.group(1)))
+    current = [n for n in names if n.startswith("current_mirror.")]
+    if not current:
+        return []
+    return sorted(t for t in times if t is not None)
+
+
+def _rdiff_time(text):
+    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d)[:-](\d\d)[:-](\d\d)(Z|[+-]\d\d[:-]\d\d)", text)
+    if not m:
+        return None
+    y, mo, d, h, mi, s, tz = m.groups()
+    epoch = time.mktime((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0)) - time.timezone
+    if tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        epoch -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    return float(epoch)
+
+
+def list_chains(dest):
+    """Completed chains, oldest first: [(name, path)]."""
+    if not os.path.isdir(dest):
+        return []
+    names = sorted(n for n in os.listdir(dest) if re.fullmatch(CHAIN_PREFIX + STAMP_RE + r"(-\d+)?", n))
+    return [(n, os.path.join(dest, n)) for n in names]
+
+
+def choose_chain(dest, max_count, max_span, now=None):
+    """Return (path, is_new, reason).  A new chain is a hidden partial directory for now."""
+    now = now if now is not None else time.time()
+    chains = list_chains(dest)
+    if chains:
+        name, path = chains[-1]
+        sessions = rdiff_sessions(path)
+        if sessions:
+            increments = len(sessions) - 1
+            span = now - sessions[0]
+            if increments >= max_count:
+                reason = f"{name} holds {increments} increments (max_incremental_count {max_count})"
+            elif span >= max_span:
+                reason = f"{name} spans {int(span)}s (max_incremental_span {int(max_span)}s)"
+            else:
+                return path, False, f"increment {increments + 1} of {name}"
+        else:
+            reason = f"{name} has no completed backup"
+    else:
+        reason = "no previous full backup"
+    return _new_name(dest, CHAIN_PREFIX, "", now, partial=True), True, "new full backup: " + reason
+
+
+def _new_name(dest, prefix, suffix, now, partial=False):
+    stamp = utc_stamp(now)
+    name = f"{prefix}{stamp}{suffix}"
+    while os.path.lexists(os.path.join(dest, name)):
+        # Same second as an existing backup: wait for the next second so names stay ordered.
+        time.sleep(1.05 - (time.time() % 1))
+        now = time.time()
+        name = f"{prefix}{utc_stamp(now)}{suffix}"
+    return os.path.join(dest, PARTIAL_PREFIX + name if partial else name)
+
+
+def final_name(partial_path):
+    directory, base = os.path.split(partial_path)
+    if base.startswith(PARTIAL_PREFIX):
+        base = base[len(PARTIAL_PREFIX):]
+    return os.path.join(directory, base)
+
+
+def rdiff_backup(runner, source, repo, exclude_tag=None, extra=()):
+    argv = ["rdiff-backup", "--api-version", "201", "backup", "--no-eas", "--no-acls"]
+    if exclude_tag:
+        argv += ["--exclude-if-present", exclude_tag]
+    argv += list(extra) + [source, repo]
+    rc, _out, err = runner.run(argv)
+    if rc != 0:
+        raise BtwError(f"rdiff-backup failed (rc={rc}): {err.strip()[-800:]}")
+
+
+def store_in_chain(runner, staging_or_source, dest, max_count, max_span, exclude_tag=None, now=None):
+    """rdiff-backup into the current chain or a new one; returns (chain_path, reason, new)."""
+    repo, is_new, reason = choose_chain(dest, max_count, max_span, now)
+    if not is_new:
+        sessions = rdiff_sessions(repo)
+        while sessions and sessions[-1] >= int(time.time()):
+            # rdiff-backup refuses a session in the same second as the previous one
+            time.sleep(1.05 - (time.time() % 1))
+    rdiff_backup(runner, staging_or_source, repo, exclude_tag)
+    if is_new:
+        final = final_name(repo)
+        os.rename(repo, final)
+        fsync_dir(dest)
+        repo = final
+    return repo, reason, is_new
+
+
+def chain_state(repo):
+    sessions = rdiff_sessions(repo)
+    return {"chain": os.path.basename(repo), "last_session": sessions[-1] if sessions else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# tar
+
+
+def list_tars(dest, name):
+    pattern = re.escape(name) + "-" + STAMP_RE + r"\.tar(\.gz|\.zst)?"
+    if not os.path.isdir(dest):
+        return []
+    return sorted(n for n in os.listdir(dest) if re.fullmatch(pattern, n))
+
+
+def write_tar(runner, source, dest, name, compression="none", exclude_tag=None, now=None):
+    """GNU tar of source into a hidden temp file, fsync, rename.  Returns (path, warnings)."""
+    suffix, flags = COMPRESSIONS[compression]
+    final = _new_name(dest, name + "-", ".tar" + suffix, now if now is not None else time.time())
+    tmp = os.path.join(dest, PARTIAL_PREFIX + os.path.basename(final))
+    argv = ["tar", "--create", "--file", tmp, "--format=posix", "--numeric-owner", "--sparse"] + flags
+    if exclude_tag:
+        argv.append(f"--exclude-tag-all={exclude_tag}")
+    argv += ["--directory", source, "."]
+    warnings = []
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        rc, _out, err = runner.run(argv)
+        if rc == 1:
+            warnings.append("tar: some files changed while being read: " + err.strip()[-400:])
+        elif rc != 0:
+            raise BtwError(f"tar failed (rc={rc}): {err.strip()[-800:]}")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+        fsync_dir(dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return final, warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# The operation
+
+
+def fs_backup(name, source, root, destination, backup_type="rdiff", exclude_tag=DEFAULT_EXCLUDE_TAG,
+              max_incremental_count=DEFAULT_MAX_INCREMENTAL_COUNT,
+              max_incremental_span=DEFAULT_MAX_INCREMENTAL_SPAN, owner=None, compression="none",
+              hash_all=False, check_mode=False, runner=None, now=None):
+    """Back up source if it changed since the last backup.  Returns a result dict."""
+    started = time.time()
+    runner = runner or Runner()
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise BtwError(f"backup set name {name!r}: use letters, digits, '.', '_' and '-'")
+    if backup_type not in TYPES:
+        raise BtwError(f"unknown backup type {backup_type!r} for a file-system backup: use one of {TYPES}")
+    if compression not in COMPRESSIONS:
+        raise BtwError(f"unknown compression {compression!r}: use one of {tuple(COMPRESSIONS)}")
+    max_count, max_span = validate_policy(max_incremental_count, max_incremental_span)
+    owner_ids = parse_owner(owner)
+    dest = resolve_destination(root, destination)
+    source = check_source(source, dest)
+
+    old = None
+    if os.path.isdir(dest):
+        old = load_manifest(dest)
+    scanned_at_ns = time.time_ns()
+    old_entries = {}
+    old_scanned = 0
+    reason = None
+    if old is None:
+        reason = "no previous backup manifest"
+    elif (old.get("source"), old.get("type"), old.get("exclude_tag")) != (source, backup_type, exclude_tag):
+        reason = "source, type or exclude tag changed since the last backup"
+    else:
+        old_entries, old_scanned = old["entries"], old.get("scanned_at_ns", 0)
+        missing = _previous_backup_missing(dest, old)
+        if missing:
+            reason = missing
+    entries, scan_stats = build_manifest(source, old_entries, scanned_at_ns, old_scanned, exclude_tag,
+                                         hash_all)
+    changes = diff_manifests(entries, old_entries)
+    if reason is None and (changes["added"] or changes["removed"] or changes["modified"]):
+        reason = (f"{changes['added']} added, {changes['removed']} removed, "
+                  f"{changes['modified']} modified")
+
+    result = {"name": name, "type": backup_type, "source": source, "destination": dest,
+              "scan": scan_stats, "changes": changes, "warnings": []}
+    if reason is None:
+        result.update(changed=False, stored=False, reason="unchanged since the last backup",
+                      location=_previous_location(dest, old), size_bytes=0)
+        if not check_mode:
+            last = old.get("backup", {}).get("at", "")
+            log = append_log(dest, f"{name}: source {source} unchanged since the backup of {last}; "
+                                   "nothing stored")
+            apply_owner([log], owner_ids)
+            _refresh_racy(dest, old, entries, scanned_at_ns)
+        result["duration_seconds"] = round(time.time() - started, 3)
+        return result
+
+    result.update(changed=True, stored=not check_mode, reason=reason)
+    if check_mode:
+        result.update(location=dest, size_bytes=0, duration_seconds=round(time.time() - started, 3))
+        return result
+
+    ensure_dir(dest)
+    apply_owner([dest], owner_ids)
+    remove_partials(dest)
+    if backup_type == "tar":
+        path, warnings = write_tar(runner, source, dest, name, compression, exclude_tag, now)
+        result["warnings"] += warnings
+        backup_ref = {"file": os.path.basename(path), "at": utc_stamp(now)}
+        apply_owner([path], owner_ids)
+        size = os.path.getsize(path)
+        result["full"] = True
+    else:
+        path, chain_reason, is_new = store_in_chain(runner, source, dest, max_count, max_span,
+                                                    exclude_tag, now)
+        state = chain_state(path)
+        backup_ref = {"chain": state["chain"], "last_session": state["last_session"], "at": utc_stamp(now)}
+        apply_owner([path], owner_ids, recursive=True)
+        size = tree_size(path)
+        result["full"] = is_new
+        result["chain_reason"] = chain_reason
+    save_manifest(dest, {"version": 1, "name": name, "type": backup_type, "source": source,
+                         "exclude_tag": exclude_tag, "scanned_at_ns": scanned_at_ns,
+                         "backup": backup_ref, "entries": entries})
+    apply_owner([os.path.join(dest, MANIFEST)], owner_ids)
+    result.update(location=path, size_bytes=size, duration_seconds=round(time.time() - started, 3))
+    return result
+
+
+def _previous_backup_missing(dest, manifest):
+    ref = manifest.get("backup") or {}
+    if manifest.get("type") == "tar":
+        if not ref.get("file") or not os.path.isfile(os.path.join(dest, ref["file"])):
+            return "the previous tar archive recorded in the manifest is missing"
+        return None
+    repo = os.path.join(dest, ref.get("chain") or "-")
+    if not os.path.isdir(repo):
+        return "the previous rdiff-backup chain recorded in the manifest is missing"
+    if chain_state(repo)["last_session"] != ref.get("last_session"):
+        return "the rdiff-backup chain changed since the manifest was written"
+    return None
+
+
+def _previous_location(dest, manifest):
+    ref = (manifest or {}).get("backup") or {}
+    return os.path.join(dest, ref.get("file") or ref.get("chain") or "")
+
+
+def _refresh_racy(dest, old, entries, scanned_at_ns):
+    """Save the hashes just computed so racy files are not hashed forever (content unchanged)."""
+    if any(e[_CTIME] >= old.get("scanned_at_ns", 0) - RACY_NS for e in old["entries"].values()) or \
+            any(not _same_stat(entries[p], old["entries"][p]) for p in entries if p in old["entries"]):
+        data = dict(old)
+        data["entries"] = entries
+        data["scanned_at_ns"] = scanned_at_ns
+        save_manifest(dest, data)
