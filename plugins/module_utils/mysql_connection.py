@@ -155,10 +155,11 @@ def client_defaults_file(conn_params, directory=None):
             lines.append(f"user={_option_value(conn_params['user'])}")
         if conn_params.get("password") is not None:
             lines.append(f"password={_option_value(conn_params['password'])}")
-        lines.append(f"connect-timeout={int(conn_params.get('connect_timeout') or 10)}")
         for key in ("ca", "cert", "key"):
             if conn_params.get(f"ssl_{key}"):
                 lines.append(f"ssl-{key}={_option_value(conn_params[f'ssl_{key}'])}")
+        # mysqldump has no connect-timeout option: only the mysql client's own group gets it.
+        lines += ["[mysql]", f"connect-timeout={int(conn_params.get('connect_timeout') or 10)}"]
         os.write(fd, ("\n".join(lines) + "\n").encode())
     except BaseException:
         os.close(fd)
