@@ -1,0 +1,402 @@
+"""Copy mounted LVM snapshots into a timestamped backup directory: watched, checksummed, renamed when done.
+
+Pure Python. Short commands (mount, umount, blkid, lvs) go through an injected ``runner(args)``; the
+long copy runs as a child process (argument list, no shell) so the fill watcher can stop it.
+
+Layout of a destination:
+    <dest>/.partial-<ts>/        being written; never taken for a backup (cleanup removes stale ones)
+    <dest>/<ts>/<label>/...      rsync method: a tree per snapshot (label: e.g. mysql, app)
+    <dest>/<ts>/<label>.tar      tar method: one archive per snapshot
+    <dest>/<ts>/MANIFEST.sha256  `sha256sum -c` compatible, relative paths
+    <dest>/<ts>/metadata.json    coordinates, lock time, sizes, durations, snapshot fill
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+from ansible.module_utils.lvm_snapshot import FillWatcher, LvmError, find_lv, is_invalid, read_lvs
+
+BACKUP_NAME_RE = re.compile(r"^\d{8}T\d{6}Z$")
+PARTIAL_PREFIX = ".partial-"
+MANIFEST = "MANIFEST.sha256"
+METADATA = "metadata.json"
+
+
+class CopyError(Exception):
+    """The copy failed or the snapshot became invalid; no backup was published."""
+
+
+def timestamp(now=None):
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def mount_options(fstype):
+    """Read-only options that never replay a journal on the snapshot (eXo: ext4 noload, XFS norecovery)."""
+    if fstype in ("ext4", "ext3", "ext2"):
+        return "ro,noload" if fstype != "ext2" else "ro"
+    if fstype == "xfs":
+        return "ro,nouuid,norecovery"
+    return "ro"
+
+
+def detect_fstype(runner, device):
+    rc, out, err = runner(["blkid", "-o", "value", "-s", "TYPE", device])
+    fstype = (out or "").strip()
+    if rc != 0 or not fstype:
+        raise CopyError(f"cannot tell the filesystem on {device} (blkid: {(err or out or '').strip() or rc})")
+    return fstype
+
+
+def existing_parent(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_destination(dest, origin_devices):
+    """Refuse a destination on one of the LVs being backed up (it would copy into its own snapshot's
+    origin, filling the snapshot with the copy). origin_devices: device paths of the origin LVs."""
+    if not os.path.isabs(dest):
+        raise CopyError(f"backup destination {dest!r} must be an absolute path")
+    dest_dev = os.stat(existing_parent(dest)).st_dev
+    for device in origin_devices:
+        try:
+            rdev = os.stat(os.path.realpath(device)).st_rdev
+        except OSError:
+            continue
+        if rdev and rdev == dest_dev:
+            raise CopyError(
+                f"backup destination {dest} is on {device}, one of the volumes being backed up; "
+                "choose a destination on another filesystem"
+            )
+
+
+def copy_command(method, source, target_base, label):
+    """The child process copying one mounted snapshot; returns (argv, target path)."""
+    if method == "rsync":
+        target = os.path.join(target_base, label)
+        return [
+            "rsync",
+            "-a",
+            "-H",
+            "--numeric-ids",
+            "--delete",
+            source.rstrip("/") + "/",
+            target + "/",
+        ], target
+    if method == "tar":
+        target = os.path.join(target_base, f"{label}.tar")
+        return ["tar", "--numeric-owner", "-C", source, "-cf", target, "."], target
+    raise CopyError(f"unknown copy method {method!r} (rsync or tar)")
+
+
+def sha256_file(path, bufsize=1024 * 1024):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(bufsize), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(root):
+    """sha256 of every regular file under root (but the manifest and metadata); returns (files, bytes)."""
+    entries, total = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if rel in (MANIFEST, METADATA) or os.path.islink(path) or not os.path.isfile(path):
+                continue
+            total += os.path.getsize(path)
+            entries.append(f"{sha256_file(path)}  {rel}\n")
+    tmp = os.path.join(root, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(entries)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, os.path.join(root, MANIFEST))
+    return len(entries), total
+
+
+def check_manifest(root):
+    """Files whose checksum differs or that are missing: [(relpath, reason)]; [] when all match."""
+    problems = []
+    with open(os.path.join(root, MANIFEST)) as f:
+        for line in f:
+            digest, rel = line.rstrip("\n").split("  ", 1)
+            path = os.path.join(root, rel)
+            if not os.path.isfile(path):
+                problems.append((rel, "missing"))
+            elif sha256_file(path) != digest:
+                problems.append((rel, "checksum differs"))
+    return problems
+
+
+def write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, path)
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_backups(dest):
+    """Complete backups in dest, oldest first (names are UTC timestamps, so they sort by time)."""
+    if not os.path.isdir(dest):
+        return []
+    return sorted(
+        n for n in os.listdir(dest) if BACKUP_NAME_RE.match(n) and os.path.isdir(os.path.join(dest, n))
+    )
+
+
+def apply_retention(dest, keep, check_mode=False):
+    """Keep the newest `keep` complete backups, remove the older ones; returns the names removed."""
+    if keep is None or keep <= 0:
+        return []
+    backups = list_backups(dest)
+    doomed = backups[:-keep] if len(backups) > keep else []
+    if not check_mode:
+        for name in doomed:
+            shutil.rmtree(os.path.join(dest, name))
+    return doomed
+
+
+def stale_partials(dest):
+    if not os.path.isdir(dest):
+        return []
+    return sorted(n for n in os.listdir(dest) if n.startswith(PARTIAL_PREFIX))
+
+
+def du_bytes(path):
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+class SnapshotCopy:
+    """One backup run: mount each snapshot read-only, copy it, watch fill, verify, publish or discard.
+
+    snapshots: [{'vg', 'name', 'path', 'label', 'origin_path', 'thin', optional 'fstype'}]
+    verify: optional callable(partial_dir) -> dict, raising CopyError when the copy is not usable.
+    """
+
+    def __init__(
+        self,
+        runner,
+        snapshots,
+        dest,
+        method="rsync",
+        mount_root="/run/lvm-snapshot-backup",
+        fill_threshold=80.0,
+        fill_action="extend",
+        extend_percent=20.0,
+        poll_interval=2.0,
+        keep=None,
+        metadata=None,
+        verify=None,
+        now=None,
+        clock=time.monotonic,
+        popen=subprocess.Popen,
+    ):
+        self.runner = runner
+        self.snapshots = snapshots
+        self.dest = dest
+        self.method = method
+        self.mount_root = mount_root
+        self.watch = dict(
+            threshold=fill_threshold,
+            action=fill_action,
+            extend_percent=extend_percent,
+            interval=poll_interval,
+        )
+        self.keep = keep
+        self.metadata = dict(metadata or {})
+        self.verify = verify
+        self.name = timestamp(now)
+        self.clock = clock
+        self.popen = popen
+        self.current = None
+        self.mounted = []
+
+    # -- steps -------------------------------------------------------------------------------
+    def preflight(self):
+        if self.method not in ("rsync", "tar"):
+            raise CopyError(f"unknown copy method {self.method!r} (rsync or tar)")
+        labels = [s["label"] for s in self.snapshots]
+        if len(set(labels)) != len(labels) or any(not re.match(r"^[A-Za-z0-9_.-]+$", x) for x in labels):
+            raise CopyError(f"snapshot labels must be unique simple names: {labels}")
+        check_destination(self.dest, [s["origin_path"] for s in self.snapshots if s.get("origin_path")])
+        lvs = read_lvs(self.runner)
+        for snap in self.snapshots:
+            lv = find_lv(lvs, snap["vg"], snap["name"])
+            if lv is None:
+                raise CopyError(f"snapshot {snap['vg']}/{snap['name']} does not exist")
+            if is_invalid(lv):
+                raise CopyError(f"snapshot {snap['vg']}/{snap['name']} is invalid before the copy started")
+        if os.path.exists(os.path.join(self.dest, self.name)):
+            raise CopyError(f"a backup named {self.name} already exists in {self.dest}")
+
+    def _mount(self, snap):
+        fstype = snap.get("fstype") or detect_fstype(self.runner, snap["path"])
+        mountpoint = os.path.join(self.mount_root, f"{snap['vg']}-{snap['name']}")
+        os.makedirs(mountpoint, mode=0o700, exist_ok=True)
+        rc, out, err = self.runner(
+            ["mount", "-t", fstype, "-o", mount_options(fstype), snap["path"], mountpoint]
+        )
+        if rc != 0:
+            raise CopyError(
+                f"mounting {snap['path']} read-only on {mountpoint} failed: {(err or out).strip()}"
+            )
+        self.mounted.append(mountpoint)
+        return mountpoint, fstype
+
+    def _umount_all(self):
+        problems = []
+        for mountpoint in reversed(self.mounted):
+            for attempt in range(4):
+                rc, out, err = self.runner(["umount", mountpoint])
+                if rc == 0:
+                    break
+                time.sleep(1 + attempt)
+            else:
+                problems.append(f"{mountpoint}: {(err or out).strip()}")
+                continue
+            try:
+                os.rmdir(mountpoint)
+            except OSError:
+                pass
+        self.mounted = []
+        if problems:
+            raise CopyError("could not unmount " + "; ".join(problems))
+
+    def _abort_copy(self, _reason):
+        proc = self.current
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+
+    def _copy_one(self, source, partial, label, watcher):
+        argv, target = copy_command(self.method, source, partial, label)
+        self.current = self.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _out, err = self.current.communicate()
+        rc = self.current.returncode
+        self.current = None
+        if watcher.failure:
+            raise CopyError(watcher.failure)
+        if rc != 0:
+            text = (err or b"").decode("utf-8", "replace").strip()[-500:]
+            raise CopyError(
+                f"{self.method} of {source} stopped with exit code {rc} (killed or failed): {text}"
+            )
+        return target
+
+    def run(self):
+        self.preflight()
+        partial = os.path.join(self.dest, PARTIAL_PREFIX + self.name)
+        final = os.path.join(self.dest, self.name)
+        os.makedirs(self.dest, mode=0o700, exist_ok=True)
+        os.makedirs(partial, mode=0o700)
+        watcher = FillWatcher(self.runner, self.snapshots, on_abort=self._abort_copy, **self.watch)
+        published = False
+        t_start = self.clock()
+        copies = []
+        try:
+            watcher.start()
+            for snap in self.snapshots:
+                t0 = self.clock()
+                mountpoint, fstype = self._mount(snap)
+                target = self._copy_one(mountpoint, partial, snap["label"], watcher)
+                copies.append(
+                    dict(
+                        label=snap["label"],
+                        snapshot=f"{snap['vg']}/{snap['name']}",
+                        fstype=fstype,
+                        target=os.path.basename(target),
+                        seconds=round(self.clock() - t0, 3),
+                        bytes=du_bytes(target) if os.path.isdir(target) else os.path.getsize(target),
+                    )
+                )
+            watcher.stop()
+            # the last word on validity comes after the copy, from LVM itself
+            if not watcher.failure:
+                watcher.poll_once()
+            if watcher.failure:
+                raise CopyError(watcher.failure)
+            lvs = read_lvs(self.runner)
+            for snap in self.snapshots:
+                if is_invalid(find_lv(lvs, snap["vg"], snap["name"])):
+                    raise CopyError(f"snapshot {snap['vg']}/{snap['name']} became invalid during the copy")
+            self._umount_all()
+            copy_seconds = round(self.clock() - t_start, 3)
+            verification = None
+            if self.verify:
+                t0 = self.clock()
+                verification = self.verify(partial)
+                verification["seconds"] = round(self.clock() - t0, 3)
+            t0 = self.clock()
+            files, size = write_manifest(partial)
+            metadata = dict(self.metadata)
+            metadata.update(
+                name=self.name,
+                method=self.method,
+                copies=copies,
+                files=files,
+                size_bytes=size,
+                copy_seconds=copy_seconds,
+                manifest_seconds=round(self.clock() - t0, 3),
+                verification=verification,
+                snapshot_max_fill_percent=watcher.max_percent,
+                watcher_events=watcher.events,
+            )
+            write_json(os.path.join(partial, METADATA), metadata)
+            fsync_dir(partial)
+            os.rename(partial, final)
+            fsync_dir(self.dest)
+            published = True
+        except LvmError as exc:
+            raise CopyError(str(exc)) from exc
+        finally:
+            watcher.stop()
+            if self.current is not None and self.current.poll() is None:
+                self.current.kill()
+                self.current.wait()
+            umount_error = None
+            try:
+                self._umount_all()
+            except CopyError as exc:
+                umount_error = exc
+            if not published:
+                shutil.rmtree(partial, ignore_errors=True)
+            if umount_error and published:
+                raise umount_error
+        removed = apply_retention(self.dest, self.keep)
+        metadata["retention_removed"] = removed
+        metadata["path"] = final
+        return metadata

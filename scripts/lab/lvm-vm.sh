@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The LVM test guest: a Debian 12 VM under qemu (TCG; the host kernel has no device-mapper).
+#   scripts/lab/lvm-vm.sh start    build the image if needed, boot with -snapshot (every run starts
+#                                  clean), wait for SSH, write the inventory; prints its path
+#   scripts/lab/lvm-vm.sh stop     power off (kill the qemu pid if it does not go), remove run state
+#   scripts/lab/lvm-vm.sh status   running or not, SSH port, inventory path
+#   scripts/lab/lvm-vm.sh ssh CMD  run a command in the guest as root
+# Environment: LVM_VM_DISK_SIZE (blank data disk for the VG, default 6G), LVM_VM_MEM (2048),
+# LVM_VM_SMP (2), LVM_VM_RUN (run-state directory, default $LAB_CACHE/lvm-vm/run).
+# Only one VM runs at a time on this machine: start refuses when one is already up.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/env.sh
+
+RUN=${LVM_VM_RUN:-$LAB_CACHE/lvm-vm/run}
+PIDFILE=$RUN/qemu.pid
+INVENTORY=$RUN/inventory.yml
+
+running() { [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+ssh_opts() {
+  echo -i "$(cat "$RUN/image")/id_ed25519" -p "$(cat "$RUN/port")" -o BatchMode=yes \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5
+}
+
+guest_ssh() {
+  # shellcheck disable=SC2046
+  ssh $(ssh_opts) root@127.0.0.1 "$@"
+}
+
+start() {
+  if running; then
+    echo "lvm-vm: already running (pid $(cat "$PIDFILE")); stop it first" >&2
+    exit 1
+  fi
+  image=$(bash scripts/lab/build-lvm-vm.sh)
+  rm -rf "$RUN"
+  mkdir -p "$RUN"
+  echo "$image" > "$RUN/image"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  echo "$port" > "$RUN/port"
+  truncate -s "${LVM_VM_DISK_SIZE:-6G}" "$RUN/lvm.img"
+  qemu-system-x86_64 -accel tcg -m "${LVM_VM_MEM:-2048}" -smp "${LVM_VM_SMP:-2}" \
+    -display none -serial "file:$RUN/console.log" -daemonize -pidfile "$PIDFILE" \
+    -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
+    -append "console=ttyS0 root=/dev/vda rw quiet" \
+    -drive "file=$image/root.img,format=raw,if=virtio" \
+    -drive "file=$RUN/lvm.img,format=raw,if=virtio" \
+    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0 \
+    -snapshot
+  t0=$(date +%s)
+  until guest_ssh true 2>/dev/null; do
+    if ! running; then
+      echo "lvm-vm: qemu exited during boot; console:" >&2
+      tail -n 30 "$RUN/console.log" >&2
+      exit 1
+    fi
+    if [ $(( $(date +%s) - t0 )) -gt "${LVM_VM_BOOT_TIMEOUT:-240}" ]; then
+      echo "lvm-vm: no SSH after ${LVM_VM_BOOT_TIMEOUT:-240}s; console:" >&2
+      tail -n 30 "$RUN/console.log" >&2
+      stop
+      exit 1
+    fi
+    sleep 2
+  done
+  cat > "$INVENTORY" <<INV
+---
+all:
+  children:
+    lvm_backup_hosts:
+      hosts:
+        lvmlab:
+          ansible_host: 127.0.0.1
+          ansible_port: $port
+          ansible_user: root
+          ansible_ssh_private_key_file: $image/id_ed25519
+          ansible_ssh_common_args: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+          ansible_python_interpreter: /usr/bin/python3
+INV
+  echo "lvm-vm: up in $(( $(date +%s) - t0 ))s on port $port" >&2
+  echo "$INVENTORY"
+}
+
+stop() {
+  if running; then
+    pid=$(cat "$PIDFILE")
+    guest_ssh systemctl poweroff >/dev/null 2>&1 || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$RUN"
+  echo "lvm-vm: stopped" >&2
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status)
+    if running; then echo "running pid=$(cat "$PIDFILE") port=$(cat "$RUN/port") inventory=$INVENTORY"
+    else echo "stopped"; exit 3; fi ;;
+  ssh) shift; running || { echo "lvm-vm: not running" >&2; exit 1; }; guest_ssh "$@" ;;
+  *) echo "usage: $0 start|stop|status|ssh CMD..." >&2; exit 2 ;;
+esac
