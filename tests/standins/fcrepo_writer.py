@@ -2,7 +2,8 @@
 """Stand-in for fcrepo's write load on its LevelDB store (fcrepo itself is Java and not installable here).
 
 Writes keys k0000000000, k0000000001, ... with random values into a LevelDB with a small write
-buffer, so memtable flushes and compactions happen every few hundred writes. After every write
+buffer, and after each new key rewrites a random older one (overlapping key ranges), so memtable
+flushes happen every few hundred writes and compactions every few flushes. After every write
 that returned, the number of keys written so far is published atomically in --progress: every key
 below that number is durable in the store's files (log or tables).
 
@@ -12,6 +13,7 @@ Usage: fcrepo_writer.py DB_DIR --progress FILE [--value-size 400] [--max-keys N]
 """
 import argparse
 import os
+import random
 import signal
 import sys
 import time
@@ -57,6 +59,8 @@ def main(argv=None):
                 time.sleep(0.05)
                 continue
             db.put(b"k%010d" % count, os.urandom(args.value_size // 2).hex().encode())
+            if count:  # also update an older object: overlapping key ranges make LevelDB compact
+                db.put(b"k%010d" % random.randrange(count), os.urandom(args.value_size // 2).hex().encode())
             count += 1
             _publish(args.progress, count)
             if args.delay:
