@@ -40,7 +40,9 @@ options:
     type: int
     default: 3306
   login_user:
-    description: Admin user on the source (needs SELECT, RELOAD, LOCK TABLES, REPLICATION CLIENT, SHOW VIEW, TRIGGER, PROCESS).
+    description:
+      - Admin user on the source.
+      - Needs SELECT, RELOAD, LOCK TABLES, REPLICATION CLIENT, SHOW VIEW, TRIGGER, PROCESS.
     type: str
   login_password:
     description: Password of O(login_user).

@@ -12,7 +12,8 @@ description:
   - Checks are C(log_bin) (binary log on at the source), C(server_id) (set on both and different),
     C(binlog_retention) (>= O(min_binlog_retention_days); 0 = never purged counts as ok),
     C(galera_log_slave_updates) (a Galera source needs log_slave_updates),
-    C(replicate_ignore_table) (the replica's list equals O(ignore_tables); skipped when O(ignore_tables) is not given),
+    C(replicate_ignore_table) (the replica's list equals O(ignore_tables); skipped when
+    O(ignore_tables) is not given),
     C(replication_user) (O(replication_user) has REPLICATION SLAVE and nothing more, is bound to
     O(replication_host) and has no C(%) account; skipped when O(replication_user) is not given),
     C(binlog_available) (the binlog file the replica needs next is still on the source).
@@ -60,14 +61,16 @@ options:
     description: Client key for TLS connections.
     type: path
   source_host:
-    description: Source server host, as reached from the host running the module. One of O(source_host), O(source_unix_socket) is required.
+    description:
+      - Source server host, as reached from the host running the module.
+      - One of O(source_host), O(source_unix_socket) is required.
     type: str
   source_port:
     description: Source server port.
     type: int
     default: 3306
   source_user:
-    description: Admin user on the source (needs PROCESS/REPLICATION CLIENT and SELECT on mysql.user for grant checks).
+    description: Admin user on the source (REPLICATION CLIENT, SELECT on mysql.user for the grant check).
     type: str
   source_password:
     description: Password of O(source_user).
@@ -104,7 +107,7 @@ options:
     type: int
     default: 30
   skip_checks:
-    description: Names of checks to leave out (for example C(replicate_ignore_table) before the replica is configured).
+    description: Checks to leave out, for example C(replicate_ignore_table) before the replica is configured.
     type: list
     elements: str
     default: []
@@ -159,7 +162,8 @@ replica:
   description: Replica facts (status as returned by mysql_replica).
   returned: always
   type: dict
-  sample: {flavor: mariadb, version: 10.11.6-MariaDB, server_id: 2, replicate_ignore_table: [seafile.Repo], status: {}}
+  sample: {flavor: mariadb, version: 10.11.6-MariaDB, server_id: 2,
+           replicate_ignore_table: [seafile.Repo], status: {}}
 checks:
   description: Every check run, as {name, ok, message}.
   returned: always
@@ -255,7 +259,9 @@ def main():
             if conn is not None:
                 conn.close()
     if module.params["fail_on_problems"] and facts["problems"]:
-        module.fail_json(msg="replication checks failed: " + "; ".join(facts["problems"]), changed=False, **facts)
+        module.fail_json(
+            msg="replication checks failed: " + "; ".join(facts["problems"]), changed=False, **facts
+        )
     module.exit_json(changed=False, **facts)
 
 

@@ -180,7 +180,9 @@ def main():
                 conn.close()
     bad = result["mismatched"] + result["missing_on_replica"]
     if module.params["fail_on_mismatch"] and bad:
-        module.fail_json(msg="tables differ between source and replica: " + ", ".join(bad), changed=False, **result)
+        module.fail_json(
+            msg="tables differ between source and replica: " + ", ".join(bad), changed=False, **result
+        )
     module.exit_json(changed=False, **result)
 
 

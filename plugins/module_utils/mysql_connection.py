@@ -5,6 +5,7 @@ Pure Python (no AnsibleModule): the option dicts below are merged into each modu
 0600 option file that hands credentials to the command-line clients (mysqldump, mysql) without
 putting them on a command line.
 """
+
 import os
 import tempfile
 
@@ -121,9 +122,12 @@ def query(conn, sql, args=None):
 
 def variables(conn, names):
     """SHOW GLOBAL VARIABLES for the given names: {name: value}; names the server lacks are absent."""
-    rows = query(conn, "SELECT VARIABLE_NAME AS n, VARIABLE_VALUE AS v FROM information_schema.GLOBAL_VARIABLES "
-                       "WHERE VARIABLE_NAME IN (" + ",".join(["%s"] * len(names)) + ")",
-                 [n.upper() for n in names])
+    rows = query(
+        conn,
+        "SELECT VARIABLE_NAME AS n, VARIABLE_VALUE AS v FROM information_schema.GLOBAL_VARIABLES "
+        "WHERE VARIABLE_NAME IN (" + ",".join(["%s"] * len(names)) + ")",
+        [n.upper() for n in names],
+    )
     return {r["n"].lower(): r["v"] for r in rows}
 
 

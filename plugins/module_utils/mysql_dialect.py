@@ -6,6 +6,7 @@ STATUS, --master-data vs --source-data, expire_logs_days vs binlog_expire_logs_s
 Source_* status columns, MASTER_POS_WAIT vs SOURCE_POS_WAIT). Everything version-dependent is decided
 here and nowhere else.
 """
+
 import re
 
 MARIADB = "mariadb"
@@ -39,7 +40,11 @@ def parse_client_version(output):
     'mysqldump  Ver 10.13 Distrib 5.7.44, for Linux (x86_64)'                     -> mysql 5.7.44
     """
     text = str(output or "")
-    for pattern in (r"Distrib\s+(\d+\.\d+\.\d+\S*)", r"from\s+(\d+\.\d+\.\d+\S*)", r"Ver\s+(\d+\.\d+\.\d+\S*)"):
+    for pattern in (
+        r"Distrib\s+(\d+\.\d+\.\d+\S*)",
+        r"from\s+(\d+\.\d+\.\d+\S*)",
+        r"Ver\s+(\d+\.\d+\.\d+\S*)",
+    ):
         m = re.search(pattern, text)
         if m:
             version = m.group(1).rstrip(",")
@@ -202,14 +207,18 @@ class Dialect:
         binlog_expire_logs_seconds wins where the dialect has it and it is set; else expire_logs_days
         (MariaDB < 10.6, MySQL 5.7; removed in MySQL 8.2). MariaDB >= 10.6 keeps the two in sync.
         """
+
         def number(name):
             try:
                 return float(values.get(name) or 0)
             except (TypeError, ValueError):
                 return 0.0
 
-        seconds = number("binlog_expire_logs_seconds") if self.retention_variable == "binlog_expire_logs_seconds" \
+        seconds = (
+            number("binlog_expire_logs_seconds")
+            if self.retention_variable == "binlog_expire_logs_seconds"
             else 0.0
+        )
         if not seconds:
             seconds = number("expire_logs_days") * 86400
         return int(seconds)

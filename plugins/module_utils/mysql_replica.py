@@ -10,6 +10,7 @@ Idempotence rules:
 - other settings (SSL, connect retry) are compared only when given, and changed without coordinates
   (the replica keeps its position).
 """
+
 import time
 
 from ansible.module_utils.mysql_connection import query
@@ -31,13 +32,31 @@ COMPARED = {
 IDENTITY = ("source_host", "source_port", "source_user")
 # wanted-param name -> CHANGE option key in the dialect table
 CHANGE_KEYS = {
-    "source_host": "host", "source_port": "port", "source_user": "user", "source_password": "password",
-    "source_log_file": "log_file", "source_log_pos": "log_pos", "source_ssl": "ssl",
-    "source_ssl_ca": "ssl_ca", "source_ssl_cert": "ssl_cert", "source_ssl_key": "ssl_key",
-    "source_ssl_verify_server_cert": "ssl_verify_server_cert", "source_connect_retry": "connect_retry",
+    "source_host": "host",
+    "source_port": "port",
+    "source_user": "user",
+    "source_password": "password",
+    "source_log_file": "log_file",
+    "source_log_pos": "log_pos",
+    "source_ssl": "ssl",
+    "source_ssl_ca": "ssl_ca",
+    "source_ssl_cert": "ssl_cert",
+    "source_ssl_key": "ssl_key",
+    "source_ssl_verify_server_cert": "ssl_verify_server_cert",
+    "source_connect_retry": "connect_retry",
 }
-INT_STATUS = ("source_port", "connect_retry", "read_source_log_pos", "exec_source_log_pos", "relay_log_pos",
-              "relay_log_space", "seconds_behind", "last_io_errno", "last_sql_errno", "source_server_id")
+INT_STATUS = (
+    "source_port",
+    "connect_retry",
+    "read_source_log_pos",
+    "exec_source_log_pos",
+    "relay_log_pos",
+    "relay_log_space",
+    "seconds_behind",
+    "last_io_errno",
+    "last_sql_errno",
+    "source_server_id",
+)
 
 
 class ReplicaError(Exception):
@@ -52,10 +71,26 @@ class ReplicaError(Exception):
 def normalise_status(row):
     """SHOW SLAVE/REPLICA STATUS row (or None) -> dict with one set of names, whatever the dialect."""
     if not row:
-        return dict(configured=False, io_running="No", sql_running="No", seconds_behind=None, source_host="",
-                    source_port=None, source_user="", source_log_file="", read_source_log_pos=None,
-                    exec_source_log_pos=None, relay_log_file="", relay_log_pos=None, relay_source_log_file="",
-                    last_io_errno=0, last_io_error="", last_sql_errno=0, last_sql_error="", using_gtid="")
+        return dict(
+            configured=False,
+            io_running="No",
+            sql_running="No",
+            seconds_behind=None,
+            source_host="",
+            source_port=None,
+            source_user="",
+            source_log_file="",
+            read_source_log_pos=None,
+            exec_source_log_pos=None,
+            relay_log_file="",
+            relay_log_pos=None,
+            relay_source_log_file="",
+            last_io_errno=0,
+            last_io_error="",
+            last_sql_errno=0,
+            last_sql_error="",
+            using_gtid="",
+        )
     status = {}
     for key, columns in STATUS_COLUMNS.items():
         for column in columns:
@@ -71,8 +106,19 @@ def normalise_status(row):
                 status[key] = int(value)
             except (TypeError, ValueError):
                 pass
-    for key in ("last_io_error", "last_sql_error", "source_host", "source_user", "source_log_file",
-                "relay_log_file", "relay_source_log_file", "using_gtid", "ssl_ca", "ssl_cert", "ssl_key"):
+    for key in (
+        "last_io_error",
+        "last_sql_error",
+        "source_host",
+        "source_user",
+        "source_log_file",
+        "relay_log_file",
+        "relay_source_log_file",
+        "using_gtid",
+        "ssl_ca",
+        "ssl_cert",
+        "ssl_key",
+    ):
         status[key] = "" if status.get(key) is None else str(status[key])
     status["configured"] = bool(status.get("source_host"))
     return status
@@ -125,15 +171,16 @@ def plan(status, wanted, dialect):
         return dict(result, steps=steps, before=before, after={"state": "absent"})
 
     changes = {}
-    identity_changed = not configured or any(
-        _differs(status, p, wanted.get(p)) for p in IDENTITY)
+    identity_changed = not configured or any(_differs(status, p, wanted.get(p)) for p in IDENTITY)
     if identity_changed:
         for param in COMPARED:
             if wanted.get(param) is not None:
                 changes[param] = wanted[param]
         if wanted.get("source_password") is None:
-            raise ReplicaError("source_password is required to (re)configure the replica's source "
-                               f"({'no source configured yet' if not configured else 'host/port/user changed'})")
+            raise ReplicaError(
+                "source_password is required to (re)configure the replica's source "
+                f"({'no source configured yet' if not configured else 'host/port/user changed'})"
+            )
         changes["source_password"] = wanted["source_password"]
         if wanted.get("source_log_file"):
             changes["source_log_file"] = wanted["source_log_file"]
@@ -152,7 +199,8 @@ def plan(status, wanted, dialect):
                 "the replica is already configured for this source (at "
                 f"{status.get('relay_source_log_file') or status.get('source_log_file')}:"
                 f"{status.get('exec_source_log_pos')}); coordinates only apply to a new source, "
-                "use state=absent first to reseed")
+                "use state=absent first to reseed"
+            )
 
     if changes:
         if running:
@@ -160,8 +208,9 @@ def plan(status, wanted, dialect):
         steps.append(("change", changes))
         if state == "running":
             steps.append(("start", None))
-    elif state == "running" and not (status.get("io_running") in ("Yes", "Connecting")
-                                     and status.get("sql_running") == "Yes"):
+    elif state == "running" and not (
+        status.get("io_running") in ("Yes", "Connecting") and status.get("sql_running") == "Yes"
+    ):
         steps.append(("start", None))
     elif state == "stopped" and running:
         steps.append(("stop", None))
@@ -211,9 +260,20 @@ def render_change(changes, dialect, literal):
     connection.literal / escape): strings are quoted and escaped by it, numbers go through int().
     """
     parts, masked = [], []
-    order = ["source_host", "source_port", "source_user", "source_password", "source_log_file", "source_log_pos",
-             "source_ssl", "source_ssl_ca", "source_ssl_cert", "source_ssl_key", "source_ssl_verify_server_cert",
-             "source_connect_retry"]
+    order = [
+        "source_host",
+        "source_port",
+        "source_user",
+        "source_password",
+        "source_log_file",
+        "source_log_pos",
+        "source_ssl",
+        "source_ssl_ca",
+        "source_ssl_cert",
+        "source_ssl_key",
+        "source_ssl_verify_server_cert",
+        "source_connect_retry",
+    ]
     for param in order:
         if param not in changes:
             continue
@@ -254,7 +314,10 @@ def wait_decision(status, max_lag):
     if status.get("last_io_error") and status.get("io_running") != "Yes":
         return ("error", f"replica IO thread error {status.get('last_io_errno')}: {status['last_io_error']}")
     if status.get("last_sql_error") and status.get("sql_running") != "Yes":
-        return ("error", f"replica SQL thread error {status.get('last_sql_errno')}: {status['last_sql_error']}")
+        return (
+            "error",
+            f"replica SQL thread error {status.get('last_sql_errno')}: {status['last_sql_error']}",
+        )
     if status.get("io_running") == "Yes" and status.get("sql_running") == "Yes":
         lag = status.get("seconds_behind")
         if lag is not None and int(lag) <= int(max_lag):
@@ -275,7 +338,9 @@ def wait_for_replica(conn, dialect, max_lag, timeout, poll=0.5, clock=time.monot
             raise ReplicaError(
                 f"replica not caught up after {timeout}s: io_running={status.get('io_running')} "
                 f"sql_running={status.get('sql_running')} seconds_behind={status.get('seconds_behind')} "
-                f"last_io_error={status.get('last_io_error')!r}", status=status)
+                f"last_io_error={status.get('last_io_error')!r}",
+                status=status,
+            )
         sleep(poll)
         status = read_status(conn, dialect)
 
@@ -303,13 +368,17 @@ def ensure_replica(conn, params, check_mode=False):
         try:
             query(conn, sql)
         except Exception as exc:  # pymysql errors: report which statement failed (masked)
-            raise ReplicaError(f"'{masked}' failed: {exc}", statements=result["statements"],
-                               status=read_status(conn, dialect)) from exc
+            raise ReplicaError(
+                f"'{masked}' failed: {exc}",
+                statements=result["statements"],
+                status=read_status(conn, dialect),
+            ) from exc
     result["status"] = read_status(conn, dialect)
     if params.get("state", "running") == "running" and params.get("wait", True):
         try:
-            result["status"] = wait_for_replica(conn, dialect, params.get("max_lag_seconds") or 30,
-                                                params.get("wait_timeout") or 300)
+            result["status"] = wait_for_replica(
+                conn, dialect, params.get("max_lag_seconds") or 30, params.get("wait_timeout") or 300
+            )
         except ReplicaError as exc:
             exc.details.update(statements=result["statements"], changed=result["changed"])
             raise

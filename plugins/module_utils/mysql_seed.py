@@ -7,6 +7,7 @@ bytes go on to a compressor writing a temporary file (renamed when complete) or 
 client of the target server. Children die with this process (PR_SET_PDEATHSIG), so a global read lock
 held by the dump client never outlives the module.
 """
+
 import ctypes
 import os
 import re
@@ -21,7 +22,6 @@ from ansible.module_utils.mysql_connection import (
     MySQLConnectionError,
     client_defaults_file,
     connect,
-    describe,
     login_params,
     query,
 )
@@ -29,11 +29,27 @@ from ansible.module_utils.mysql_dialect import Dialect, DialectError, parse_clie
 
 TRANSACTIONAL_ENGINES = frozenset({"innodb", "xtradb", "tokudb", "rocksdb", "ndbcluster", "ndb"})
 # Processlist commands that are not client queries holding or waiting for table locks.
-IDLE_COMMANDS = frozenset({"sleep", "daemon", "binlog dump", "binlog dump gtid", "killed", "connect",
-                           "slave_io", "slave_sql", "slave_worker"})
+IDLE_COMMANDS = frozenset(
+    {
+        "sleep",
+        "daemon",
+        "binlog dump",
+        "binlog dump gtid",
+        "killed",
+        "connect",
+        "slave_io",
+        "slave_sql",
+        "slave_worker",
+    }
+)
 SYSTEM_USERS = frozenset({"system user", "event_scheduler", "unauthenticated user"})
-LOCK_WAIT_STATES = ("waiting for global read lock", "waiting for table flush", "waiting for table metadata lock",
-                    "waiting for backup lock", "waiting for commit lock")
+LOCK_WAIT_STATES = (
+    "waiting for global read lock",
+    "waiting for table flush",
+    "waiting for table metadata lock",
+    "waiting for backup lock",
+    "waiting for commit lock",
+)
 CHUNK = 1 << 20
 HEADER_SCAN_LIMIT = 4 << 20
 COMPRESSORS = {"gzip": ["gzip", "-c", "-3"], "zstd": ["zstd", "-q", "-c", "-3"]}
@@ -61,8 +77,10 @@ def validate_ignore_tables(entries):
         else:
             parsed.append((m.group(1), m.group(2)))
     if bad:
-        raise SeedError("ignore_tables entries must be exactly 'db.table' (one dot, no spaces or quotes): "
-                        + ", ".join(bad))
+        raise SeedError(
+            "ignore_tables entries must be exactly 'db.table' (one dot, no spaces or quotes): "
+            + ", ".join(bad)
+        )
     return parsed
 
 
@@ -91,7 +109,9 @@ def long_running_queries(processlist, max_seconds, own_id=None):
 def describe_queries(rows):
     return "; ".join(
         f"id {r.get('ID')} user {r.get('USER')}@{r.get('HOST')} running {r.get('TIME')}s: "
-        f"{str(r.get('INFO') or r.get('COMMAND') or '')[:120]!r}" for r in rows)
+        f"{str(r.get('INFO') or r.get('COMMAND') or '')[:120]!r}"
+        for r in rows
+    )
 
 
 def choose_consistency(requested, non_transactional):
@@ -106,15 +126,19 @@ class HeaderScanner:
     Handles ``-- CHANGE MASTER TO MASTER_LOG_FILE='f', MASTER_LOG_POS=n;`` (MariaDB, MySQL < 8.0.26),
     ``-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='f', SOURCE_LOG_POS=n;`` (mysqldump 8.0.26+),
     the same without the leading comment (--master-data=1), MariaDB's
-    ``-- SET GLOBAL gtid_slave_pos='0-1-5';`` and MySQL's ``SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ 'uuid:1-5';``.
+    ``-- SET GLOBAL gtid_slave_pos='0-1-5';`` (printed at the END of the dump) and MySQL's
+    ``SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ 'uuid:1-5';``.
     """
 
     COORD_RE = re.compile(
         rb"^(?:--\s*)?CHANGE\s+(?:MASTER|REPLICATION\s+SOURCE)\s+TO\s+(?:MASTER|SOURCE)_LOG_FILE\s*=\s*'([^']+)'\s*,"
-        rb"\s*(?:MASTER|SOURCE)_LOG_POS\s*=\s*(\d+)", re.M | re.I)
+        rb"\s*(?:MASTER|SOURCE)_LOG_POS\s*=\s*(\d+)",
+        re.M | re.I,
+    )
     MARIADB_GTID_RE = re.compile(rb"^(?:--\s*)?SET\s+GLOBAL\s+gtid_slave_pos\s*=\s*'([^']*)'", re.M | re.I)
-    MYSQL_GTID_RE = re.compile(rb"^SET\s+@@GLOBAL\.GTID_PURGED\s*=\s*(?:/\*!\d+\s*'\+'\s*\*/\s*)?'([^']*)'",
-                               re.M | re.I)
+    MYSQL_GTID_RE = re.compile(
+        rb"^SET\s+@@GLOBAL\.GTID_PURGED\s*=\s*(?:/\*!\d+\s*'\+'\s*\*/\s*)?'([^']*)'", re.M | re.I
+    )
     DATA_START_RE = re.compile(rb"^(?:CREATE\s+DATABASE|CREATE\s+TABLE|USE\s+`|INSERT\s+INTO)", re.M | re.I)
 
     TAIL_BYTES = 65536
@@ -130,7 +154,7 @@ class HeaderScanner:
     def feed(self, chunk):
         # MariaDB prints the GTID of the view at the END of the dump ("deferred gtid setting"): keep a
         # rolling tail and read it in finish().
-        self.tail = self.tail[-self.TAIL_BYTES:] + chunk[-self.TAIL_BYTES:]
+        self.tail = self.tail[-self.TAIL_BYTES :] + chunk[-self.TAIL_BYTES :]
         if self.done:
             return
         self.buffer += chunk
@@ -174,8 +198,16 @@ def parse_dump_header(text):
     return dict(binlog_file=scanner.binlog_file, binlog_position=scanner.binlog_position, gtid=scanner.gtid)
 
 
-def build_dump_command(dump_binary, defaults_file, databases, ignore_tables, consistency, coordinates_option,
-                       gtid_option=False, extra_args=()):
+def build_dump_command(
+    dump_binary,
+    defaults_file,
+    databases,
+    ignore_tables,
+    consistency,
+    coordinates_option,
+    gtid_option=False,
+    extra_args=(),
+):
     """argv of the dump client; the option file MUST be the first argument."""
     argv = [dump_binary, f"--defaults-extra-file={defaults_file}"]
     argv += ["--single-transaction"] if consistency == "single_transaction" else ["--lock-all-tables"]
@@ -272,19 +304,30 @@ class LockWatchdog(threading.Thread):
         try:
             own = query(conn, "SELECT CONNECTION_ID() AS id")[0]["id"]
             while not self.stop_event.wait(self.poll):
-                rows = query(conn, "SELECT ID, USER, HOST, COMMAND, TIME, STATE, INFO "
-                                   "FROM information_schema.PROCESSLIST WHERE ID <> %s", (own,))
+                rows = query(
+                    conn,
+                    "SELECT ID, USER, HOST, COMMAND, TIME, STATE, INFO "
+                    "FROM information_schema.PROCESSLIST WHERE ID <> %s",
+                    (own,),
+                )
                 for row in rows:
                     if row["ID"] in self.known_ids or (self.user and row.get("USER") != self.user):
                         continue
                     state = str(row.get("STATE") or "").lower()
                     info = str(row.get("INFO") or "").lstrip().upper()
-                    if info.startswith(("FLUSH", "LOCK ")) and state.startswith(LOCK_WAIT_STATES) and int(row.get("TIME") or 0) >= self.timeout:
+                    if (
+                        info.startswith(("FLUSH", "LOCK "))
+                        and state.startswith(LOCK_WAIT_STATES)
+                        and int(row.get("TIME") or 0) >= self.timeout
+                    ):
                         blockers = long_running_queries(
-                            [r for r in rows if r["ID"] != row["ID"]], max(0, int(row.get("TIME") or 0) - 1))
-                        self.fired = (f"the dump waited {row.get('TIME')}s (> lock_wait_timeout {self.timeout}s) "
-                                      f"in state '{row.get('STATE')}' for: {row.get('INFO')!r}; blocked by: "
-                                      f"{describe_queries(blockers) or 'unknown'}")
+                            [r for r in rows if r["ID"] != row["ID"]], max(0, int(row.get("TIME") or 0) - 1)
+                        )
+                        self.fired = (
+                            f"the dump waited {row.get('TIME')}s (> lock_wait_timeout {self.timeout}s) "
+                            f"in state '{row.get('STATE')}' for: {row.get('INFO')!r}; blocked by: "
+                            f"{describe_queries(blockers) or 'unknown'}"
+                        )
                         self.process.kill()
                         try:
                             query(conn, f"KILL {int(row['ID'])}")
@@ -308,34 +351,58 @@ def inspect_source(conn, databases, ignore_tables, max_query_seconds):
     dialect = Dialect.from_version_string(version)
     log_bin = query(conn, "SELECT @@GLOBAL.log_bin AS v")[0]["v"]
     if str(log_bin) not in ("1", "ON"):
-        raise SeedError("the source has no binary log (log_bin is OFF): enable log_bin and restart it before "
-                        "seeding a replica")
+        raise SeedError(
+            "the source has no binary log (log_bin is OFF): enable log_bin and restart it before "
+            "seeding a replica"
+        )
     placeholders = ",".join(["%s"] * len(databases))
-    present = {r["SCHEMA_NAME"] for r in query(
-        conn, f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({placeholders})",
-        databases)}
+    present = {
+        r["SCHEMA_NAME"]
+        for r in query(
+            conn,
+            f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({placeholders})",
+            databases,
+        )
+    }
     missing = [d for d in databases if d not in present]
     if missing:
         raise SeedError("databases not found on the source: " + ", ".join(missing))
     ignored = {(d, t) for d, t in ignore_tables}
-    tables = query(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
-                         f"WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN ({placeholders})", databases)
+    tables = query(
+        conn,
+        "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
+        f"WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN ({placeholders})",
+        databases,
+    )
     non_transactional = sorted(
-        f"{r['TABLE_SCHEMA']}.{r['TABLE_NAME']}" for r in tables
+        f"{r['TABLE_SCHEMA']}.{r['TABLE_NAME']}"
+        for r in tables
         if (r["TABLE_SCHEMA"], r["TABLE_NAME"]) not in ignored
-        and str(r.get("ENGINE") or "").lower() not in TRANSACTIONAL_ENGINES)
+        and str(r.get("ENGINE") or "").lower() not in TRANSACTIONAL_ENGINES
+    )
     own_id = query(conn, "SELECT CONNECTION_ID() AS id")[0]["id"]
-    processlist = query(conn, "SELECT ID, USER, HOST, DB, COMMAND, TIME, STATE, LEFT(INFO, 300) AS INFO "
-                              "FROM information_schema.PROCESSLIST")
+    processlist = query(
+        conn,
+        "SELECT ID, USER, HOST, DB, COMMAND, TIME, STATE, LEFT(INFO, 300) AS INFO "
+        "FROM information_schema.PROCESSLIST",
+    )
     long_queries = long_running_queries(processlist, max_query_seconds, own_id)
     if long_queries:
         raise SeedError(
             f"refusing to seed: the source runs queries older than max_query_seconds={max_query_seconds}s, "
             "and the dump's FLUSH TABLES WITH READ LOCK would queue behind them while blocking every writer: "
-            + describe_queries(long_queries), long_queries=[dict(id=r["ID"], user=r["USER"], time=r["TIME"],
-                                                                   info=r.get("INFO")) for r in long_queries])
-    return dict(version=version, dialect=dialect, non_transactional_tables=non_transactional,
-                session_ids=[r["ID"] for r in processlist], table_count=len(tables))
+            + describe_queries(long_queries),
+            long_queries=[
+                dict(id=r["ID"], user=r["USER"], time=r["TIME"], info=r.get("INFO")) for r in long_queries
+            ],
+        )
+    return dict(
+        version=version,
+        dialect=dialect,
+        non_transactional_tables=non_transactional,
+        session_ids=[r["ID"] for r in processlist],
+        table_count=len(tables),
+    )
 
 
 def run_seed(params, check_mode=False, popen=subprocess.Popen):
@@ -352,8 +419,11 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
         if not os.path.isdir(os.path.dirname(dest)):
             raise SeedError(f"directory of dest does not exist: {os.path.dirname(dest)}")
     source_params = login_params(params)
-    base = dict(databases=databases, ignored_tables=[f"{d}.{t}" for d, t in ignore_tables],
-                dump_path=dest if mode == "file" else "")
+    base = dict(
+        databases=databases,
+        ignored_tables=[f"{d}.{t}" for d, t in ignore_tables],
+        dump_path=dest if mode == "file" else "",
+    )
 
     try:
         conn = connect(source_params)
@@ -380,13 +450,29 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
     elif compress != "none":
         find_binary(COMPRESSORS[compress][0], [])
 
-    command_preview = build_dump_command(dump_binary, "<0600 option file>", databases, ignore_tables, consistency,
-                                         dump_dialect.dump_coordinates_option(2),
-                                         dump_dialect.flavor == "mariadb", params.get("extra_dump_args"))
+    command_preview = build_dump_command(
+        dump_binary,
+        "<0600 option file>",
+        databases,
+        ignore_tables,
+        consistency,
+        dump_dialect.dump_coordinates_option(2),
+        dump_dialect.flavor == "mariadb",
+        params.get("extra_dump_args"),
+    )
     base["command"] = command_preview
     if check_mode:
-        return dict(base, binlog_file="", binlog_position=0, gtid="", bytes=0, duration_seconds=0.0,
-                    throughput_mb_s=0.0, check_mode=True, source_version=facts["version"])
+        return dict(
+            base,
+            binlog_file="",
+            binlog_position=0,
+            gtid="",
+            bytes=0,
+            duration_seconds=0.0,
+            throughput_mb_s=0.0,
+            check_mode=True,
+            source_version=facts["version"],
+        )
 
     work_dir = os.path.dirname(dest) if mode == "file" else None
     option_files, tmp_path, processes = [], None, []
@@ -404,28 +490,44 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
         if mode == "import":
             target_cnf = client_defaults_file(target_params, None)
             option_files.append(target_cnf)
-            consumer = popen(build_import_command(client_binary, target_cnf), stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=stderr_consumer, preexec_fn=_die_with_parent)
+            consumer = popen(
+                build_import_command(client_binary, target_cnf),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_consumer,
+                preexec_fn=_die_with_parent,
+            )
             processes.append(consumer)
             sink = consumer.stdin
         else:
-            fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".part",
-                                            dir=os.path.dirname(dest))
+            fd, tmp_path = tempfile.mkstemp(
+                prefix=f".{os.path.basename(dest)}.", suffix=".part", dir=os.path.dirname(dest)
+            )
             os.fchmod(fd, 0o600)
             out = os.fdopen(fd, "wb")
             if compress == "none":
                 consumer = None
                 sink = out
             else:
-                consumer = popen(COMPRESSORS[compress], stdin=subprocess.PIPE, stdout=out, stderr=stderr_consumer,
-                                 preexec_fn=_die_with_parent)
+                consumer = popen(
+                    COMPRESSORS[compress],
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=stderr_consumer,
+                    preexec_fn=_die_with_parent,
+                )
                 processes.append(consumer)
                 out.close()
                 sink = consumer.stdin
         dump = popen(argv, stdout=subprocess.PIPE, stderr=stderr_dump, preexec_fn=_die_with_parent)
         processes.insert(0, dump)
-        watchdog = LockWatchdog(source_params, source_params.get("user"), facts["session_ids"],
-                                int(params.get("lock_wait_timeout") or 60), dump)
+        watchdog = LockWatchdog(
+            source_params,
+            source_params.get("user"),
+            facts["session_ids"],
+            int(params.get("lock_wait_timeout") or 60),
+            dump,
+        )
         watchdog.start()
         sink_error = None
         stdout_fd = dump.stdout.fileno()
@@ -458,22 +560,30 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
         if watchdog.fired:
             problems.append(watchdog.fired)
         if dump_rc != 0:
-            problems.append(f"{os.path.basename(dump_binary)} exited with {dump_rc}"
-                            + (f" (killed by signal {-dump_rc})" if dump_rc < 0 else "")
-                            + (f": {_tail(stderr_dump)}" if _tail(stderr_dump) else ""))
+            problems.append(
+                f"{os.path.basename(dump_binary)} exited with {dump_rc}"
+                + (f" (killed by signal {-dump_rc})" if dump_rc < 0 else "")
+                + (f": {_tail(stderr_dump)}" if _tail(stderr_dump) else "")
+            )
         if consumer_rc != 0 or sink_error:
             name = os.path.basename(client_binary) if mode == "import" else compress
-            problems.append(f"{name} failed (exit {consumer_rc})"
-                            + (f": {_tail(stderr_consumer)}" if _tail(stderr_consumer) else "")
-                            + (f" [{sink_error}]" if sink_error else ""))
+            problems.append(
+                f"{name} failed (exit {consumer_rc})"
+                + (f": {_tail(stderr_consumer)}" if _tail(stderr_consumer) else "")
+                + (f" [{sink_error}]" if sink_error else "")
+            )
         if not problems and not scanner.found:
-            problems.append("the dump header has no binlog coordinates (is log_bin on? did extra_dump_args "
-                            "override --master-data/--source-data?)")
+            problems.append(
+                "the dump header has no binlog coordinates (is log_bin on? did extra_dump_args "
+                "override --master-data/--source-data?)"
+            )
         if problems:
             message = "seed failed: " + "; ".join(problems)
             if mode == "import":
-                message += ("; the target server now holds PARTIAL data from this import: do not point a "
-                            "replica at it, reseed")
+                message += (
+                    "; the target server now holds PARTIAL data from this import: do not point a "
+                    "replica at it, reseed"
+                )
                 raise SeedError(message, target_partial=True, bytes=total, **base)
             raise SeedError(message + "; no dump file was written", bytes=total, **base)
 
@@ -487,11 +597,17 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        return dict(base, binlog_file=scanner.binlog_file, binlog_position=scanner.binlog_position,
-                    gtid=scanner.gtid, bytes=total, duration_seconds=round(duration, 3),
-                    throughput_mb_s=round(total / 1e6 / duration, 2) if duration > 0 else 0.0,
-                    source_version=facts["version"],
-                    file_bytes=os.path.getsize(dest) if mode == "file" else 0)
+        return dict(
+            base,
+            binlog_file=scanner.binlog_file,
+            binlog_position=scanner.binlog_position,
+            gtid=scanner.gtid,
+            bytes=total,
+            duration_seconds=round(duration, 3),
+            throughput_mb_s=round(total / 1e6 / duration, 2) if duration > 0 else 0.0,
+            source_version=facts["version"],
+            file_bytes=os.path.getsize(dest) if mode == "file" else 0,
+        )
     finally:
         if watchdog is not None:
             watchdog.stop()

@@ -1,0 +1,331 @@
+"""Preflight and health facts of a replication pair (source + replica), as named checks.
+
+Gathering (needs servers) and judging (pure: ``evaluate()``) are separate, so every check's rule is
+unit-tested on plain dicts.
+"""
+
+import re
+
+from ansible.module_utils.mysql_connection import query, variables
+from ansible.module_utils.mysql_dialect import Dialect
+from ansible.module_utils.mysql_replica import read_status
+from ansible.module_utils.mysql_seed import TRANSACTIONAL_ENGINES, SeedError, validate_ignore_tables
+
+# Error 1236: the source could not send the binlog the replica asked for (usually purged).
+ER_SOURCE_FATAL_READING_BINLOG = 1236
+ALLOWED_REPLICATION_PRIVILEGES = {"REPLICATION SLAVE", "REPLICATION REPLICA", "USAGE"}
+
+
+class HealthError(Exception):
+    """Facts could not be gathered (bad input or a query failed)."""
+
+
+def _on(value):
+    return str(value).strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+# -- grants (pure) ---------------------------------------------------------------------------
+_GRANT_RE = re.compile(r"^GRANT\s+(?P<privs>.+?)\s+ON\s+(?P<on>\S+)\s+TO\s", re.I)
+
+
+def parse_grant(line):
+    """'GRANT REPLICATION SLAVE ON *.* TO `repl`@`10.0.0.2` ...' -> ({'REPLICATION SLAVE'}, '*.*').
+
+    Returns (None, None) for lines that are not privilege grants (GRANT PROXY, roles).
+    """
+    m = _GRANT_RE.match(line.strip())
+    if not m or m.group("privs").upper().startswith("PROXY"):
+        return None, None
+    privs = {p.strip().upper() for p in re.split(r",(?![^(]*\))", m.group("privs"))}
+    return privs, m.group("on").replace("`", "")
+
+
+def extra_privileges(grant_lines):
+    """Privileges beyond REPLICATION SLAVE (and USAGE) in SHOW GRANTS output."""
+    extra = []
+    has_repl = False
+    for line in grant_lines:
+        privs, on = parse_grant(line)
+        if privs is None:
+            continue
+        if on == "*.*" and privs & {"REPLICATION SLAVE", "REPLICATION REPLICA"}:
+            has_repl = True
+        for priv in sorted(privs - ALLOWED_REPLICATION_PRIVILEGES):
+            extra.append(f"{priv} ON {on}")
+    return has_repl, extra
+
+
+def parse_ignore_table_variable(value):
+    """replicate_ignore_table value ('a.b,c.d') -> sorted list."""
+    return sorted(t.strip() for t in str(value or "").split(",") if t.strip())
+
+
+# -- evaluation (pure) -----------------------------------------------------------------------
+def check(name, ok, message):
+    return dict(name=name, ok=bool(ok), message=message)
+
+
+def evaluate(source, replica, params, grants=None):
+    """Named checks from gathered facts. Returns (checks, reseed_required)."""
+    skip = set(params.get("skip_checks") or [])
+    mode = params.get("mode") or "preflight"
+    checks = []
+    checks.append(
+        check(
+            "log_bin",
+            source["log_bin"],
+            "binary log is on at the source"
+            if source["log_bin"]
+            else "log_bin is OFF on the source: set log_bin in its my.cnf and restart it",
+        )
+    )
+    sid, rid = source.get("server_id"), replica.get("server_id")
+    if not sid or not rid:
+        checks.append(
+            check(
+                "server_id",
+                False,
+                f"server_id not set (source {sid}, replica {rid}): give each "
+                "server its own non-zero server-id in my.cnf",
+            )
+        )
+    elif sid == rid:
+        checks.append(
+            check(
+                "server_id",
+                False,
+                f"source and replica have the same server_id {sid}: replication would skip every "
+                "event; give the backup server a different server-id in my.cnf",
+            )
+        )
+    else:
+        checks.append(check("server_id", True, f"server_id source {sid}, replica {rid}"))
+    retention = int(source.get("binlog_retention_seconds") or 0)
+    wanted = float(params.get("min_binlog_retention_days") or 0) * 86400
+    if retention == 0:
+        checks.append(
+            check("binlog_retention", True, "binary logs are kept until purged by hand (no expiry)")
+        )
+    else:
+        checks.append(
+            check(
+                "binlog_retention",
+                retention >= wanted,
+                f"binlog retention {retention / 86400:g} days "
+                f"({'>=' if retention >= wanted else '<'} the minimum {wanted / 86400:g} days)",
+            )
+        )
+    if source.get("galera"):
+        checks.append(
+            check(
+                "galera_log_slave_updates",
+                source.get("log_slave_updates"),
+                "Galera source writes replicated events to its binlog"
+                if source.get("log_slave_updates")
+                else "the source is a Galera node without log_slave_updates: writes made through "
+                "other nodes would never reach the replica",
+            )
+        )
+    if params.get("ignore_tables") is not None:
+        want = sorted(params["ignore_tables"])
+        have = replica.get("replicate_ignore_table") or []
+        missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        checks.append(
+            check(
+                "replicate_ignore_table",
+                not missing and not unexpected,
+                "replica ignores exactly the wanted tables"
+                if not missing and not unexpected
+                else f"replicate_ignore_table differs from the wanted list: missing {missing}, "
+                f"unexpected {unexpected}",
+            )
+        )
+    if params.get("replication_user"):
+        checks.append(_check_replication_user(params, grants or {}))
+
+    status = replica.get("status") or {}
+    reseed, reason = reseed_needed(status, source.get("binary_logs"))
+    if status.get("configured"):
+        checks.append(
+            check("binlog_available", not reseed, reason or "the binlog the replica needs is on the source")
+        )
+    if mode == "health":
+        running = status.get("io_running") == "Yes" and status.get("sql_running") == "Yes"
+        errors = "; ".join(e for e in (status.get("last_io_error"), status.get("last_sql_error")) if e)
+        checks.append(
+            check(
+                "replication_running",
+                running and not errors,
+                "both replication threads run"
+                if running and not errors
+                else f"io_running={status.get('io_running')} sql_running={status.get('sql_running')}"
+                + (f": {errors}" if errors else ""),
+            )
+        )
+        lag = status.get("seconds_behind")
+        max_lag = int(params.get("max_lag_seconds") or 30)
+        checks.append(
+            check(
+                "replication_lag",
+                lag is not None and int(lag) <= max_lag,
+                f"replica lag {lag}s (max {max_lag}s)",
+            )
+        )
+    checks = [c for c in checks if c["name"] not in skip]
+    return checks, reseed
+
+
+def _check_replication_user(params, grants):
+    user, host = params["replication_user"], params.get("replication_host")
+    if not grants:
+        return check("replication_user", False, f"replication user '{user}' does not exist on the source")
+    problems = []
+    if "%" in grants:
+        problems.append(f"'{user}'@'%' exists: bind the replication user to the backup host instead")
+    if host and host not in grants:
+        problems.append(f"no account '{user}'@'{host}' (found: {', '.join(sorted(grants))})")
+    for account_host, lines in sorted(grants.items()):
+        has_repl, extra = extra_privileges(lines)
+        if not has_repl:
+            problems.append(f"'{user}'@'{account_host}' lacks REPLICATION SLAVE ON *.*")
+        if extra:
+            problems.append(f"'{user}'@'{account_host}' has more than REPLICATION SLAVE: {', '.join(extra)}")
+    return check(
+        "replication_user",
+        not problems,
+        "; ".join(problems) if problems else f"'{user}'@'{host}' has REPLICATION SLAVE only",
+    )
+
+
+def reseed_needed(status, binary_logs):
+    """(bool, reason): the replica was never seeded or needs a binlog the source no longer has."""
+    if not status.get("configured"):
+        return True, "the replica has no source configured (never seeded)"
+    if int(status.get("last_io_errno") or 0) == ER_SOURCE_FATAL_READING_BINLOG:
+        return True, f"the source cannot send the binlog the replica needs: {status.get('last_io_error')}"
+    needed = status.get("source_log_file")
+    if binary_logs is not None and needed and needed not in {b["name"] for b in binary_logs}:
+        return True, f"binlog {needed} the replica needs is no longer on the source (purged): reseed required"
+    return False, ""
+
+
+# -- gathering -------------------------------------------------------------------------------
+def source_facts(conn):
+    version = query(conn, "SELECT VERSION() AS v")[0]["v"]
+    dialect = Dialect.from_version_string(version)
+    wanted = [
+        "log_bin",
+        "server_id",
+        "binlog_format",
+        "expire_logs_days",
+        "binlog_expire_logs_seconds",
+        "wsrep_on",
+        "log_slave_updates",
+        "log_replica_updates",
+        "gtid_binlog_pos",
+        "gtid_mode",
+    ]
+    values = variables(conn, wanted)
+    try:
+        logs = query(conn, "SHOW BINARY LOGS")
+        binary_logs = [dict(name=r.get("Log_name"), size=int(r.get("File_size") or 0)) for r in logs]
+    except Exception:  # noqa: BLE001 - privilege or log_bin off: reported as unknown
+        binary_logs = None
+    return dialect, dict(
+        flavor=dialect.flavor,
+        version=version,
+        log_bin=_on(values.get("log_bin")),
+        server_id=int(values.get("server_id") or 0),
+        binlog_format=values.get("binlog_format") or "",
+        binlog_retention_seconds=dialect.retention_seconds(values),
+        retention_variable=dialect.retention_variable,
+        galera=_on(values.get("wsrep_on")),
+        log_slave_updates=_on(
+            values.get(dialect.log_replica_updates_variable, values.get("log_slave_updates"))
+        ),
+        binary_logs=binary_logs,
+    )
+
+
+def replica_facts(conn):
+    version = query(conn, "SELECT VERSION() AS v")[0]["v"]
+    dialect = Dialect.from_version_string(version)
+    values = variables(conn, ["server_id", "replicate_ignore_table"])
+    return dialect, dict(
+        flavor=dialect.flavor,
+        version=version,
+        server_id=int(values.get("server_id") or 0),
+        replicate_ignore_table=parse_ignore_table_variable(values.get("replicate_ignore_table")),
+        status=read_status(conn, dialect),
+    )
+
+
+def replication_grants(conn, user):
+    """{host: [SHOW GRANTS lines]} for every account of the user."""
+    hosts = [r["Host"] for r in query(conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,))]
+    grants = {}
+    for host in hosts:
+        rows = query(conn, "SHOW GRANTS FOR %s@%s", (user, host))
+        grants[host] = [list(r.values())[0] for r in rows]
+    return grants
+
+
+def non_transactional(conn, databases, ignore_tables):
+    if not databases:
+        return []
+    ignored = {f"{d}.{t}" for d, t in ignore_tables}
+    rows = query(
+        conn,
+        "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE "
+        "TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN (" + ",".join(["%s"] * len(databases)) + ")",
+        list(databases),
+    )
+    return sorted(
+        f"{r['TABLE_SCHEMA']}.{r['TABLE_NAME']}"
+        for r in rows
+        if f"{r['TABLE_SCHEMA']}.{r['TABLE_NAME']}" not in ignored
+        and str(r.get("ENGINE") or "").lower() not in TRANSACTIONAL_ENGINES
+    )
+
+
+def gather_facts(replica_conn, source_conn, params):
+    try:
+        ignore_tables = validate_ignore_tables(params.get("ignore_tables") or [])
+    except SeedError as exc:
+        raise HealthError(str(exc)) from exc
+    try:
+        _, source = source_facts(source_conn)
+        _, replica = replica_facts(replica_conn)
+        grants = (
+            replication_grants(source_conn, params["replication_user"])
+            if params.get("replication_user")
+            else None
+        )
+        non_tx = non_transactional(source_conn, params.get("databases") or [], ignore_tables)
+    except Exception as exc:  # noqa: BLE001 - pymysql errors become one clear message
+        raise HealthError(f"cannot gather replication facts: {exc}") from exc
+    checks, reseed = evaluate(source, replica, params, grants)
+    problems = [c["message"] for c in checks if not c["ok"]]
+    facts = dict(
+        source=source,
+        replica=replica,
+        checks=checks,
+        problems=problems,
+        reseed_required=reseed,
+        non_transactional_tables=non_tx,
+        healthy=not problems,
+    )
+    if grants is not None:
+        facts["replication_user_grants"] = {
+            f"'{params['replication_user']}'@'{h}'": g for h, g in grants.items()
+        }
+    if (params.get("mode") or "preflight") == "health":
+        status = replica["status"]
+        facts.update(
+            io_running=status.get("io_running"),
+            sql_running=status.get("sql_running"),
+            seconds_behind=status.get("seconds_behind"),
+            last_io_error=status.get("last_io_error"),
+            last_sql_error=status.get("last_sql_error"),
+        )
+    return facts
