@@ -198,8 +198,8 @@ def list_backups(dest):
         if name.startswith(BACKUP_PREFIX) and os.path.isdir(full) and not os.path.islink(full):
             meta = read_meta(full)
             if meta and meta.get("status") == "ok":
-                found.append(full)
-    return found
+                found.append((meta.get("created_epoch", 0), name, full))
+    return [full for _epoch, _name, full in sorted(found)]
 
 
 def check_destination(source, dest):
@@ -291,7 +291,8 @@ def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, 
         after = manifest_fingerprint(source)
         copied_ok = (
             files is not None and before == after and None not in before.values()
-            and all(files.get(n, {}).get("sha256") == h for n, h in before.items())
+            and all(files.get(n, {}).get("sha256") == h for n, h in before.items()
+                    if n == "CURRENT" or n.startswith("MANIFEST-"))
         )
         if copied_ok:
             if fsync:  # after the check, so the copy window (and the chance of a compaction) stays short
@@ -513,12 +514,18 @@ def source_unchanged_since(source, backup_dir):
     return current == meta.get("source_sizes")
 
 
-def backup(source, dest, name, attempts=10, incremental=True, keep_exact=False, verify="full",
+def default_name():
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1e6) % 1000000:06d}Z"
+
+
+def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=False, verify="full",
            repair=True, fail_on_data_loss=True, rename_to_sst=True, retain=0, count_source=False,
            skip_if_unchanged=False, fsync=True, clock=time.monotonic):
     """Take one backup of the LevelDB directory source into dest/leveldb-<name>. Returns a report."""
     started = clock()
-    if not NAME_RE.match(name or ""):
+    name = name or default_name()
+    if not NAME_RE.match(name):
         raise LevelDBBackupError(f"invalid backup name {name!r}")
     if verify not in ("full", "changed", "none"):
         raise LevelDBBackupError(f"verify must be full, changed or none, not {verify!r}")
@@ -617,7 +624,7 @@ def backup(source, dest, name, attempts=10, incremental=True, keep_exact=False, 
                 "source_manifest": fingerprint, "source_sizes": source_sizes, "attempts": used,
                 "verify": verify, "records": report["records"], "repaired": report["repaired"],
                 "keys_lost": report["keys_lost"], "exact": keep_exact, "data_files": data_files,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_epoch": time.time()}
         meta_tmp = os.path.join(tmp, META_FILE)
         fd = os.open(meta_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

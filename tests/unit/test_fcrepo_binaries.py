@@ -1,0 +1,70 @@
+"""Unit tests of the fcrepo binary store core (pure file handling)."""
+import hashlib
+import os
+
+import pytest
+from ansible.module_utils import fcrepo_binaries as fb
+
+
+def put(root, content, name=None, where=None):
+    sha = name or hashlib.sha1(content).hexdigest()  # noqa: S324
+    rel = where or fb.shard_path(sha)
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(content)
+    return rel
+
+
+def test_shard_path_follows_fcrepo_layout():
+    sha = "a1b2c369563c0465ab82cdb2789d45ce1c3585b1"
+    assert fb.shard_path(sha) == "a1/b2/c3/a1b2c369563c0465ab82cdb2789d45ce1c3585b1"
+
+
+def test_scan_store_classifies_files(tmp_path):
+    root = str(tmp_path)
+    good = put(root, b"x" * 5000)
+    wrong_shard = put(root, b"y" * 5000, where="00/00/00/" + hashlib.sha1(b"y" * 5000).hexdigest())  # noqa: S324
+    put(root, b"z", where="tmp/upload.part")
+    put(root, b"partial", where="a1/b2/c3/.fcrepo-tmp-a1b2c3")
+    binaries, misplaced, unrecognised = fb.scan_store(root)
+    assert binaries == {good: 5000}
+    assert misplaced == [wrong_shard]
+    assert unrecognised == ["tmp/upload.part"]
+
+
+def test_plan_lists_only_missing_files(tmp_path):
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    a = put(src, b"a" * 4100)
+    b = put(src, b"b" * 4200)
+    put(dst, b"a" * 4100)
+    report = fb.plan(src, dst)
+    assert report["to_copy"] == [b] and report["bytes_to_copy"] == 4200 and a not in report["to_copy"]
+
+
+def test_check_mode_changes_nothing(tmp_path):
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    put(src, b"a" * 4100)
+    report = fb.backup(src, dst, check_mode=True)
+    assert report["copied"] == 1 and report["changed"]
+    assert not os.path.exists(dst)
+
+
+@pytest.mark.parametrize("dest_of, message", [
+    (lambda src, tmp: os.path.join(src, "backup"), "inside the binary directory"),
+    (lambda src, tmp: str(tmp), "inside the destination"),
+    (lambda src, tmp: str(tmp / "no" / "such" / "dir"), "parent directory"),
+])
+def test_bad_destinations_are_refused(tmp_path, dest_of, message):
+    src = str(tmp_path / "src")
+    put(src, b"a" * 4100)
+    with pytest.raises(fb.FcrepoBinariesError, match=message):
+        fb.backup(src, dest_of(src, tmp_path))
+
+
+def test_missing_binary_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(fb.FcrepoBinariesError, match="does not exist"):
+        fb.backup(str(tmp_path / "nope"), str(tmp_path / "dst"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(fb.FcrepoBinariesError, match="not a directory"):
+        fb.backup(str(tmp_path / "file"), str(tmp_path / "dst"))

@@ -1,0 +1,165 @@
+"""Unit tests of the LevelDB backup core's pure parts (no LevelDB library involved)."""
+import os
+
+import pytest
+from ansible.module_utils import leveldb_backup as lb
+
+
+def fake_leveldb(path, manifest="MANIFEST-000004", tables=("000005.ldb", "000007.ldb")):
+    path.mkdir()
+    (path / "CURRENT").write_text(manifest + "\n")
+    (path / manifest).write_bytes(b"manifest-bytes")
+    (path / "000006.log").write_bytes(b"log")
+    (path / "LOCK").write_bytes(b"")
+    for i, name in enumerate(tables):
+        (path / name).write_bytes(b"table" * (i + 1))
+    return str(path)
+
+
+def test_check_leveldb_dir_accepts_a_store_and_names_its_manifest(tmp_path):
+    assert lb.check_leveldb_dir(fake_leveldb(tmp_path / "db")) == "MANIFEST-000004"
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.write_text("x"), "is not a directory"),
+    (lambda p: p.mkdir(), "no CURRENT file"),
+    (lambda p: (p.mkdir(), (p / "CURRENT").write_text("garbage\n")), "does not name a manifest"),
+    (lambda p: (p.mkdir(), (p / "CURRENT").write_text("MANIFEST-../../x\n")), "does not name a manifest"),
+    (lambda p: (p.mkdir(), (p / "CURRENT").write_text("MANIFEST-000009\n")), "which does not exist"),
+])
+def test_check_leveldb_dir_rejects_what_is_not_a_store(tmp_path, setup, message):
+    target = tmp_path / "x"
+    setup(target)
+    with pytest.raises(lb.LevelDBBackupError, match=message):
+        lb.check_leveldb_dir(str(target))
+
+
+def test_manifest_fingerprint_changes_with_manifest_and_current(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    first = lb.manifest_fingerprint(db)
+    assert set(first) == {"CURRENT", "MANIFEST-000004"}
+    with open(os.path.join(db, "MANIFEST-000004"), "ab") as handle:
+        handle.write(b"edit")
+    assert lb.manifest_fingerprint(db) != first
+
+
+def test_check_destination_refuses_nesting(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    with pytest.raises(lb.LevelDBBackupError, match="inside the source"):
+        lb.check_destination(db, os.path.join(db, "sub", "b"))
+    with pytest.raises(lb.LevelDBBackupError, match="inside the destination"):
+        lb.check_destination(db, str(tmp_path))
+    with pytest.raises(lb.LevelDBBackupError, match="parent directory"):
+        lb.check_destination(db, str(tmp_path / "no" / "such" / "dir"))
+    lb.check_destination(db, str(tmp_path / "backups"))
+    # a sibling whose name merely starts with the source's name is not inside it
+    lb.check_destination(db, str(tmp_path / "db-backups"))
+
+
+def test_consistent_copy_copies_manifest_first_and_skips_lock(tmp_path, monkeypatch):
+    db = fake_leveldb(tmp_path / "db")
+    order = []
+    real = lb.copy_file
+    monkeypatch.setattr(lb, "copy_file", lambda s, d, fsync=True: (order.append(os.path.basename(s)),
+                                                                     real(s, d, fsync))[1])
+    files, attempts, fingerprint = lb.consistent_copy(db, str(tmp_path / "copy"), fsync=False)
+    assert attempts == 1
+    assert order[:2] == ["CURRENT", "MANIFEST-000004"]
+    assert "LOCK" not in files and "LOCK" not in os.listdir(tmp_path / "copy")
+    assert fingerprint == lb.manifest_fingerprint(db)
+
+
+def test_consistent_copy_retries_then_gives_up_and_removes_the_copy(tmp_path, monkeypatch):
+    db = fake_leveldb(tmp_path / "db")
+    ticks = iter(range(100))
+    real = lb.manifest_fingerprint
+    monkeypatch.setattr(lb, "manifest_fingerprint", lambda p: dict(real(p), t=next(ticks)))
+    sleeps = []
+    with pytest.raises(lb.LevelDBBackupError, match="changed during each of 4 copy attempts"):
+        lb.consistent_copy(db, str(tmp_path / "copy"), attempts=4, fsync=False, sleep=sleeps.append)
+    assert len(sleeps) == 3
+    assert not os.path.exists(tmp_path / "copy")
+
+
+def test_consistent_copy_succeeds_on_a_later_attempt(tmp_path, monkeypatch):
+    db = fake_leveldb(tmp_path / "db")
+    calls = {"n": 0}
+    real = lb.manifest_fingerprint
+
+    def flaky(path):
+        calls["n"] += 1
+        return dict(real(path), busy=calls["n"] == 2)  # changes during the first attempt only
+
+    monkeypatch.setattr(lb, "manifest_fingerprint", flaky)
+    _files, attempts, _ = lb.consistent_copy(db, str(tmp_path / "copy"), fsync=False, sleep=lambda s: None)
+    assert attempts == 2
+
+
+def test_incremental_copy_links_only_identical_tables(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    prev = tmp_path / "prev"
+    (prev / "data").mkdir(parents=True)
+    (prev / "data" / "000005.sst").write_bytes(b"table")        # same content, renamed to .sst
+    (prev / "data" / "000007.sst").write_bytes(b"tablXtablX")   # same size, different content
+    meta = {"status": "ok", "data_files": {
+        "000005.sst": {"size": 5, "sha256": lb.sha256_file(str(prev / "data" / "000005.sst"))[0],
+                       "verified": True},
+        "000007.sst": {"size": 10, "sha256": lb.sha256_file(str(prev / "data" / "000007.sst"))[0]}}}
+    (prev / "backup.json").write_text(__import__("json").dumps(meta))
+    files, _, _ = lb.consistent_copy(db, str(tmp_path / "copy"), previous_dir=str(prev), fsync=False)
+    assert files["000005.ldb"]["linked"] and files["000005.ldb"]["verified"]
+    assert not files["000007.ldb"]["linked"]
+    assert os.stat(tmp_path / "copy" / "000005.ldb").st_ino == os.stat(prev / "data" / "000005.sst").st_ino
+    assert (tmp_path / "copy" / "000007.ldb").read_bytes() == b"tabletable"
+
+
+def test_wait_until_quiet_with_a_fake_clock(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+        if now[0] < 3:  # something writes during the first 3 seconds
+            with open(os.path.join(db, "000006.log"), "ab") as handle:
+                handle.write(b"x")
+
+    waited = lb.wait_until_quiet(db, quiet_seconds=2, timeout=60, interval=0.5, clock=lambda: now[0],
+                                 sleep=sleep)
+    assert waited == 4.5  # last change seen at 2.5 s, then 2 s of quiet
+    now[0] = 0.0
+    with pytest.raises(lb.LevelDBBackupError, match="did not stay quiet for 5"):
+        lb.wait_until_quiet(db, quiet_seconds=5, timeout=2, interval=0.5, clock=lambda: now[0], sleep=sleep)
+
+
+def test_backup_rejects_bad_parameters_before_touching_anything(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    dest = str(tmp_path / "b")
+    with pytest.raises(lb.LevelDBBackupError, match="invalid backup name"):
+        lb.backup(db, dest, name="../evil")
+    with pytest.raises(lb.LevelDBBackupError, match="verify must be"):
+        lb.backup(db, dest, name="x", verify="sometimes")
+    with pytest.raises(lb.LevelDBBackupError, match="attempts"):
+        lb.backup(db, dest, name="x", attempts=0)
+    assert not os.path.exists(dest)
+
+
+def test_retention_keeps_newest_complete_backups_only(tmp_path):
+    dest = tmp_path / "b"
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        (dest / f"leveldb-{name}").mkdir(parents=True)
+        (dest / f"leveldb-{name}" / "backup.json").write_text(f'{{"status": "ok", "created_epoch": {i}}}')
+    (dest / "leveldb-broken").mkdir()   # no metadata: not a backup, never counted nor deleted
+    (dest / ".tmp-e").mkdir()
+    assert lb.apply_retention(str(dest), 2) == ["leveldb-a", "leveldb-b"]
+    assert sorted(os.listdir(dest)) == [".tmp-e", "leveldb-broken", "leveldb-c", "leveldb-d"]
+    assert lb.apply_retention(str(dest), 0) == []
+    assert lb.remove_stale_temps(str(dest)) == [".tmp-e"]
+
+
+def test_plan_counts_bytes_to_copy_and_to_link(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    report = lb.plan(db, str(tmp_path / "b"))
+    assert report["bytes_to_link"] == 0
+    assert report["bytes_to_copy"] == sum(os.path.getsize(os.path.join(db, n)) for n in os.listdir(db))
+    assert report["previous"] is None
