@@ -21,6 +21,7 @@ A directory holding the exclude tag file (default ``.btw-nobackup``) is left out
 Everything raises ``BtwError`` with an operator-facing message.  Commands run through an
 injected runner with argument lists.
 """
+
 import grp
 import hashlib
 import json
@@ -60,16 +61,27 @@ class BtwError(Exception):
 class Runner:
     """Run commands from argument lists (never a shell).  Tests may inject a recording runner."""
 
-    def run(self, argv, env=None, cwd=None, stdout_path=None):
+    def run(self, argv, env=None, cwd=None, stdout_path=None, stdin_path=None):
         """Run argv; return (rc, stdout, stderr).  With stdout_path, stdout goes to that file."""
         full_env = dict(os.environ)
         full_env.update(env or {})
+        if stdin_path:
+            with open(stdin_path, "rb") as stdin:
+                proc = subprocess.run(
+                    argv, env=full_env, cwd=cwd, stdin=stdin, capture_output=True, check=False
+                )
+            return (
+                proc.returncode,
+                proc.stdout.decode("utf-8", "replace"),
+                proc.stderr.decode("utf-8", "replace"),
+            )
         try:
             if stdout_path:
                 fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as out:
-                    proc = subprocess.run(argv, env=full_env, cwd=cwd, stdout=out,
-                                          stderr=subprocess.PIPE, check=False)
+                    proc = subprocess.run(
+                        argv, env=full_env, cwd=cwd, stdout=out, stderr=subprocess.PIPE, check=False
+                    )
                     out.flush()
                     os.fsync(out.fileno())
                 return proc.returncode, "", proc.stderr.decode("utf-8", "replace")
@@ -117,8 +129,10 @@ def parse_span(text):
         compact = value.replace(" ", "")
         parts = _SPAN_RE.findall(compact)
         if not parts or "".join(n + u for n, u in parts) != compact:
-            raise BtwError(f"cannot parse time span {text!r}: use a number and a unit, e.g. "
-                           "90m, 36h, 7d, 1d12h, 2w (s, m, h, d, w)")
+            raise BtwError(
+                f"cannot parse time span {text!r}: use a number and a unit, e.g. "
+                "90m, 36h, 7d, 1d12h, 2w (s, m, h, d, w)"
+            )
         seconds = sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise BtwError(f"time span {text!r} must be positive")
@@ -330,9 +344,17 @@ def scan_tree(source, exclude_tag=DEFAULT_EXCLUDE_TAG):
                     continue
                 stack.append(rel)
             content = os.readlink(child.path) if kind == "l" else ""
-            entries[rel] = [kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                            st.st_size if kind == "f" else 0, st.st_mtime_ns, st.st_ctime_ns,
-                            st.st_ino, content]
+            entries[rel] = [
+                kind,
+                stat.S_IMODE(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                st.st_size if kind == "f" else 0,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                content,
+            ]
     return entries
 
 
@@ -342,12 +364,20 @@ def _same_stat(new, old):
 
 def _same_backup_content(new, old):
     """Equal as far as a backup is concerned (ctime and inode do not end up in a backup)."""
-    return (new[_KIND], new[_MODE], new[_UID], new[_GID], new[_SIZE], new[_MTIME], new[_CONTENT]) == \
-           (old[_KIND], old[_MODE], old[_UID], old[_GID], old[_SIZE], old[_MTIME], old[_CONTENT])
+    return (new[_KIND], new[_MODE], new[_UID], new[_GID], new[_SIZE], new[_MTIME], new[_CONTENT]) == (
+        old[_KIND],
+        old[_MODE],
+        old[_UID],
+        old[_GID],
+        old[_SIZE],
+        old[_MTIME],
+        old[_CONTENT],
+    )
 
 
-def build_manifest(source, old_entries, scanned_at_ns, old_scanned_at_ns=0, exclude_tag=DEFAULT_EXCLUDE_TAG,
-                   hash_all=False):
+def build_manifest(
+    source, old_entries, scanned_at_ns, old_scanned_at_ns=0, exclude_tag=DEFAULT_EXCLUDE_TAG, hash_all=False
+):
     """Scan source and fill in content hashes, reusing old ones whose stat is unchanged.
 
     Returns (entries, stats) where stats = {"files", "hashed", "bytes_hashed"}.
@@ -371,18 +401,41 @@ def build_manifest(source, old_entries, scanned_at_ns, old_scanned_at_ns=0, excl
             raise BtwError(f"cannot read {os.path.join(source, rel)}: {exc.strerror}") from exc
         hashed += 1
         bytes_hashed += entry[_SIZE]
-    return entries, {"files": files, "hashed": hashed, "bytes_hashed": bytes_hashed,
-                     "scanned_at_ns": scanned_at_ns}
+    return entries, {
+        "files": files,
+        "hashed": hashed,
+        "bytes_hashed": bytes_hashed,
+        "scanned_at_ns": scanned_at_ns,
+    }
 
 
 def diff_manifests(new_entries, old_entries, limit=20):
     """Paths added, removed and modified (as far as a backup is concerned)."""
     added = sorted(set(new_entries) - set(old_entries))
     removed = sorted(set(old_entries) - set(new_entries))
-    modified = sorted(p for p in set(new_entries) & set(old_entries)
-                      if not _same_backup_content(new_entries[p], old_entries[p]))
-    return {"added": len(added), "removed": len(removed), "modified": len(modified),
-            "examples": (added + removed + modified)[:limit]}
+    modified = sorted(
+        p
+        for p in set(new_entries) & set(old_entries)
+        if not _same_backup_content(new_entries[p], old_entries[p])
+    )
+    # rdiff-backup decides what changed from size and mtime truncated to the second: a file
+    # changed with both kept is silently skipped by an increment.  Such "stealth" changes force
+    # a new full backup (a new chain).
+    stealth = sorted(
+        p
+        for p in modified
+        if new_entries[p][_KIND] == "f" == old_entries[p][_KIND]
+        and new_entries[p][_SIZE] == old_entries[p][_SIZE]
+        and new_entries[p][_MTIME] // 10**9 == old_entries[p][_MTIME] // 10**9
+    )
+    return {
+        "added": len(added),
+        "removed": len(removed),
+        "modified": len(modified),
+        "examples": (added + removed + modified)[:limit],
+        "stealth": len(stealth),
+        "stealth_examples": stealth[:limit],
+    }
 
 
 def load_manifest(dest):
@@ -482,12 +535,12 @@ def _new_name(dest, prefix, suffix, now, partial=False):
 def final_name(partial_path):
     directory, base = os.path.split(partial_path)
     if base.startswith(PARTIAL_PREFIX):
-        base = base[len(PARTIAL_PREFIX):]
+        base = base[len(PARTIAL_PREFIX) :]
     return os.path.join(directory, base)
 
 
 def rdiff_backup(runner, source, repo, exclude_tag=None, extra=()):
-    argv = ["rdiff-backup", "--api-version", "201", "backup", "--no-eas", "--no-acls"]
+    argv = ["rdiff-backup", "backup"]
     if exclude_tag:
         argv += ["--exclude-if-present", exclude_tag]
     argv += list(extra) + [source, repo]
@@ -496,14 +549,38 @@ def rdiff_backup(runner, source, repo, exclude_tag=None, extra=()):
         raise BtwError(f"rdiff-backup failed (rc={rc}): {err.strip()[-800:]}")
 
 
-def store_in_chain(runner, staging_or_source, dest, max_count, max_span, exclude_tag=None, now=None):
-    """rdiff-backup into the current chain or a new one; returns (chain_path, reason, new)."""
+def store_in_chain(
+    runner,
+    staging_or_source,
+    dest,
+    max_count,
+    max_span,
+    exclude_tag=None,
+    now=None,
+    force_full=None,
+    touch=(),
+):
+    """rdiff-backup into the current chain or a new one; returns (chain_path, reason, new).
+
+    force_full: a reason to start a new chain whatever the policy says.  touch: files (of a
+    staging directory) whose mtime is set to the session's second, so rdiff-backup cannot
+    mistake a same-size rewrite for an unchanged file.
+    """
     repo, is_new, reason = choose_chain(dest, max_count, max_span, now)
+    if force_full and not is_new:
+        repo, is_new, reason = (
+            _new_name(dest, CHAIN_PREFIX, "", now or time.time(), partial=True),
+            True,
+            force_full,
+        )
+        reason = "new full backup: " + force_full
     if not is_new:
         sessions = rdiff_sessions(repo)
         while sessions and sessions[-1] >= int(time.time()):
             # rdiff-backup refuses a session in the same second as the previous one
             time.sleep(1.05 - (time.time() % 1))
+    for path in touch:
+        os.utime(path, None)
     rdiff_backup(runner, staging_or_source, repo, exclude_tag)
     if is_new:
         final = final_name(repo)
@@ -561,10 +638,22 @@ def write_tar(runner, source, dest, name, compression="none", exclude_tag=None, 
 # The operation
 
 
-def fs_backup(name, source, root, destination, backup_type="rdiff", exclude_tag=DEFAULT_EXCLUDE_TAG,
-              max_incremental_count=DEFAULT_MAX_INCREMENTAL_COUNT,
-              max_incremental_span=DEFAULT_MAX_INCREMENTAL_SPAN, owner=None, compression="none",
-              hash_all=False, check_mode=False, runner=None, now=None):
+def fs_backup(
+    name,
+    source,
+    root,
+    destination,
+    backup_type="rdiff",
+    exclude_tag=DEFAULT_EXCLUDE_TAG,
+    max_incremental_count=DEFAULT_MAX_INCREMENTAL_COUNT,
+    max_incremental_span=DEFAULT_MAX_INCREMENTAL_SPAN,
+    owner=None,
+    compression="none",
+    hash_all=False,
+    check_mode=False,
+    runner=None,
+    now=None,
+):
     """Back up source if it changed since the last backup.  Returns a result dict."""
     started = time.time()
     runner = runner or Runner()
@@ -595,22 +684,35 @@ def fs_backup(name, source, root, destination, backup_type="rdiff", exclude_tag=
         missing = _previous_backup_missing(dest, old)
         if missing:
             reason = missing
-    entries, scan_stats = build_manifest(source, old_entries, scanned_at_ns, old_scanned, exclude_tag,
-                                         hash_all)
+    entries, scan_stats = build_manifest(
+        source, old_entries, scanned_at_ns, old_scanned, exclude_tag, hash_all
+    )
     changes = diff_manifests(entries, old_entries)
     if reason is None and (changes["added"] or changes["removed"] or changes["modified"]):
-        reason = (f"{changes['added']} added, {changes['removed']} removed, "
-                  f"{changes['modified']} modified")
+        reason = f"{changes['added']} added, {changes['removed']} removed, {changes['modified']} modified"
 
-    result = {"name": name, "type": backup_type, "source": source, "destination": dest,
-              "scan": scan_stats, "changes": changes, "warnings": []}
+    result = {
+        "name": name,
+        "type": backup_type,
+        "source": source,
+        "destination": dest,
+        "scan": scan_stats,
+        "changes": changes,
+        "warnings": [],
+    }
     if reason is None:
-        result.update(changed=False, stored=False, reason="unchanged since the last backup",
-                      location=_previous_location(dest, old), size_bytes=0)
+        result.update(
+            changed=False,
+            stored=False,
+            reason="unchanged since the last backup",
+            location=_previous_location(dest, old),
+            size_bytes=0,
+        )
         if not check_mode:
             last = old.get("backup", {}).get("at", "")
-            log = append_log(dest, f"{name}: source {source} unchanged since the backup of {last}; "
-                                   "nothing stored")
+            log = append_log(
+                dest, f"{name}: source {source} unchanged since the backup of {last}; nothing stored"
+            )
             apply_owner([log], owner_ids)
             _refresh_racy(dest, old, entries, scanned_at_ns)
         result["duration_seconds"] = round(time.time() - started, 3)
@@ -632,17 +734,36 @@ def fs_backup(name, source, root, destination, backup_type="rdiff", exclude_tag=
         size = os.path.getsize(path)
         result["full"] = True
     else:
-        path, chain_reason, is_new = store_in_chain(runner, source, dest, max_count, max_span,
-                                                    exclude_tag, now)
+        force_full = None
+        if changes["stealth"]:
+            force_full = (
+                f"{changes['stealth']} file(s) changed with size and mtime (to the second) kept, which "
+                f"rdiff-backup would not see, e.g. {changes['stealth_examples'][0]}"
+            )
+        elif not old_entries:
+            force_full = "no usable manifest to vouch for the current chain"
+        path, chain_reason, is_new = store_in_chain(
+            runner, source, dest, max_count, max_span, exclude_tag, now, force_full=force_full
+        )
         state = chain_state(path)
         backup_ref = {"chain": state["chain"], "last_session": state["last_session"], "at": utc_stamp(now)}
         apply_owner([path], owner_ids, recursive=True)
         size = tree_size(path)
         result["full"] = is_new
         result["chain_reason"] = chain_reason
-    save_manifest(dest, {"version": 1, "name": name, "type": backup_type, "source": source,
-                         "exclude_tag": exclude_tag, "scanned_at_ns": scanned_at_ns,
-                         "backup": backup_ref, "entries": entries})
+    save_manifest(
+        dest,
+        {
+            "version": 1,
+            "name": name,
+            "type": backup_type,
+            "source": source,
+            "exclude_tag": exclude_tag,
+            "scanned_at_ns": scanned_at_ns,
+            "backup": backup_ref,
+            "entries": entries,
+        },
+    )
     apply_owner([os.path.join(dest, MANIFEST)], owner_ids)
     result.update(location=path, size_bytes=size, duration_seconds=round(time.time() - started, 3))
     return result
@@ -669,9 +790,143 @@ def _previous_location(dest, manifest):
 
 def _refresh_racy(dest, old, entries, scanned_at_ns):
     """Save the hashes just computed so racy files are not hashed forever (content unchanged)."""
-    if any(e[_CTIME] >= old.get("scanned_at_ns", 0) - RACY_NS for e in old["entries"].values()) or \
-            any(not _same_stat(entries[p], old["entries"][p]) for p in entries if p in old["entries"]):
+    if any(e[_CTIME] >= old.get("scanned_at_ns", 0) - RACY_NS for e in old["entries"].values()) or any(
+        not _same_stat(entries[p], old["entries"][p]) for p in entries if p in old["entries"]
+    ):
         data = dict(old)
         data["entries"] = entries
         data["scanned_at_ns"] = scanned_at_ns
         save_manifest(dest, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore
+
+
+def parse_at(at, now=None):
+    """When to restore: None/'now', epoch seconds, an ISO time (UTC unless an offset is given),
+    a backup stamp (20261122T012437Z) or a span ago ('36h', '7d')."""
+    now = now if now is not None else time.time()
+    if at in (None, "", "now"):
+        return now
+    text = str(at).strip()
+    if re.fullmatch(r"\d{9,}(\.\d+)?", text):
+        return float(text)
+    if re.fullmatch(STAMP_RE, text):
+        return stamp_epoch(text)
+    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d))?)?(Z|[+-]\d\d:?\d\d)?", text)
+    if m:
+        y, mo, d, h, mi, s, tz = m.groups()
+        epoch = (
+            time.mktime((int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), 0, 0, 0))
+            - time.timezone
+        )
+        if tz and tz != "Z":
+            sign = 1 if tz[0] == "+" else -1
+            epoch -= sign * (int(tz[1:3]) * 3600 + int(tz[-2:]) * 60)
+        return float(epoch)
+    try:
+        return now - parse_span(text)
+    except BtwError:
+        raise BtwError(
+            f"cannot parse restore time {at!r}: use 'now', an ISO time (2026-11-22T01:30:00Z), "
+            "epoch seconds, a backup stamp or an age such as 36h / 7d"
+        ) from None
+
+
+def chain_at(dest, at_epoch):
+    """(chain path, session epoch) holding the newest backup at or before at_epoch."""
+    best = None
+    for _name, path in list_chains(dest):
+        sessions = [s for s in rdiff_sessions(path) if s <= at_epoch]
+        if sessions:
+            best = (path, sessions[-1])
+    if best is None:
+        raise BtwError(
+            f"no rdiff-backup backup in {dest} at or before "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at_epoch))}"
+        )
+    return best
+
+
+def tar_at(dest, at_epoch, backup=None):
+    names = (
+        sorted(n for n in os.listdir(dest) if re.fullmatch(r"[^.].*-" + STAMP_RE + r"\.tar(\.gz|\.zst)?", n))
+        if os.path.isdir(dest)
+        else []
+    )
+    if backup:
+        if backup not in names:
+            raise BtwError(f"backup {backup} not found in {dest}")
+        return os.path.join(dest, backup)
+    candidates = [n for n in names if stamp_epoch(re.search(STAMP_RE, n).group(0)) <= at_epoch]
+    if not candidates:
+        raise BtwError(
+            f"no tar backup in {dest} at or before "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at_epoch))}"
+        )
+    return os.path.join(dest, candidates[-1])
+
+
+def fs_restore(root, destination, target, at=None, backup=None, check_mode=False, runner=None):
+    """Restore a tar or an rdiff-backup state into target (which must not exist yet).
+
+    Restores into a hidden sibling of target and renames it into place when complete.
+    """
+    started = time.time()
+    runner = runner or Runner()
+    dest = resolve_destination(root, destination)
+    if not target or not os.path.isabs(target):
+        raise BtwError(f"restore target {target!r} must be an absolute path")
+    target = os.path.normpath(target)
+    if os.path.lexists(target):
+        raise BtwError(f"restore target {target} already exists: restore into a new directory")
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise BtwError(f"parent directory {parent} of the restore target does not exist")
+    at_epoch = parse_at(at)
+    manifest = load_manifest(dest) or {}
+    is_tar = (
+        backup is not None
+        or manifest.get("type") == "tar"
+        or (not list_chains(dest) and os.path.isdir(dest) and any(".tar" in n for n in os.listdir(dest)))
+    )
+    if is_tar:
+        source = tar_at(dest, at_epoch, backup)
+        session = None
+    else:
+        source, session = chain_at(dest, at_epoch)
+    result = {"changed": not check_mode, "source": source, "session": session, "target": target}
+    if check_mode:
+        return result
+    tmp = os.path.join(parent, PARTIAL_PREFIX + os.path.basename(target))
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp)
+    try:
+        if is_tar:
+            os.mkdir(tmp, 0o700)
+            rc, _out, err = runner.run(
+                [
+                    "tar",
+                    "--extract",
+                    "--file",
+                    source,
+                    "--directory",
+                    tmp,
+                    "--same-permissions",
+                    "--numeric-owner",
+                ]
+            )
+            what = "tar"
+        else:
+            rc, _out, err = runner.run(["rdiff-backup", "restore", "--at", str(int(session)), source, tmp])
+            what = "rdiff-backup restore"
+        if rc != 0:
+            raise BtwError(f"{what} failed (rc={rc}): {err.strip()[-800:]}")
+        os.chmod(tmp, os.stat(tmp).st_mode & 0o7777)
+        os.rename(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp)
+    result["duration_seconds"] = round(time.time() - started, 3)
+    return result

@@ -19,6 +19,7 @@ this.
 boto3 is imported lazily so that the journal helpers (list pending, reset, retention) work
 without it.
 """
+
 import errno
 import fcntl
 import hashlib
@@ -34,9 +35,19 @@ SSE_CHOICES = ("AES256", "aws:kms")
 META_SHA = "sha256"
 HASH_CHUNK = 1 << 20
 MB = 1024 * 1024
-NO_RETRY_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
-                  "InvalidBucketName", "AllBucketsAccessDenied", "403", "404", "KMS.NotFoundException",
-                  "InvalidArgument", "InvalidRequest"}
+NO_RETRY_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "AllBucketsAccessDenied",
+    "403",
+    "404",
+    "KMS.NotFoundException",
+    "InvalidArgument",
+    "InvalidRequest",
+}
 
 
 class BtwS3Error(Exception):
@@ -108,8 +119,9 @@ def journal_paths(root):
     state = os.path.join(root, STATE_DIR)
     if not os.path.isdir(state):
         return []
-    return sorted(os.path.join(state, n) for n in os.listdir(state)
-                  if n.startswith("journal-") and n.endswith(".jsonl"))
+    return sorted(
+        os.path.join(state, n) for n in os.listdir(state) if n.startswith("journal-") and n.endswith(".jsonl")
+    )
 
 
 class Journal:
@@ -118,8 +130,8 @@ class Journal:
     def __init__(self, path):
         self.path = path
         self.target = None
-        self.synced = {}      # rel -> {"sha256", "stat"}
-        self.inflight = {}    # rel -> start entry
+        self.synced = {}  # rel -> {"sha256", "stat"}
+        self.inflight = {}  # rel -> start entry
         self.entries = 0
         self.torn_bytes = 0
         self._fd = None
@@ -139,8 +151,10 @@ class Journal:
             try:
                 entry = json.loads(line)
             except ValueError as exc:
-                raise BtwS3Error(f"sync journal {self.path} is corrupt at line {number}; move it aside "
-                                 "and run the sync again (files are re-checked against the bucket)") from exc
+                raise BtwS3Error(
+                    f"sync journal {self.path} is corrupt at line {number}; move it aside "
+                    "and run the sync again (files are re-checked against the bucket)"
+                ) from exc
             self._apply(entry)
 
     def _apply(self, entry):
@@ -209,8 +223,10 @@ class SyncLock:
             self.fd = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 root = os.path.dirname(os.path.dirname(self.path))
-                raise BtwS3Error(f"another sync of {root} is running (lock {self.path} held by pid "
-                                 f"{holder}); try again when it has finished") from exc
+                raise BtwS3Error(
+                    f"another sync of {root} is running (lock {self.path} held by pid "
+                    f"{holder}); try again when it has finished"
+                ) from exc
             raise
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
@@ -251,8 +267,11 @@ def _journal_for(root, bucket, prefix, endpoint_url):
 def list_pending(root, bucket, prefix="", endpoint_url=None, rehash_all=False):
     _check_root(root)
     journal = Journal(_journal_for(root, bucket, prefix, endpoint_url))
-    return {"pending": pending(root, journal, rehash_all), "journal": journal.path,
-            "synced_files": len(journal.synced)}
+    return {
+        "pending": pending(root, journal, rehash_all),
+        "journal": journal.path,
+        "synced_files": len(journal.synced),
+    }
 
 
 def reset(root, bucket, prefix="", endpoint_url=None, check_mode=False):
@@ -264,8 +283,9 @@ def reset(root, bucket, prefix="", endpoint_url=None, check_mode=False):
         left = pending(root, journal)
         if left:
             sample = ", ".join(f"{p['path']} ({p['reason']})" for p in left[:5])
-            raise BtwS3Error(f"refusing to reset the sync journal: {len(left)} file(s) not synced yet: "
-                             f"{sample}")
+            raise BtwS3Error(
+                f"refusing to reset the sync journal: {len(left)} file(s) not synced yet: {sample}"
+            )
         if not os.path.exists(path) or journal.entries == 0:
             return False, {"journal": path, "entries_removed": 0}
         if not check_mode:
@@ -294,10 +314,26 @@ def _error_code(exc):
 class S3Target:
     """A bucket and key prefix reached through a boto3 client, with retries and back-off."""
 
-    def __init__(self, bucket, prefix="", endpoint_url=None, region=None, access_key=None, secret_key=None,
-                 session_token=None, sse="AES256", kms_key_id=None, retries=5, backoff_base=1.0,
-                 backoff_max=30.0, multipart_threshold_mb=64, multipart_chunk_mb=16, connect_timeout=10,
-                 client=None, sleep=time.sleep):
+    def __init__(
+        self,
+        bucket,
+        prefix="",
+        endpoint_url=None,
+        region=None,
+        access_key=None,
+        secret_key=None,
+        session_token=None,
+        sse="AES256",
+        kms_key_id=None,
+        retries=5,
+        backoff_base=1.0,
+        backoff_max=30.0,
+        multipart_threshold_mb=64,
+        multipart_chunk_mb=16,
+        connect_timeout=10,
+        client=None,
+        sleep=time.sleep,
+    ):
         if not bucket:
             raise BtwS3Error("no S3 bucket given")
         if sse not in SSE_CHOICES:
@@ -320,16 +356,26 @@ class S3Target:
         except ImportError as exc:
             raise BtwS3Error("boto3 is required for the S3 sync (Debian: python3-boto3)") from exc
         self._botoexc = botoexc
-        self.transfer_config = TransferConfig(multipart_threshold=int(multipart_threshold_mb * MB),
-                                              multipart_chunksize=int(multipart_chunk_mb * MB),
-                                              max_concurrency=2, use_threads=True)
+        self.transfer_config = TransferConfig(
+            multipart_threshold=int(multipart_threshold_mb * MB),
+            multipart_chunksize=int(multipart_chunk_mb * MB),
+            max_concurrency=2,
+            use_threads=True,
+        )
         if client is None:
-            config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=connect_timeout,
-                            read_timeout=120, s3={"addressing_style": "path"} if endpoint_url else None)
+            config = Config(
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=120,
+                s3={"addressing_style": "path"} if endpoint_url else None,
+            )
             kwargs = {"endpoint_url": endpoint_url, "region_name": region or "us-east-1", "config": config}
             if access_key or secret_key:
-                kwargs.update(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                              aws_session_token=session_token)
+                kwargs.update(
+                    aws_access_key_id=access_key,
+                    aws_secret_access_key=secret_key,
+                    aws_session_token=session_token,
+                )
             client = boto3.session.Session().client("s3", **kwargs)
         self.client = client
 
@@ -343,16 +389,27 @@ class S3Target:
     def _retryable(self, exc):
         b = self._botoexc
         if isinstance(exc, b.NoCredentialsError):
-            raise BtwS3Error("no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the "
-                             "environment or pass access_key/secret_key") from exc
-        if isinstance(exc, (b.EndpointConnectionError, b.ConnectionClosedError, b.ConnectTimeoutError,
-                            b.ReadTimeoutError, b.ConnectionError)):
+            raise BtwS3Error(
+                "no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the "
+                "environment or pass access_key/secret_key"
+            ) from exc
+        if isinstance(
+            exc,
+            (
+                b.EndpointConnectionError,
+                b.ConnectionClosedError,
+                b.ConnectTimeoutError,
+                b.ReadTimeoutError,
+                b.ConnectionError,
+            ),
+        ):
             return True
         code = _error_code(exc)
         if code in NO_RETRY_CODES:
             return False
-        return isinstance(exc, (b.ClientError, b.BotoCoreError)) or \
-            "S3UploadFailedError" in type(exc).__name__
+        return (
+            isinstance(exc, (b.ClientError, b.BotoCoreError)) or "S3UploadFailedError" in type(exc).__name__
+        )
 
     def call(self, what, func, *args, **kwargs):
         """Run func with retries and exponential back-off (with jitter) on transient errors."""
@@ -389,16 +446,26 @@ class S3Target:
     def abort_stale_multipart(self):
         """Abort multipart uploads left under our prefix by an interrupted run (we hold the lock)."""
         aborted = []
-        resp = self.call("listing multipart uploads", self.client.list_multipart_uploads,
-                         Bucket=self.bucket, Prefix=self.key(""))
+        resp = self.call(
+            "listing multipart uploads",
+            self.client.list_multipart_uploads,
+            Bucket=self.bucket,
+            Prefix=self.key(""),
+        )
         for upload in resp.get("Uploads", []) or []:
-            self.call("aborting a stale multipart upload", self.client.abort_multipart_upload,
-                      Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            self.call(
+                "aborting a stale multipart upload",
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=upload["Key"],
+                UploadId=upload["UploadId"],
+            )
             aborted.append(upload["Key"])
         return aborted
 
     def head(self, rel):
         """The object's (size, sha256 metadata, etag, sse) or None if it does not exist."""
+
         def _head():
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
@@ -406,18 +473,30 @@ class S3Target:
                 if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                     return None
                 raise
+
         resp = self.call(f"checking {self.key(rel)}", _head)
         if resp is None:
             return None
-        return {"size": resp.get("ContentLength"), "sha256": (resp.get("Metadata") or {}).get(META_SHA),
-                "etag": (resp.get("ETag") or "").strip('"'), "sse": resp.get("ServerSideEncryption")}
+        return {
+            "size": resp.get("ContentLength"),
+            "sha256": (resp.get("Metadata") or {}).get(META_SHA),
+            "etag": (resp.get("ETag") or "").strip('"'),
+            "sse": resp.get("ServerSideEncryption"),
+        }
 
     def upload(self, path, rel, sha):
         extra = {"Metadata": {META_SHA: sha}, "ServerSideEncryption": self.sse}
         if self.kms_key_id:
             extra["SSEKMSKeyId"] = self.kms_key_id
-        self.call(f"uploading {rel}", self.client.upload_file, path, self.bucket, self.key(rel),
-                  ExtraArgs=extra, Config=self.transfer_config)
+        self.call(
+            f"uploading {rel}",
+            self.client.upload_file,
+            path,
+            self.bucket,
+            self.key(rel),
+            ExtraArgs=extra,
+            Config=self.transfer_config,
+        )
 
     def confirms(self, head, size, sha, md5):
         if head is None or head["size"] != size or head["sha256"] != sha:
@@ -435,8 +514,16 @@ def sync(root, target, rehash_all=False, check_mode=False, progress=None):
     """
     _check_root(root)
     started = time.time()
-    summary = {"uploaded": [], "confirmed_without_upload": [], "unchanged": 0, "aborted_multipart": [],
-               "bytes_uploaded": 0, "pending_after": [], "target": target.url, "retries": 0}
+    summary = {
+        "uploaded": [],
+        "confirmed_without_upload": [],
+        "unchanged": 0,
+        "aborted_multipart": [],
+        "bytes_uploaded": 0,
+        "pending_after": [],
+        "target": target.url,
+        "retries": 0,
+    }
     path = _journal_for(root, target.bucket, target.prefix, target.endpoint_url)
     with SyncLock(root):
         journal = Journal(path)
@@ -461,8 +548,14 @@ def sync(root, target, rehash_all=False, check_mode=False, progress=None):
         journal.open_for_append()
         try:
             if journal.target is None:
-                journal.append({"op": "target", "bucket": target.bucket, "prefix": target.prefix,
-                                "endpoint": target.endpoint_url})
+                journal.append(
+                    {
+                        "op": "target",
+                        "bucket": target.bucket,
+                        "prefix": target.prefix,
+                        "endpoint": target.endpoint_url,
+                    }
+                )
             summary["aborted_multipart"] = target.abort_stale_multipart()
             for rel, st, sha, md5 in todo:
                 if st is None:
@@ -484,8 +577,9 @@ def _sync_one(root, target, journal, rel, st, sha, md5, summary):
     size = st.st_size
     head = target.head(rel)
     if target.confirms(head, size, sha, md5 if md5 else None) and head["sse"] == target.sse:
-        journal.append({"op": "done", "path": rel, "sha256": sha, "size": size, "stat": stat_key(st),
-                        "uploaded": False})
+        journal.append(
+            {"op": "done", "path": rel, "sha256": sha, "size": size, "stat": stat_key(st), "uploaded": False}
+        )
         summary["confirmed_without_upload"].append(rel)
         return
     if md5 is None:  # hash came from the stat cache: we need the md5 for the ETag check
@@ -500,7 +594,8 @@ def _sync_one(root, target, journal, rel, st, sha, md5, summary):
     if not target.confirms(head, size, sha, md5):
         journal.append({"op": "failed", "path": rel, "reason": f"upload not confirmed: {head}"})
         raise BtwS3Error(f"upload of {rel} not confirmed by the bucket (size/sha256/encryption): {head}")
-    journal.append({"op": "done", "path": rel, "sha256": sha, "size": size, "stat": stat_key(st),
-                    "uploaded": True})
+    journal.append(
+        {"op": "done", "path": rel, "sha256": sha, "size": size, "stat": stat_key(st), "uploaded": True}
+    )
     summary["uploaded"].append(rel)
     summary["bytes_uploaded"] += size

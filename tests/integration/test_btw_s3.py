@@ -1,4 +1,5 @@
 """The off-site sync against a real S3 API (moto_server on loopback, started by the tests)."""
+
 import hashlib
 import json
 import os
@@ -32,8 +33,9 @@ def make_root(tmp_path, files=5):
 
 def target(server, **kw):
     kw.setdefault("backoff_base", 0.05)
-    return btw_s3.S3Target(BUCKET, prefix="site1", endpoint_url=server.endpoint, access_key="testing",
-                           secret_key="testing", **kw)
+    return btw_s3.S3Target(
+        BUCKET, prefix="site1", endpoint_url=server.endpoint, access_key="testing", secret_key="testing", **kw
+    )
 
 
 def bucket_state(server, prefix="site1/"):
@@ -43,7 +45,7 @@ def bucket_state(server, prefix="site1/"):
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         for obj in page.get("Contents", []):
             body = client.get_object(Bucket=BUCKET, Key=obj["Key"])
-            rel = obj["Key"][len(prefix):]
+            rel = obj["Key"][len(prefix) :]
             out[rel] = hashlib.sha256(body["Body"].read()).hexdigest()
             sse[rel] = body.get("ServerSideEncryption")
     return out, sse
@@ -77,8 +79,8 @@ def test_same_size_same_mtime_change_is_detected_and_synced(tmp_path, s3):
     path = os.path.join(root, "set2", "log.txt")
     st = os.stat(path)
     with open(path, "r+b") as f:
-        f.write(b"b")                      # "a" -> "b": same size
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))   # and the same mtime
+        f.write(b"b")  # "a" -> "b": same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
     assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
     pending = btw_s3.list_pending(root, BUCKET, "site1", s3.endpoint)["pending"]
     assert pending == [{"path": "set2/log.txt", "reason": "content changed since the last sync"}]
@@ -100,16 +102,19 @@ btw_s3.sync({root!r}, t)
 def test_sigkill_half_way_then_next_run_finishes(tmp_path, s3):
     root = make_root(tmp_path, files=30)
     write(os.path.join(root, "set1", "file15.big"), os.urandom(16 * 1024 * 1024))  # multipart (4 parts)
-    script = SYNC_SCRIPT.format(mu=os.path.join(TOP, "plugins", "module_utils"), bucket=BUCKET,
-                                endpoint=s3.endpoint, root=root)
-    journal = os.path.join(root, ".btw-sync", f"journal-{btw_s3.target_id(BUCKET, 'site1', s3.endpoint)}.jsonl")
+    script = SYNC_SCRIPT.format(
+        mu=os.path.join(TOP, "plugins", "module_utils"), bucket=BUCKET, endpoint=s3.endpoint, root=root
+    )
+    journal = os.path.join(
+        root, ".btw-sync", f"journal-{btw_s3.target_id(BUCKET, 'site1', s3.endpoint)}.jsonl"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script])
     killed = False
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
             if os.path.exists(journal) and b'"path":"set1/file15.big"' in open(journal, "rb").read():
-                proc.send_signal(signal.SIGKILL)   # half way: the big upload has started, not finished
+                proc.send_signal(signal.SIGKILL)  # half way: the big upload has started, not finished
                 killed = True
                 break
             time.sleep(0.005)
@@ -120,8 +125,10 @@ def test_sigkill_half_way_then_next_run_finishes(tmp_path, s3):
     assert killed, "the sync finished before it could be interrupted"
     lines = [json.loads(line) for line in open(journal, "rb").read().splitlines() if line.strip()]
     done = {e["path"] for e in lines if e["op"] == "done"}
-    assert "set1/file15.big" not in done                      # truthful: not counted as synced
-    pending = {p["path"]: p["reason"] for p in btw_s3.list_pending(root, BUCKET, "site1", s3.endpoint)["pending"]}
+    assert "set1/file15.big" not in done  # truthful: not counted as synced
+    pending = {
+        p["path"]: p["reason"] for p in btw_s3.list_pending(root, BUCKET, "site1", s3.endpoint)["pending"]
+    }
     assert pending["set1/file15.big"] == "interrupted upload"
     assert len(pending) == len(btw_s3.local_files(root)) - len(done)
     with pytest.raises(btw_s3.BtwS3Error, match="refusing to reset"):
@@ -131,7 +138,7 @@ def test_sigkill_half_way_then_next_run_finishes(tmp_path, s3):
     assert "set1/file15.big" in summary["uploaded"]
     assert summary["pending_after"] == []
     remote, _sse = bucket_state(s3)
-    assert remote == local_state(root)                       # bucket matches local files by checksum
+    assert remote == local_state(root)  # bucket matches local files by checksum
     assert s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
@@ -162,19 +169,27 @@ def test_torn_last_journal_line_is_ignored_and_cut(tmp_path, s3):
     btw_s3.sync(root, target(s3))
     journal = btw_s3.journal_paths(root)[0]
     with open(journal, "ab") as f:
-        f.write(b'{"op":"done","path":"set1/fi')           # crash in the middle of a write
+        f.write(b'{"op":"done","path":"set1/fi')  # crash in the middle of a write
     assert btw_s3.list_pending(root, BUCKET, "site1", s3.endpoint)["pending"] == []
     write(os.path.join(root, "set3", "new.dat"), b"new")
     btw_s3.sync(root, target(s3))
     for line in open(journal, "rb").read().splitlines():
-        json.loads(line)                                    # every line valid again
+        json.loads(line)  # every line valid again
 
 
 def test_unreachable_endpoint_fails_clearly_and_journal_stays_truthful(tmp_path):
     root = make_root(tmp_path)
     from tests.lib.ports import free_port
-    t = btw_s3.S3Target(BUCKET, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key="x",
-                        secret_key="y", retries=3, backoff_base=0.01, connect_timeout=2)
+
+    t = btw_s3.S3Target(
+        BUCKET,
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        access_key="x",
+        secret_key="y",
+        retries=3,
+        backoff_base=0.01,
+        connect_timeout=2,
+    )
     with pytest.raises(btw_s3.BtwS3Error, match="unreachable after 3 attempt"):
         btw_s3.sync(root, t)
     assert t.attempts_retried == 2
@@ -194,22 +209,48 @@ def test_wrong_credentials_fail_clearly(tmp_path, monkeypatch):
     try:
         server.start()
         import boto3
-        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1",
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         iam.create_user(UserName="backup")
         key = iam.create_access_key(UserName="backup")["AccessKey"]
-        iam.put_user_policy(UserName="backup", PolicyName="all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="backup",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
         server.client(key["AccessKeyId"], key["SecretAccessKey"]).create_bucket(Bucket=BUCKET)
         root = make_root(tmp_path)
-        bad = btw_s3.S3Target(BUCKET, endpoint_url=server.endpoint, access_key=key["AccessKeyId"],
-                              secret_key="wrong-secret", retries=2, backoff_base=0.01)
+        bad = btw_s3.S3Target(
+            BUCKET,
+            endpoint_url=server.endpoint,
+            access_key=key["AccessKeyId"],
+            secret_key="wrong-secret",
+            retries=2,
+            backoff_base=0.01,
+        )
         with pytest.raises(btw_s3.BtwS3Error, match="credentials rejected"):
             btw_s3.sync(root, bad)
-        assert not any(json.loads(line)["op"] == "done" for p in btw_s3.journal_paths(root)
-                       for line in open(p, "rb").read().splitlines())
-        good = btw_s3.S3Target(BUCKET, endpoint_url=server.endpoint, access_key=key["AccessKeyId"],
-                               secret_key=key["SecretAccessKey"], retries=2, backoff_base=0.01)
+        assert not any(
+            json.loads(line)["op"] == "done"
+            for p in btw_s3.journal_paths(root)
+            for line in open(p, "rb").read().splitlines()
+        )
+        good = btw_s3.S3Target(
+            BUCKET,
+            endpoint_url=server.endpoint,
+            access_key=key["AccessKeyId"],
+            secret_key=key["SecretAccessKey"],
+            retries=2,
+            backoff_base=0.01,
+        )
         assert len(btw_s3.sync(root, good)["uploaded"]) == 6
     finally:
         server.stop()

@@ -4,6 +4,7 @@ Both live in temporary directories and are stopped by their fixtures (also on fa
 PostgreSQL refuses to run as root, so the cluster runs as the ``postgres`` system user in a
 directory it owns (outside pytest's 0700 tmp tree).
 """
+
 import os
 import shutil
 import subprocess
@@ -27,8 +28,9 @@ class Postgres:
         self.started = False
 
     def _as_postgres(self, argv, **kw):
-        return subprocess.run(["runuser", "-u", "postgres", "--"] + argv, check=True,
-                              capture_output=True, text=True, **kw)
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--"] + argv, check=True, capture_output=True, text=True, **kw
+        )
 
     def start(self):
         shutil.chown(self.base, "postgres", "postgres")
@@ -37,27 +39,86 @@ class Postgres:
             f.write(PG_PASSWORD + "\n")
         shutil.chown(pwfile, "postgres", "postgres")
         os.chmod(pwfile, 0o600)
-        self._as_postgres([f"{PG_BIN}/initdb", "-D", self.datadir, "-U", "postgres", "--auth-local=trust",
-                           "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"])
+        self._as_postgres(
+            [
+                f"{PG_BIN}/initdb",
+                "-D",
+                self.datadir,
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
         os.unlink(pwfile)
-        self._as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-w", "-t", "60", "-l",
-                           os.path.join(self.base, "log"), "-o",
-                           f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base}"
-                           " -c fsync=off -c shared_buffers=16MB", "start"])
+        self._as_postgres(
+            [
+                f"{PG_BIN}/pg_ctl",
+                "-D",
+                self.datadir,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                os.path.join(self.base, "log"),
+                "-o",
+                f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base}"
+                " -c fsync=off -c shared_buffers=16MB",
+                "start",
+            ]
+        )
         self.started = True
         return self
 
     def stop(self):
         if self.started:
-            subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-m",
-                            "fast", "-w", "stop"], check=False, capture_output=True)
+            subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    f"{PG_BIN}/pg_ctl",
+                    "-D",
+                    self.datadir,
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
+                check=False,
+                capture_output=True,
+            )
             self.started = False
         shutil.rmtree(self.base, ignore_errors=True)
 
     def psql(self, sql, db="postgres"):
-        out = subprocess.run([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                              "-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql], check=True,
-                             capture_output=True, text=True, env=dict(os.environ, PGPASSWORD=PG_PASSWORD))
+        out = subprocess.run(
+            [
+                f"{PG_BIN}/psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PGPASSWORD=PG_PASSWORD),
+        )
         return out.stdout
 
     @property
@@ -73,8 +134,11 @@ class MotoS3:
 
     def start(self):
         exe = shutil.which("moto_server") or os.path.join(os.path.dirname(os.sys.executable), "moto_server")
-        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -97,8 +161,14 @@ class MotoS3:
 
     def client(self, access_key="testing", secret_key="testing"):
         import boto3
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+        )
 
 
 @pytest.fixture
