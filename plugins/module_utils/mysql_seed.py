@@ -64,7 +64,8 @@ class SeedError(Exception):
 
 
 # -- validation and decisions (pure) ---------------------------------------------------------
-_TABLE_RE = re.compile(r"^([^.\s`'\"]+)\.([^.\s`'\"]+)$")
+_NAME = r"[\w$-]+"  # letters, digits, _, $ and - (Seafile docs use names like seafile-db)
+_TABLE_RE = re.compile(rf"^({_NAME})\.({_NAME})$")
 
 
 def validate_ignore_tables(entries):
@@ -78,14 +79,14 @@ def validate_ignore_tables(entries):
             parsed.append((m.group(1), m.group(2)))
     if bad:
         raise SeedError(
-            "ignore_tables entries must be exactly 'db.table' (one dot, no spaces or quotes): "
+            "ignore_tables entries must be exactly 'db.table' (one dot; letters, digits, _ $ -): "
             + ", ".join(bad)
         )
     return parsed
 
 
 def validate_databases(databases):
-    bad = [repr(d) for d in databases or [] if not d or not re.match(r"^[^\s`'\"./\\]+$", str(d))]
+    bad = [repr(d) for d in databases or [] if not d or not re.match(rf"^{_NAME}$", str(d))]
     if not databases:
         raise SeedError("databases must name at least one database")
     if bad:
