@@ -367,7 +367,7 @@ class FillWatcher(threading.Thread):
         self.failure = None
         self.events = []
         self.max_percent = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def poll_once(self):
         """One round over every watched snapshot; returns False once the backup failed."""
@@ -411,16 +411,16 @@ class FillWatcher(threading.Thread):
                 self.on_abort(reason)
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 if not self.poll_once():
                     return
             except LvmError as exc:
                 self.fail(f"watching the snapshot fill failed: {exc}")
                 return
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join(timeout=30)

@@ -1,0 +1,237 @@
+#!/usr/bin/python
+"""Ansible module: copy LVM snapshots read-only into a timestamped backup, watching their fill."""
+
+DOCUMENTATION = r"""
+---
+module: lvm_snapshot_copy
+short_description: Mount LVM snapshots read-only and copy them into a new timestamped backup
+description:
+  - Steps 6 and 7 of the eXo Platform LVM snapshot procedure, while production runs.
+  - Mounts each snapshot read-only without replaying its journal (ext4 C(ro,noload), XFS
+    C(ro,nouuid,norecovery)) under O(mount_root), copies it with rsync (a tree per snapshot) or tar
+    (an archive per snapshot) into C(<dest>/.partial-<timestamp>), and renames that to
+    C(<dest>/<timestamp>) only when the copy is complete, verified (optional) and checksummed
+    (C(MANIFEST.sha256), C(sha256sum -c) compatible) with a C(metadata.json).
+  - A watcher thread polls the snapshots' Data% every O(poll_interval) seconds; past
+    O(fill_threshold) it extends the snapshot by O(extend_percent) when the VG has room
+    (O(fill_action=extend)) or stops the copy (O(fill_action=abort)). An invalid snapshot is never
+    published as a backup.
+  - Refuses a destination on one of the origin volumes being backed up.
+  - Unmounts in a C(finally); on failure the partial directory is removed and earlier backups stay.
+  - Keeps the newest O(keep) backups in O(dest) (0 keeps all).
+  - Check mode validates the snapshots and the destination, copies nothing.
+version_added: "1.0.0"
+author: Backup toolkit team
+options:
+  snapshots:
+    description: Snapshots as returned by lvm_snapshot_lock (vg, name, path, origin).
+    type: list
+    elements: dict
+    required: true
+  labels:
+    description:
+      - Label (sub-directory or archive name) per origin LV name, for example C(mysql=db).
+      - Default the origin name.
+    type: dict
+    default: {}
+  dest:
+    description: Backup destination directory (not on a volume being backed up).
+    type: path
+    required: true
+  method:
+    description: Copy tool.
+    type: str
+    choices: [rsync, tar]
+    default: rsync
+  mount_root:
+    description: Where the snapshots are mounted (one sub-directory each).
+    type: path
+    default: /run/lvm-snapshot-backup
+  fill_threshold:
+    description: Snapshot Data% at which the watcher acts.
+    type: float
+    default: 80.0
+  fill_action:
+    description: What the watcher does past the threshold.
+    type: str
+    choices: [extend, abort]
+    default: extend
+  extend_percent:
+    description: Growth per extension, in percent of the snapshot's current size.
+    type: float
+    default: 20.0
+  poll_interval:
+    description: Seconds between two fill polls.
+    type: float
+    default: 2.0
+  keep:
+    description: Complete backups to keep in O(dest) (older ones are removed after a success); 0 keeps all.
+    type: int
+    default: 7
+  metadata:
+    description: Extra facts stored in metadata.json (coordinates, lock time from lvm_snapshot_lock...).
+    type: dict
+    default: {}
+  verify_mysql_label:
+    description:
+      - Label of the snapshot holding the MySQL data directory. When set (rsync method only), a
+        throwaway mariadbd/mysqld is started on the copy (crash recovery), every user table is
+        checked with CHECK TABLE and the server stopped, before the backup is published.
+    type: str
+  verify_mysql_subdir:
+    description: Data directory inside that snapshot (C(.) when the LV is the datadir).
+    type: str
+    default: .
+  verify_count_tables:
+    description: Tables (C(db.table)) whose rows are counted during verification (reported in metadata).
+    type: list
+    elements: str
+    default: []
+requirements:
+  - rsync or tar, util-linux (mount, blkid), lvm2
+"""
+
+EXAMPLES = r"""
+- name: Mount read-only and copy while production runs
+  lvm_snapshot_copy:
+    snapshots: "{{ lock.snapshots }}"
+    labels: {mysql: mysql, app: app}
+    dest: /srv/backup/lvm
+    method: rsync
+    keep: 7
+    verify_mysql_label: mysql
+    verify_mysql_subdir: data
+    metadata:
+      coordinates: "{{ lock.coordinates }}"
+      lock_seconds: "{{ lock.lock_seconds }}"
+"""
+
+RETURN = r"""
+path:
+  description: The published backup directory.
+  returned: success
+  type: str
+  sample: /srv/backup/lvm/20261122T013000Z
+name:
+  description: The backup's name (UTC timestamp).
+  returned: success
+  type: str
+size_bytes:
+  description: Bytes of data in the backup.
+  returned: success
+  type: int
+copy_seconds:
+  description: Time to mount, copy and unmount all snapshots.
+  returned: success
+  type: float
+files:
+  description: Files in the manifest.
+  returned: success
+  type: int
+snapshot_max_fill_percent:
+  description: Highest Data% seen per snapshot.
+  returned: success
+  type: dict
+watcher_events:
+  description: Extensions and aborts done by the watcher.
+  returned: always
+  type: list
+verification:
+  description: Result of the throwaway-server check (tables checked, row counts) or null.
+  returned: success
+  type: dict
+retention_removed:
+  description: Older backups removed by retention.
+  returned: success
+  type: list
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.lvm_snapshot import LvmError
+from ansible.module_utils.lvm_snapshot_copy import CopyError, SnapshotCopy, check_destination
+from ansible.module_utils.mysql_datadir_verify import VerifyError, verify_datadir
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            snapshots=dict(type="list", elements="dict", required=True),
+            labels=dict(type="dict", default={}),
+            dest=dict(type="path", required=True),
+            method=dict(type="str", choices=["rsync", "tar"], default="rsync"),
+            mount_root=dict(type="path", default="/run/lvm-snapshot-backup"),
+            fill_threshold=dict(type="float", default=80.0),
+            fill_action=dict(type="str", choices=["extend", "abort"], default="extend"),
+            extend_percent=dict(type="float", default=20.0),
+            poll_interval=dict(type="float", default=2.0),
+            keep=dict(type="int", default=7),
+            metadata=dict(type="dict", default={}),
+            verify_mysql_label=dict(type="str"),
+            verify_mysql_subdir=dict(type="str", default="."),
+            verify_count_tables=dict(type="list", elements="str", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p["verify_mysql_label"] and p["method"] != "rsync":
+        module.fail_json(msg="verify_mysql_label needs method=rsync (a tree to start the server on)")
+    snapshots = []
+    for snap in p["snapshots"]:
+        missing = [k for k in ("vg", "name", "path", "origin") if not snap.get(k)]
+        if missing:
+            module.fail_json(
+                msg=f"snapshot entry {snap!r} lacks {missing}: pass lvm_snapshot_lock's snapshots"
+            )
+        entry = dict(snap)
+        entry["label"] = p["labels"].get(snap["origin"], snap["origin"])
+        entry.setdefault("origin_path", f"/dev/{snap['vg']}/{snap['origin']}")
+        snapshots.append(entry)
+
+    def runner(args):
+        return module.run_command(args, environ_update={"LC_ALL": "C", "LVM_SUPPRESS_FD_WARNINGS": "1"})
+
+    verify = None
+    if p["verify_mysql_label"]:
+        if p["verify_mysql_label"] not in [s["label"] for s in snapshots]:
+            module.fail_json(
+                msg=f"verify_mysql_label {p['verify_mysql_label']!r} is not one of the snapshot labels"
+            )
+
+        def verify(partial):
+            datadir = os.path.normpath(
+                os.path.join(partial, p["verify_mysql_label"], p["verify_mysql_subdir"])
+            )
+            try:
+                return verify_datadir(datadir, p["verify_count_tables"])
+            except VerifyError as exc:
+                raise CopyError(f"verification of the copied data directory failed: {exc}") from exc
+
+    job = SnapshotCopy(
+        runner,
+        snapshots,
+        p["dest"],
+        method=p["method"],
+        mount_root=p["mount_root"],
+        fill_threshold=p["fill_threshold"],
+        fill_action=p["fill_action"],
+        extend_percent=p["extend_percent"],
+        poll_interval=p["poll_interval"],
+        keep=p["keep"],
+        metadata=p["metadata"],
+        verify=verify,
+    )
+    try:
+        if module.check_mode:
+            check_destination(p["dest"], [s["origin_path"] for s in snapshots])
+            job.preflight()
+            module.exit_json(changed=True, name=job.name, path=os.path.join(p["dest"], job.name))
+        result = job.run()
+    except (CopyError, LvmError) as exc:
+        module.fail_json(msg=f"backup NOT published: {exc}")
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+#!/usr/bin/python
+"""Ansible module: FLUSH TABLES WITH READ LOCK held in this process while LVM snapshots are created."""
+
+DOCUMENTATION = r"""
+---
+module: lvm_snapshot_lock
+short_description: Lock MySQL/MariaDB, snapshot one or more LVM volumes, unlock, in one process
+description:
+  - Steps 2 to 5 of the eXo Platform LVM snapshot procedure in a single module run, because FLUSH
+    TABLES WITH READ LOCK lives only as long as its session and cannot be held across Ansible tasks.
+  - Plans the snapshots first (unknown VG/LV, a snapshot name that already exists, a size larger
+    than the VG's free space are refused before anything is locked). Sizes are a size or a
+    percentage of the origin, rounded up to whole extents. Thin LVs take no size.
+  - Looks for statements running for O(long_query_seconds) or more and waits up to
+    O(long_query_wait_seconds) for them to end, else refuses (FTWRL would queue behind them while
+    blocking every writer).
+  - Takes the lock with O(lock_wait_timeout), reads the binlog coordinates and GTID position at the
+    lock, creates every snapshot, and releases the lock in a C(finally). If one lvcreate fails the
+    snapshots already created are removed.
+  - With O(lock_mysql=false) only the snapshots are taken (application data without a database).
+  - In check mode only the plan is returned.
+version_added: "1.0.0"
+author: Backup toolkit team
+options:
+  snapshots:
+    description: Volumes to snapshot together, under one lock.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      vg:
+        description: Volume group.
+        type: str
+        required: true
+      lv:
+        description: Origin logical volume.
+        type: str
+        required: true
+      size:
+        description:
+          - Copy-on-write space of a classic snapshot, C(200M), C(1G) or a percentage of the origin
+            C(20%). Rounded up to whole extents. Ignored for thin LVs.
+        type: str
+      name:
+        description: Snapshot name; default the origin name followed by O(snapshot_suffix).
+        type: str
+  snapshot_suffix:
+    description: Suffix of snapshot names (also how lvm_snapshot_cleanup recognises stale ones).
+    type: str
+    default: -backup-snap
+  lock_mysql:
+    description: Take FLUSH TABLES WITH READ LOCK around the snapshots.
+    type: bool
+    default: true
+  long_query_seconds:
+    description: A statement running this long or longer blocks the lock.
+    type: int
+    default: 30
+  long_query_wait_seconds:
+    description: How long to wait for such statements to end before refusing.
+    type: int
+    default: 30
+  lock_wait_timeout:
+    description: Session lock_wait_timeout for FLUSH TABLES WITH READ LOCK, in seconds.
+    type: int
+    default: 10
+  login_host:
+    description: MySQL host (used when O(login_unix_socket) is not given).
+    type: str
+    default: localhost
+  login_port:
+    description: MySQL port.
+    type: int
+    default: 3306
+  login_user:
+    description: MySQL user (needs RELOAD, PROCESS, and REPLICATION CLIENT / BINLOG MONITOR).
+    type: str
+  login_password:
+    description: Password of O(login_user).
+    type: str
+  login_unix_socket:
+    description: MySQL unix socket.
+    type: str
+  connect_timeout:
+    description: Connection timeout in seconds.
+    type: int
+    default: 10
+  config_file:
+    description: Client option file read when it exists.
+    type: path
+    default: ~/.my.cnf
+requirements:
+  - lvm2
+  - PyMySQL (when O(lock_mysql=true))
+"""
+
+EXAMPLES = r"""
+- name: Flush & read lock, create the snapshots, unlock
+  lvm_snapshot_lock:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    login_user: root
+    snapshots:
+      - {vg: vgdata, lv: mysql, size: 20%}
+      - {vg: vgdata, lv: app, size: 256M}
+  register: lock
+"""
+
+RETURN = r"""
+snapshots:
+  description: The snapshots created (or planned in check mode).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{vg: vgdata, origin: mysql, name: mysql-backup-snap, path: /dev/vgdata/mysql-backup-snap,
+            origin_path: /dev/vgdata/mysql, thin: false, size_bytes: 209715200, extents: 50}]
+lock_seconds:
+  description: Time FLUSH TABLES WITH READ LOCK was held (0 without lock).
+  returned: success
+  type: float
+lock_wait_seconds:
+  description: Time taken to obtain the lock.
+  returned: success
+  type: float
+snapshot_seconds:
+  description: Time spent creating all snapshots.
+  returned: success
+  type: float
+coordinates:
+  description: Binlog file/position and GTID position read under the lock.
+  returned: success with lock_mysql
+  type: dict
+  sample: {binlog_file: mysql-bin.000002, binlog_position: 4521, gtid: 0-1-42}
+server_version:
+  description: MySQL/MariaDB version.
+  returned: success with lock_mysql
+  type: str
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.lvm_snapshot import LvmError, create_snapshots, plan_snapshots, read_lvs, read_vgs
+from ansible.module_utils.mysql_connection import HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, connect, login_params
+from ansible.module_utils.mysql_lock import MysqlLockError, lock_and_snapshot, no_lock_snapshot
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            snapshots=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    vg=dict(type="str", required=True),
+                    lv=dict(type="str", required=True),
+                    size=dict(type="str"),
+                    name=dict(type="str"),
+                ),
+            ),
+            snapshot_suffix=dict(type="str", default="-backup-snap"),
+            lock_mysql=dict(type="bool", default=True),
+            long_query_seconds=dict(type="int", default=30),
+            long_query_wait_seconds=dict(type="int", default=30),
+            lock_wait_timeout=dict(type="int", default=10),
+            login_host=dict(type="str", default="localhost"),
+            login_port=dict(type="int", default=3306),
+            login_user=dict(type="str"),
+            login_password=dict(type="str", no_log=True),
+            login_unix_socket=dict(type="str"),
+            connect_timeout=dict(type="int", default=10),
+            config_file=dict(type="path", default="~/.my.cnf"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p["lock_mysql"] and not HAS_PYMYSQL:
+        module.fail_json(msg=missing_required_lib("PyMySQL"), exception=str(PYMYSQL_IMPORT_ERROR))
+
+    def runner(args):
+        return module.run_command(args, environ_update={"LC_ALL": "C", "LVM_SUPPRESS_FD_WARNINGS": "1"})
+
+    try:
+        plans = plan_snapshots(p["snapshots"], read_lvs(runner), read_vgs(runner), p["snapshot_suffix"])
+    except LvmError as exc:
+        module.fail_json(msg=f"snapshot plan refused, nothing locked or created: {exc}", snapshots=[])
+    if module.check_mode:
+        module.exit_json(changed=True, snapshots=plans, lock_seconds=0.0, snapshot_seconds=0.0)
+
+    def snapshot():
+        created, _seconds = create_snapshots(runner, plans)
+        return created
+
+    try:
+        if p["lock_mysql"]:
+            params = login_params(p)
+            result = lock_and_snapshot(
+                lambda: connect(params),
+                snapshot,
+                long_query_seconds=p["long_query_seconds"],
+                long_query_wait_seconds=p["long_query_wait_seconds"],
+                lock_wait_timeout=p["lock_wait_timeout"],
+            )
+        else:
+            result = no_lock_snapshot(snapshot)
+    except (MysqlLockError, LvmError) as exc:
+        module.fail_json(msg=str(exc), snapshots=[])
+    except Exception as exc:  # the lock is already released by the core's finally
+        module.fail_json(msg=f"unexpected error, lock released: {exc}", exception=traceback.format_exc())
+    snapshots = result.pop("snapshot")
+    module.exit_json(changed=True, snapshots=snapshots, **result)
+
+
+if __name__ == "__main__":
+    main()
