@@ -1,4 +1,5 @@
 """Health core: each check's rule, grant parsing, the reseed decision; checksum comparison."""
+
 from ansible.module_utils.mysql_checksum import compare_results, quote_identifier
 from ansible.module_utils.mysql_health import (
     evaluate,
@@ -9,16 +10,36 @@ from ansible.module_utils.mysql_health import (
 )
 from ansible.module_utils.mysql_replica import normalise_status
 
-RUNNING = normalise_status({"Master_Host": "src", "Master_Port": 3306, "Master_User": "repl",
-                            "Master_Log_File": "mysql-bin.000004", "Slave_IO_Running": "Yes",
-                            "Slave_SQL_Running": "Yes", "Seconds_Behind_Master": 2, "Last_IO_Errno": 0,
-                            "Last_IO_Error": "", "Last_SQL_Errno": 0, "Last_SQL_Error": ""})
+RUNNING = normalise_status(
+    {
+        "Master_Host": "src",
+        "Master_Port": 3306,
+        "Master_User": "repl",
+        "Master_Log_File": "mysql-bin.000004",
+        "Slave_IO_Running": "Yes",
+        "Slave_SQL_Running": "Yes",
+        "Seconds_Behind_Master": 2,
+        "Last_IO_Errno": 0,
+        "Last_IO_Error": "",
+        "Last_SQL_Errno": 0,
+        "Last_SQL_Error": "",
+    }
+)
 LOGS = [{"name": "mysql-bin.000003", "size": 10}, {"name": "mysql-bin.000004", "size": 20}]
 
 
 def source(**kw):
-    base = dict(flavor="mariadb", version="10.11.6-MariaDB", log_bin=True, server_id=1, binlog_format="ROW",
-                binlog_retention_seconds=0, galera=False, log_slave_updates=False, binary_logs=LOGS)
+    base = dict(
+        flavor="mariadb",
+        version="10.11.6-MariaDB",
+        log_bin=True,
+        server_id=1,
+        binlog_format="ROW",
+        binlog_retention_seconds=0,
+        galera=False,
+        log_slave_updates=False,
+        binary_logs=LOGS,
+    )
     base.update(kw)
     return base
 
@@ -37,8 +58,15 @@ def test_healthy_pair():
     checks, reseed = evaluate(source(), replica(), dict(mode="health", ignore_tables=["seafile.Repo"]))
     assert all(c["ok"] for c in checks), checks
     assert not reseed
-    assert {"log_bin", "server_id", "binlog_retention", "replicate_ignore_table", "binlog_available",
-            "replication_running", "replication_lag"} <= set(by_name(checks))
+    assert {
+        "log_bin",
+        "server_id",
+        "binlog_retention",
+        "replicate_ignore_table",
+        "binlog_available",
+        "replication_running",
+        "replication_lag",
+    } <= set(by_name(checks))
 
 
 def test_same_server_id_is_named():
@@ -54,25 +82,32 @@ def test_log_bin_off():
 def test_retention():
     week = 7 * 86400
     assert by_name(evaluate(source(binlog_retention_seconds=0), replica(), {})[0])["binlog_retention"]["ok"]
-    short = by_name(evaluate(source(binlog_retention_seconds=86400), replica(),
-                             dict(min_binlog_retention_days=7))[0])["binlog_retention"]
+    short = by_name(
+        evaluate(source(binlog_retention_seconds=86400), replica(), dict(min_binlog_retention_days=7))[0]
+    )["binlog_retention"]
     assert not short["ok"] and "1 days" in short["message"]
-    assert by_name(evaluate(source(binlog_retention_seconds=week), replica(),
-                            dict(min_binlog_retention_days=7))[0])["binlog_retention"]["ok"]
+    assert by_name(
+        evaluate(source(binlog_retention_seconds=week), replica(), dict(min_binlog_retention_days=7))[0]
+    )["binlog_retention"]["ok"]
 
 
 def test_galera_needs_log_slave_updates():
     assert "galera_log_slave_updates" not in by_name(evaluate(source(), replica(), {})[0])
     assert not by_name(evaluate(source(galera=True), replica(), {})[0])["galera_log_slave_updates"]["ok"]
     assert by_name(evaluate(source(galera=True, log_slave_updates=True), replica(), {})[0])[
-        "galera_log_slave_updates"]["ok"]
+        "galera_log_slave_updates"
+    ]["ok"]
 
 
 def test_ignore_table_list_compared():
     c = by_name(evaluate(source(), replica(), dict(ignore_tables=["seafile.Repo", "seafile.Branch"]))[0])
-    assert not c["replicate_ignore_table"]["ok"] and "seafile.Branch" in c["replicate_ignore_table"]["message"]
+    assert (
+        not c["replicate_ignore_table"]["ok"] and "seafile.Branch" in c["replicate_ignore_table"]["message"]
+    )
     assert "replicate_ignore_table" not in by_name(evaluate(source(), replica(), {})[0])
-    skipped = evaluate(source(), replica(), dict(ignore_tables=["x.y"], skip_checks=["replicate_ignore_table"]))
+    skipped = evaluate(
+        source(), replica(), dict(ignore_tables=["x.y"], skip_checks=["replicate_ignore_table"])
+    )
     assert "replicate_ignore_table" not in by_name(skipped[0])
 
 
@@ -82,14 +117,19 @@ def test_parse_ignore_table_variable():
 
 
 def test_grant_parsing():
-    assert parse_grant("GRANT REPLICATION SLAVE ON *.* TO `repl`@`10.0.0.2` IDENTIFIED BY PASSWORD '*AB'") == (
-        {"REPLICATION SLAVE"}, "*.*")
-    assert parse_grant("GRANT SELECT, INSERT ON `seafile`.* TO 'repl'@'%'") == ({"SELECT", "INSERT"}, "seafile.*")
+    assert parse_grant(
+        "GRANT REPLICATION SLAVE ON *.* TO `repl`@`10.0.0.2` IDENTIFIED BY PASSWORD '*AB'"
+    ) == ({"REPLICATION SLAVE"}, "*.*")
+    assert parse_grant("GRANT SELECT, INSERT ON `seafile`.* TO 'repl'@'%'") == (
+        {"SELECT", "INSERT"},
+        "seafile.*",
+    )
     assert parse_grant("GRANT PROXY ON ''@'%' TO 'root'@'localhost' WITH GRANT OPTION") == (None, None)
     assert extra_privileges(["GRANT REPLICATION SLAVE ON *.* TO `repl`@`h`"]) == (True, [])
     assert extra_privileges(["GRANT USAGE ON *.* TO `repl`@`h`"]) == (False, [])
-    has, extra = extra_privileges(["GRANT REPLICATION SLAVE, SUPER ON *.* TO `repl`@`h`",
-                                   "GRANT SELECT ON `seafile`.* TO `repl`@`h`"])
+    has, extra = extra_privileges(
+        ["GRANT REPLICATION SLAVE, SUPER ON *.* TO `repl`@`h`", "GRANT SELECT ON `seafile`.* TO `repl`@`h`"]
+    )
     assert has and extra == ["SUPER ON *.*", "SELECT ON seafile.*"]
 
 
@@ -101,7 +141,9 @@ def test_replication_user_check():
     msg = by_name(evaluate(source(), replica(), params, wildcard)[0])["replication_user"]["message"]
     assert "'repl'@'%' exists" in msg and "no account 'repl'@'10.0.0.2'" in msg
     too_much = {"10.0.0.2": ["GRANT REPLICATION SLAVE, RELOAD ON *.* TO `repl`@`10.0.0.2`"]}
-    assert "RELOAD" in by_name(evaluate(source(), replica(), params, too_much)[0])["replication_user"]["message"]
+    assert (
+        "RELOAD" in by_name(evaluate(source(), replica(), params, too_much)[0])["replication_user"]["message"]
+    )
     assert not by_name(evaluate(source(), replica(), params, {})[0])["replication_user"]["ok"]
 
 
@@ -110,18 +152,23 @@ def test_reseed_decision():
     assert not reseed_needed(RUNNING, LOGS)[0]
     purged = reseed_needed(RUNNING, [{"name": "mysql-bin.000005", "size": 1}])
     assert purged[0] and "mysql-bin.000004" in purged[1]
-    err = dict(RUNNING, io_running="No", last_io_errno=1236, last_io_error="Could not find first log file name")
+    err = dict(
+        RUNNING, io_running="No", last_io_errno=1236, last_io_error="Could not find first log file name"
+    )
     assert reseed_needed(err, None)[0]
     assert not reseed_needed(RUNNING, None)[0]  # unknown list: not claimed
 
 
 def test_health_mode_reports_errors():
-    broken = dict(RUNNING, io_running="Connecting", last_io_errno=1045, last_io_error="Access denied for user")
+    broken = dict(
+        RUNNING, io_running="Connecting", last_io_errno=1045, last_io_error="Access denied for user"
+    )
     c = by_name(evaluate(source(), replica(status=broken), dict(mode="health"))[0])
     assert not c["replication_running"]["ok"] and "Access denied" in c["replication_running"]["message"]
     lagging = dict(RUNNING, seconds_behind=99)
-    assert not by_name(evaluate(source(), replica(status=lagging), dict(mode="health", max_lag_seconds=30))[0])[
-        "replication_lag"]["ok"]
+    assert not by_name(
+        evaluate(source(), replica(status=lagging), dict(mode="health", max_lag_seconds=30))[0]
+    )["replication_lag"]["ok"]
 
 
 def test_checksum_comparison():

@@ -1,7 +1,7 @@
 """Replica core: status normalisation across dialects, the plan (idempotence rules), escaping, wait."""
+
 import pymysql.converters
 import pytest
-
 from ansible.module_utils.mysql_dialect import Dialect
 from ansible.module_utils.mysql_replica import (
     ReplicaError,
@@ -22,23 +22,56 @@ def literal(value):
 
 
 MARIADB_ROW = {
-    "Slave_IO_State": "Waiting for master to send event", "Master_Host": "10.0.0.1", "Master_User": "repl",
-    "Master_Port": 3306, "Connect_Retry": 60, "Master_Log_File": "mysql-bin.000003",
-    "Read_Master_Log_Pos": 1200, "Relay_Log_File": "relay-bin.000002", "Relay_Log_Pos": 555,
-    "Relay_Master_Log_File": "mysql-bin.000003", "Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes",
-    "Exec_Master_Log_Pos": 1200, "Seconds_Behind_Master": 0, "Master_SSL_Allowed": "No",
-    "Master_SSL_CA_File": "", "Master_SSL_Cert": "", "Master_SSL_Key": "",
-    "Master_SSL_Verify_Server_Cert": "No", "Last_IO_Errno": 0, "Last_IO_Error": "", "Last_SQL_Errno": 0,
-    "Last_SQL_Error": "", "Using_Gtid": "No",
+    "Slave_IO_State": "Waiting for master to send event",
+    "Master_Host": "10.0.0.1",
+    "Master_User": "repl",
+    "Master_Port": 3306,
+    "Connect_Retry": 60,
+    "Master_Log_File": "mysql-bin.000003",
+    "Read_Master_Log_Pos": 1200,
+    "Relay_Log_File": "relay-bin.000002",
+    "Relay_Log_Pos": 555,
+    "Relay_Master_Log_File": "mysql-bin.000003",
+    "Slave_IO_Running": "Yes",
+    "Slave_SQL_Running": "Yes",
+    "Exec_Master_Log_Pos": 1200,
+    "Seconds_Behind_Master": 0,
+    "Master_SSL_Allowed": "No",
+    "Master_SSL_CA_File": "",
+    "Master_SSL_Cert": "",
+    "Master_SSL_Key": "",
+    "Master_SSL_Verify_Server_Cert": "No",
+    "Last_IO_Errno": 0,
+    "Last_IO_Error": "",
+    "Last_SQL_Errno": 0,
+    "Last_SQL_Error": "",
+    "Using_Gtid": "No",
 }
 MYSQL8_ROW = {
-    "Replica_IO_State": "Waiting for source to send event", "Source_Host": "10.0.0.1", "Source_User": "repl",
-    "Source_Port": 3306, "Connect_Retry": 60, "Source_Log_File": "binlog.000017", "Read_Source_Log_Pos": 157,
-    "Relay_Log_File": "relay.000002", "Relay_Log_Pos": 326, "Relay_Source_Log_File": "binlog.000017",
-    "Replica_IO_Running": "Yes", "Replica_SQL_Running": "Yes", "Exec_Source_Log_Pos": 157,
-    "Seconds_Behind_Source": None, "Source_SSL_Allowed": "Yes", "Source_SSL_CA_File": "/etc/ca.pem",
-    "Source_SSL_Cert": "", "Source_SSL_Key": "", "Source_SSL_Verify_Server_Cert": "No", "Last_IO_Errno": 0,
-    "Last_IO_Error": "", "Last_SQL_Errno": 0, "Last_SQL_Error": "", "Auto_Position": 0,
+    "Replica_IO_State": "Waiting for source to send event",
+    "Source_Host": "10.0.0.1",
+    "Source_User": "repl",
+    "Source_Port": 3306,
+    "Connect_Retry": 60,
+    "Source_Log_File": "binlog.000017",
+    "Read_Source_Log_Pos": 157,
+    "Relay_Log_File": "relay.000002",
+    "Relay_Log_Pos": 326,
+    "Relay_Source_Log_File": "binlog.000017",
+    "Replica_IO_Running": "Yes",
+    "Replica_SQL_Running": "Yes",
+    "Exec_Source_Log_Pos": 157,
+    "Seconds_Behind_Source": None,
+    "Source_SSL_Allowed": "Yes",
+    "Source_SSL_CA_File": "/etc/ca.pem",
+    "Source_SSL_Cert": "",
+    "Source_SSL_Key": "",
+    "Source_SSL_Verify_Server_Cert": "No",
+    "Last_IO_Errno": 0,
+    "Last_IO_Error": "",
+    "Last_SQL_Errno": 0,
+    "Last_SQL_Error": "",
+    "Auto_Position": 0,
 }
 
 
@@ -57,8 +90,16 @@ def test_normalise_no_row():
     assert not s["configured"] and s["io_running"] == "No" and s["last_io_error"] == ""
 
 
-WANT = dict(source_host="10.0.0.1", source_port=3306, source_user="repl", source_password="s3cret",
-            source_log_file="mysql-bin.000002", source_log_pos=368915, state="running", update_password="on_create")
+WANT = dict(
+    source_host="10.0.0.1",
+    source_port=3306,
+    source_user="repl",
+    source_password="s3cret",
+    source_log_file="mysql-bin.000002",
+    source_log_pos=368915,
+    state="running",
+    update_password="on_create",
+)
 
 
 def sql_of(decided, dialect=MARIADB):
@@ -101,7 +142,9 @@ def test_stopped_replica_is_started_without_change():
 
 
 def test_state_stopped_stops():
-    assert sql_of(plan(normalise_status(MARIADB_ROW), dict(WANT, state="stopped"), MARIADB)) == ["STOP REPLICA"]
+    assert sql_of(plan(normalise_status(MARIADB_ROW), dict(WANT, state="stopped"), MARIADB)) == [
+        "STOP REPLICA"
+    ]
 
 
 def test_host_change_repoints_with_coordinates():
@@ -118,9 +161,14 @@ def test_password_required_to_configure():
 
 
 def test_ssl_change_keeps_position():
-    statements = sql_of(plan(normalise_status(MARIADB_ROW), dict(WANT, source_ssl=True, source_ssl_ca="/ca"),
-                             MARIADB))
-    assert statements == ["STOP REPLICA", "CHANGE MASTER TO MASTER_SSL=1, MASTER_SSL_CA='/ca'", "START REPLICA"]
+    statements = sql_of(
+        plan(normalise_status(MARIADB_ROW), dict(WANT, source_ssl=True, source_ssl_ca="/ca"), MARIADB)
+    )
+    assert statements == [
+        "STOP REPLICA",
+        "CHANGE MASTER TO MASTER_SSL=1, MASTER_SSL_CA='/ca'",
+        "START REPLICA",
+    ]
 
 
 def test_update_password_always():
@@ -130,10 +178,14 @@ def test_update_password_always():
 
 def test_absent():
     assert sql_of(plan(normalise_status(MARIADB_ROW), dict(state="absent"), MARIADB)) == [
-        "STOP REPLICA", "RESET REPLICA ALL"]
+        "STOP REPLICA",
+        "RESET REPLICA ALL",
+    ]
     assert sql_of(plan(normalise_status(None), dict(state="absent"), MARIADB)) == []
     assert sql_of(plan(normalise_status(MYSQL8_ROW), dict(state="absent"), MYSQL57), MYSQL57) == [
-        "STOP SLAVE", "RESET SLAVE ALL"]
+        "STOP SLAVE",
+        "RESET SLAVE ALL",
+    ]
 
 
 def test_values_are_escaped_not_pasted():
@@ -142,8 +194,11 @@ def test_values_are_escaped_not_pasted():
     assert "MASTER_HOST='h\\'; DROP TABLE x; --'" in real
     assert "MASTER_PASSWORD='pw\\'\\\\'" in real
     with pytest.raises(ValueError):
-        render(plan(normalise_status(None), dict(WANT, source_log_pos="1; DROP"), MARIADB)["steps"], MARIADB,
-               literal)
+        render(
+            plan(normalise_status(None), dict(WANT, source_log_pos="1; DROP"), MARIADB)["steps"],
+            MARIADB,
+            literal,
+        )
 
 
 def test_wait_decision():
@@ -152,8 +207,12 @@ def test_wait_decision():
     assert wait_decision(dict(ok, seconds_behind=100), 30) == "wait"
     assert wait_decision(dict(ok, seconds_behind=None), 30) == "wait"
     assert wait_decision(dict(ok, io_running="Connecting"), 30) == "wait"
-    denied = dict(ok, io_running="Connecting", last_io_errno=1045,
-                  last_io_error="error connecting to master 'repl@10.0.0.1:3306' - Access denied")
+    denied = dict(
+        ok,
+        io_running="Connecting",
+        last_io_errno=1045,
+        last_io_error="error connecting to master 'repl@10.0.0.1:3306' - Access denied",
+    )
     kind, message = wait_decision(denied, 30)
     assert kind == "error" and "Access denied" in message and "1045" in message
     sql_err = dict(ok, sql_running="No", last_sql_errno=1062, last_sql_error="Duplicate entry '1'")
@@ -188,10 +247,17 @@ class FakeConn:
 def test_wait_loop_until_caught_up_and_timeout():
     behind = dict(MARIADB_ROW, Seconds_Behind_Master=500)
     t = [0.0]
-    status = wait_for_replica(FakeConn([behind, behind, MARIADB_ROW]), MARIADB, 30, 60,
-                              clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    status = wait_for_replica(
+        FakeConn([behind, behind, MARIADB_ROW]),
+        MARIADB,
+        30,
+        60,
+        clock=lambda: t[0],
+        sleep=lambda s: t.__setitem__(0, t[0] + s),
+    )
     assert status["seconds_behind"] == 0
     t = [0.0]
     with pytest.raises(ReplicaError, match="not caught up after 5s"):
-        wait_for_replica(FakeConn([behind]), MARIADB, 30, 5, clock=lambda: t[0],
-                         sleep=lambda s: t.__setitem__(0, t[0] + s))
+        wait_for_replica(
+            FakeConn([behind]), MARIADB, 30, 5, clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s)
+        )

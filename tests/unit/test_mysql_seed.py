@@ -1,9 +1,9 @@
 """Seed core: dump-header parsing, input validation, the long-query refusal, command building."""
+
 import os
 import stat
 
 import pytest
-
 from ansible.module_utils.mysql_connection import client_defaults_file
 from ansible.module_utils.mysql_seed import (
     HeaderScanner,
@@ -63,16 +63,20 @@ USE `app`;
 def test_mariadb_header_with_deferred_gtid():
     body = "INSERT INTO `t` VALUES (1);\n" * 1000
     assert parse_dump_header(MARIADB_HEADER + body + MARIADB_TRAILER) == dict(
-        binlog_file="mysql-bin.000002", binlog_position=368915, gtid="0-1-42")
+        binlog_file="mysql-bin.000002", binlog_position=368915, gtid="0-1-42"
+    )
 
 
 def test_mysql_source_keywords_and_gtid_purged():
     assert parse_dump_header(MYSQL_826_HEADER) == dict(
-        binlog_file="binlog.000017", binlog_position=157, gtid="3E11FA47-71CA-11E1-9E33-C80AA9429562:1-77")
+        binlog_file="binlog.000017", binlog_position=157, gtid="3E11FA47-71CA-11E1-9E33-C80AA9429562:1-77"
+    )
 
 
 def test_uncommented_master_data_1():
-    assert parse_dump_header(MYSQL57_LEVEL1) == dict(binlog_file="mysql-bin.000003", binlog_position=154, gtid="")
+    assert parse_dump_header(MYSQL57_LEVEL1) == dict(
+        binlog_file="mysql-bin.000003", binlog_position=154, gtid=""
+    )
 
 
 def test_no_coordinates():
@@ -90,9 +94,13 @@ def test_coordinates_split_across_chunks(chunk_size):
     data = (MARIADB_HEADER + "INSERT INTO t VALUES (1);\n" * 50 + MARIADB_TRAILER).encode()
     scanner = HeaderScanner()
     for i in range(0, len(data), chunk_size):
-        scanner.feed(data[i:i + chunk_size])
+        scanner.feed(data[i : i + chunk_size])
     scanner.finish()
-    assert (scanner.binlog_file, scanner.binlog_position, scanner.gtid) == ("mysql-bin.000002", 368915, "0-1-42")
+    assert (scanner.binlog_file, scanner.binlog_position, scanner.gtid) == (
+        "mysql-bin.000002",
+        368915,
+        "0-1-42",
+    )
 
 
 def test_scanner_stops_scanning_head_after_data_starts():
@@ -108,7 +116,9 @@ def test_valid_ignore_tables(entries):
     assert validate_ignore_tables(entries) == [tuple(e.split(".")) for e in entries]
 
 
-@pytest.mark.parametrize("bad", ["Repo", "seafile.", ".Repo", "a.b.c", "sea file.Repo", "`a`.`b`", "a.b;DROP", ""])
+@pytest.mark.parametrize(
+    "bad", ["Repo", "seafile.", ".Repo", "a.b.c", "sea file.Repo", "`a`.`b`", "a.b;DROP", ""]
+)
 def test_invalid_ignore_table_is_named(bad):
     with pytest.raises(SeedError) as err:
         validate_ignore_tables(["seafile.Repo", bad])
@@ -129,13 +139,13 @@ def _row(id_, time_, command="Query", user="app", info="SELECT 1"):
 
 def test_long_query_refusal_decision():
     rows = [
-        _row(1, 5000, command="Sleep"),                          # idle connection: harmless
-        _row(2, 5000, command="Binlog Dump", user="repl"),       # a replica reading binlogs
+        _row(1, 5000, command="Sleep"),  # idle connection: harmless
+        _row(2, 5000, command="Binlog Dump", user="repl"),  # a replica reading binlogs
         _row(3, 5000, command="Daemon", user="system user"),
         _row(4, 5000, user="event_scheduler", command="Daemon"),
-        _row(5, 299),                                            # young enough
-        _row(6, 300, info="SELECT SLEEP(1000)"),                 # at the limit: refuse
-        _row(7, 9999),                                           # our own session
+        _row(5, 299),  # young enough
+        _row(6, 300, info="SELECT SLEEP(1000)"),  # at the limit: refuse
+        _row(7, 9999),  # our own session
     ]
     found = long_running_queries(rows, 300, own_id=7)
     assert [r["ID"] for r in found] == [6]
@@ -149,8 +159,16 @@ def test_consistency_choice():
 
 
 def test_dump_command_defaults_file_first_and_no_secret():
-    argv = build_dump_command("/usr/bin/mariadb-dump", "/tmp/x.cnf", ["seafile", "seahub"],
-                              [("seafile", "Repo")], "single_transaction", "--master-data=2", True, ["--compact"])
+    argv = build_dump_command(
+        "/usr/bin/mariadb-dump",
+        "/tmp/x.cnf",
+        ["seafile", "seahub"],
+        [("seafile", "Repo")],
+        "single_transaction",
+        "--master-data=2",
+        True,
+        ["--compact"],
+    )
     assert argv[:2] == ["/usr/bin/mariadb-dump", "--defaults-extra-file=/tmp/x.cnf"]
     assert "--single-transaction" in argv and "--lock-all-tables" not in argv
     assert "--ignore-table=seafile.Repo" in argv and "--gtid" in argv
@@ -162,8 +180,9 @@ def test_dump_command_defaults_file_first_and_no_secret():
 
 
 def test_client_defaults_file_is_private_and_escaped(tmp_path):
-    path = client_defaults_file(dict(host="db.example", port=3307, user="admin", password='p"a\\ss#w;rd'),
-                                str(tmp_path))
+    path = client_defaults_file(
+        dict(host="db.example", port=3307, user="admin", password='p"a\\ss#w;rd'), str(tmp_path)
+    )
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         text = open(path).read()
