@@ -78,8 +78,8 @@ settings:
   type: dict
   sample: {backup_url: "https://backup.example.org"}
 sync_token:
-  description: The token found in the file (C(state=query) only; hide the task with no_log).
-  returned: when state=query and a token is set
+  description: The token found in the file, "" when none (C(state=query) only; hide the task with no_log).
+  returned: when state=query
   type: str
 sync_token_fingerprint:
   description: A short fingerprint of the token in the file, to compare nodes without disclosing it.
@@ -89,6 +89,12 @@ section_present:
   description: Whether the file has a [backup] section (before the change).
   returned: always
   type: bool
+error:
+  description:
+    - With C(state=query), why the section could not be read. The task does not fail, so that a
+      no_log task can still report it.
+  returned: when state=query and the section cannot be read
+  type: str
 exists:
   description: Whether the file exists.
   returned: always
@@ -168,7 +174,12 @@ def main():
             before = ""
         current = read_backup_section(before)
     except SeafileBackupError as exc:
-        module.fail_json(msg=str(exc))
+        if p["state"] != "query":
+            module.fail_json(msg=str(exc))
+        # query runs under no_log (its result holds the token): report the problem in a key
+        # the playbook can show instead of a hidden failure
+        module.exit_json(changed=False, exists=exists, error=str(exc), sync_token="", settings={},
+                         section_present=True, sync_token_fingerprint=None)
     except OSError as exc:
         module.fail_json(msg=f"cannot read {path}: {exc}")
 
@@ -177,8 +188,7 @@ def main():
                   settings=public_settings(current),
                   sync_token_fingerprint=token_fingerprint(current.get("sync_token")))
     if p["state"] == "query":
-        if current.get("sync_token"):
-            result["sync_token"] = current["sync_token"]
+        result["sync_token"] = current.get("sync_token", "")
         module.exit_json(**result)
 
     try:
