@@ -260,13 +260,21 @@ def replica_facts(conn):
     )
 
 
+_SECRET_RE = re.compile(r"(IDENTIFIED\s+(?:BY\s+PASSWORD|VIA\s+\S+\s+USING|WITH\s+\S+\s+AS|BY))\s+'[^']*'", re.I)
+
+
+def mask_grant(line):
+    """SHOW GRANTS lines carry the password hash: mask it before it lands in facts and logs."""
+    return _SECRET_RE.sub(lambda m: f"{m.group(1)} '********'", line)
+
+
 def replication_grants(conn, user):
-    """{host: [SHOW GRANTS lines]} for every account of the user."""
+    """{host: [SHOW GRANTS lines, hashes masked]} for every account of the user."""
     hosts = [r["Host"] for r in query(conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,))]
     grants = {}
     for host in hosts:
         rows = query(conn, "SHOW GRANTS FOR %s@%s", (user, host))
-        grants[host] = [list(r.values())[0] for r in rows]
+        grants[host] = [mask_grant(list(r.values())[0]) for r in rows]
     return grants
 
 

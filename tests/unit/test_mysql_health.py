@@ -176,3 +176,11 @@ def test_checksum_comparison():
     assert mismatched == ["a.t2"] and missing == ["a.t3"]
     assert [t["match"] for t in tables] == [True, False, False]
     assert quote_identifier("we`ird") == "`we``ird`"
+
+
+def test_grant_hashes_are_masked():
+    from ansible.module_utils.mysql_health import mask_grant
+
+    line = "GRANT REPLICATION SLAVE ON *.* TO `repl`@`h` IDENTIFIED BY PASSWORD '*6C8989366EAF75BB670AD8EA7A7FC1'"
+    assert mask_grant(line) == "GRANT REPLICATION SLAVE ON *.* TO `repl`@`h` IDENTIFIED BY PASSWORD '********'"
+    assert "abc" not in mask_grant("GRANT USAGE ON *.* TO `u`@`h` IDENTIFIED VIA ed25519 USING 'abc'")
