@@ -3,10 +3,12 @@
 fcrepo 4 stores every binary over 4 KB in a file named after its SHA-1, sharded by the first three
 byte pairs: a1/b2/c3/a1b2c369563c0465ab82cdb2789d45ce1c3585b1. Content-addressed files never
 change, so the backup is a growing mirror: only files not yet in the backup are copied (to a
-hidden temp name, fsynced, renamed into place), and fixity is checked by recomputing the SHA-1 of
-what was written and comparing it with the file name. A file whose content does not match its
-name is never installed in the backup; it is reported (source corruption or a write in progress).
+hidden temp name; a batch is made durable with one syncfs, then renamed into place), and fixity
+is checked by recomputing the SHA-1 of what was written and comparing it with the file name. A
+file whose content does not match its name is never installed in the backup; it is reported
+(source corruption or a write in progress).
 """
+import ctypes
 import hashlib
 import os
 import re
@@ -85,7 +87,6 @@ def _copy_with_sha1(src, dst_tmp):
                 writer.write(chunk)
                 size += len(chunk)
             writer.flush()
-            os.fsync(writer.fileno())
     return digest.hexdigest(), size
 
 
@@ -98,7 +99,43 @@ def plan(source, dest):
             "binaries": len(binaries), "misplaced": misplaced, "unrecognised": unrecognised}
 
 
-def backup(source, dest, verify_existing=False, check_mode=False):
+def _sync_filesystem(path):
+    """Flush the destination filesystem once (syncfs), instead of one fsync per small file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.syncfs(fd) == 0:
+                return
+        except (OSError, AttributeError):
+            pass
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def _install_batch(dest, pending, report):
+    """Make a batch of verified temp files durable with one filesystem sync, then rename them into
+    place: a file never appears under its SHA-1 name before its content is on disk."""
+    if not pending:
+        return
+    _sync_filesystem(dest)
+    for tmp, dst, written in pending:
+        os.rename(tmp, dst)
+        report["copied"] += 1
+        report["bytes_copied"] += written
+    for directory in sorted({os.path.dirname(dst) for _tmp, dst, _w in pending}):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    report["changed"] = True
+    pending.clear()
+
+
+def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=256 * 1024 * 1024,
+           batch_files=2000):
     """Copy binaries missing from dest; check fixity of every copied file (and of every file already
     in the backup when verify_existing). Returns a report; mismatches are listed, never installed."""
     _check_paths(source, dest)
@@ -109,28 +146,29 @@ def backup(source, dest, verify_existing=False, check_mode=False):
     if not check_mode:
         os.makedirs(dest, mode=0o700, exist_ok=True)
         report["stale_removed"] = remove_stale_temps(dest)
-    for rel, size in binaries.items():
-        src = os.path.join(source, rel)
-        dst = os.path.join(dest, rel)
-        expected = os.path.basename(rel)
-        if os.path.isfile(dst):
-            report["already_present"] += 1
-            if os.path.getsize(dst) != size:
-                report["size_changed"].append(rel)
-            if verify_existing:
-                actual, _ = sha1_file(dst)
-                report["verified_existing"] += 1
-                if actual != expected:
-                    report["mismatches"].append({"file": rel, "where": "backup", "sha1": actual})
-            continue
-        if check_mode:
-            report["copied"] += 1
-            report["bytes_copied"] += size
-            report["changed"] = True
-            continue
-        os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
-        tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + expected)
-        try:
+    pending, pending_bytes = [], 0
+    try:
+        for rel, size in binaries.items():
+            src = os.path.join(source, rel)
+            dst = os.path.join(dest, rel)
+            expected = os.path.basename(rel)
+            if os.path.isfile(dst):
+                report["already_present"] += 1
+                if os.path.getsize(dst) != size:
+                    report["size_changed"].append(rel)
+                if verify_existing:
+                    actual, _ = sha1_file(dst)
+                    report["verified_existing"] += 1
+                    if actual != expected:
+                        report["mismatches"].append({"file": rel, "where": "backup", "sha1": actual})
+                continue
+            if check_mode:
+                report["copied"] += 1
+                report["bytes_copied"] += size
+                report["changed"] = True
+                continue
+            os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
+            tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + expected)
             try:
                 actual, written = _copy_with_sha1(src, tmp)
             except FileNotFoundError:
@@ -138,19 +176,29 @@ def backup(source, dest, verify_existing=False, check_mode=False):
                     raise
                 continue  # deleted from the store during the backup
             if actual != expected:
+                os.unlink(tmp)
                 report["mismatches"].append({"file": rel, "where": "source", "sha1": actual})
                 continue
-            os.rename(tmp, dst)
-        except OSError as exc:
-            raise FcrepoBinariesError(
-                f"copying {rel} to {dest} failed: {exc}; files already copied are complete, the partial "
-                "one was removed") from exc
-        finally:
+            pending.append((tmp, dst, written))
+            pending_bytes += written
+            if len(pending) >= batch_files or pending_bytes >= batch_bytes:
+                _install_batch(dest, pending, report)
+                pending_bytes = 0
+        _install_batch(dest, pending, report)
+    except OSError as exc:
+        try:  # keep the files that were copied completely (e.g. when the disk filled up half way)
+            _install_batch(dest, pending, report)
+        except OSError:
+            pass
+        raise FcrepoBinariesError(
+            f"copying binaries to {dest} failed: {exc}; {report['copied']} files were installed complete, "
+            "unfinished copies were removed") from exc
+    finally:
+        for tmp, _dst, _written in pending:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        report["copied"] += 1
-        report["bytes_copied"] += written
-        report["changed"] = True
+        if not check_mode and os.path.isdir(dest):
+            remove_stale_temps(dest)
     return report
 
 
