@@ -3,6 +3,7 @@
 Cores are called directly; the module wrappers run for real (through ansible-playbook against
 localhost, and the seed module as its own process for the kill test).
 """
+
 import gzip
 import json
 import os
@@ -15,12 +16,12 @@ import time
 
 import pymysql
 import pytest
-
 from ansible.module_utils.mysql_checksum import compare_tables
 from ansible.module_utils.mysql_connection import connect
 from ansible.module_utils.mysql_health import gather_facts
 from ansible.module_utils.mysql_replica import ReplicaError, ensure_replica
 from ansible.module_utils.mysql_seed import SeedError, run_seed
+
 from tests.lib.mariadb import ROOT_PASSWORD
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,9 +45,18 @@ def local(server):
 
 
 def seed_params(src, dst=None, **kw):
-    params = dict(login(src), databases=["app"], ignore_tables=IGNORED, consistency="auto",
-                  lock_wait_timeout=60, max_query_seconds=300, extra_dump_args=[], compress="gzip",
-                  connect_timeout=5, config_file=None)
+    params = dict(
+        login(src),
+        databases=["app"],
+        ignore_tables=IGNORED,
+        consistency="auto",
+        lock_wait_timeout=60,
+        max_query_seconds=300,
+        extra_dump_args=[],
+        compress="gzip",
+        connect_timeout=5,
+        config_file=None,
+    )
     if dst is not None:
         params.update(mode="import", target_unix_socket=dst.socket, target_user="root")
     params.update(kw)
@@ -54,9 +64,18 @@ def seed_params(src, dst=None, **kw):
 
 
 def replica_params(src, seed=None, **kw):
-    params = dict(source_host="127.0.0.1", source_port=src.port, source_user="repl",
-                  source_password=REPL_PASSWORD, state="running", update_password="on_create", wait=True,
-                  max_lag_seconds=5, wait_timeout=60, flavor="auto")
+    params = dict(
+        source_host="127.0.0.1",
+        source_port=src.port,
+        source_user="repl",
+        source_password=REPL_PASSWORD,
+        state="running",
+        update_password="on_create",
+        wait=True,
+        max_lag_seconds=5,
+        wait_timeout=60,
+        flavor="auto",
+    )
     if seed:
         params.update(source_log_file=seed["binlog_file"], source_log_pos=seed["binlog_position"])
     params.update(kw)
@@ -65,11 +84,16 @@ def replica_params(src, seed=None, **kw):
 
 def make_source(src, rows=200):
     src.sql("CREATE DATABASE app")
-    src.sql("CREATE TABLE app.items (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64), payload TEXT) "
-            "ENGINE=InnoDB")
+    src.sql(
+        "CREATE TABLE app.items (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(64), payload TEXT) "
+        "ENGINE=InnoDB"
+    )
     src.sql("CREATE TABLE app.skipped (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB")
-    src.sql("INSERT INTO app.items (name, payload) SELECT CONCAT('item-', seq), REPEAT('x', 200) "
-            f"FROM seq_1_to_{rows}", db="app")
+    src.sql(
+        "INSERT INTO app.items (name, payload) SELECT CONCAT('item-', seq), REPEAT('x', 200) "
+        f"FROM seq_1_to_{rows}",
+        db="app",
+    )
     src.sql("INSERT INTO app.skipped (v) VALUES (1), (2)")
     src.sql(f"CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY '{REPL_PASSWORD.replace(chr(39), chr(39) * 2)}'")
     src.sql("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
@@ -79,7 +103,9 @@ def make_source(src, rows=200):
 def pair(mariadb_factory):
     """A source with data and a replica configured to ignore app.skipped (like the Seafile backup server)."""
     src = mariadb_factory("source", server_id=1)
-    dst = mariadb_factory("replica", server_id=2, extra_args=[f"--replicate-ignore-table={t}" for t in IGNORED])
+    dst = mariadb_factory(
+        "replica", server_id=2, extra_args=[f"--replicate-ignore-table={t}" for t in IGNORED]
+    )
     make_source(src)
     return src, dst
 
@@ -107,8 +133,10 @@ def with_replica(dst, func, *args, **kw):
 
 
 def with_pair(src, dst, func, params):
-    replica, source = connect(dict(unix_socket=dst.socket, user="root")), connect(dict(unix_socket=src.socket,
-                                                                                        user="root"))
+    replica, source = (
+        connect(dict(unix_socket=dst.socket, user="root")),
+        connect(dict(unix_socket=src.socket, user="root")),
+    )
     try:
         return func(replica, source, params)
     finally:
@@ -173,7 +201,9 @@ def test_import_with_writes_running_then_replication_has_every_row(pair):
     assert result["changed"] and result["coordinates_applied"]
     assert result["status"]["io_running"] == "Yes" and result["status"]["sql_running"] == "Yes"
     assert all("repl-S3cret" not in s for s in result["statements"])
-    checked = with_pair(src, dst, compare_tables, dict(databases=["app"], ignore_tables=IGNORED, wait_timeout=60))
+    checked = with_pair(
+        src, dst, compare_tables, dict(databases=["app"], ignore_tables=IGNORED, wait_timeout=60)
+    )
     assert checked["compared"] == 1 and checked["mismatched"] == [] and checked["missing_on_replica"] == []
     ids_source = [r[0] for r in src.sql("SELECT id FROM app.items ORDER BY id")]
     ids_replica = [r[0] for r in dst.sql("SELECT id FROM app.items ORDER BY id")]
@@ -206,8 +236,9 @@ def test_second_apply_changes_nothing_and_never_repoints(pair):
     assert "already configured" in again["coordinates_ignored_reason"]
     assert again["status"]["exec_source_log_pos"] >= position
     # a different seed position is not applied either
-    other = with_replica(dst, ensure_replica, replica_params(src, dict(binlog_file="mysql-bin.000001",
-                                                                       binlog_position=4)))
+    other = with_replica(
+        dst, ensure_replica, replica_params(src, dict(binlog_file="mysql-bin.000001", binlog_position=4))
+    )
     assert not other["changed"] and other["status"]["exec_source_log_pos"] >= position
 
 
@@ -215,7 +246,9 @@ def test_check_mode_plans_without_issuing(pair):
     src, dst = pair
     seed = run_seed(seed_params(src, dst))
     planned = with_replica(dst, ensure_replica, replica_params(src, seed), check_mode=True)
-    assert planned["changed"] and planned["statements"][0].startswith("CHANGE MASTER TO MASTER_HOST='127.0.0.1'")
+    assert planned["changed"] and planned["statements"][0].startswith(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1'"
+    )
     assert "MASTER_PASSWORD='********'" in planned["statements"][0]
     assert dst.sql("SHOW SLAVE STATUS") == ()
 
@@ -233,8 +266,16 @@ def test_state_stopped_then_absent(pair):
 
 # -- facts and checksums ---------------------------------------------------------------------
 def facts_params(**kw):
-    params = dict(mode="preflight", databases=["app"], ignore_tables=IGNORED, replication_user="repl",
-                  replication_host="127.0.0.1", min_binlog_retention_days=7, max_lag_seconds=30, skip_checks=[])
+    params = dict(
+        mode="preflight",
+        databases=["app"],
+        ignore_tables=IGNORED,
+        replication_user="repl",
+        replication_host="127.0.0.1",
+        min_binlog_retention_days=7,
+        max_lag_seconds=30,
+        skip_checks=[],
+    )
     params.update(kw)
     return params
 
@@ -245,7 +286,9 @@ def test_preflight_and_health_facts(pair):
     assert pre["reseed_required"] and pre["problems"] == [], pre["problems"]
     assert pre["source"]["log_bin"] and pre["source"]["server_id"] == 1 and pre["replica"]["server_id"] == 2
     assert pre["replica"]["replicate_ignore_table"] == IGNORED
-    assert pre["replication_user_grants"]["'repl'@'127.0.0.1'"][0].startswith("GRANT REPLICATION SLAVE ON *.*")
+    assert pre["replication_user_grants"]["'repl'@'127.0.0.1'"][0].startswith(
+        "GRANT REPLICATION SLAVE ON *.*"
+    )
     seeded_and_running(src, dst)
     health = with_pair(src, dst, gather_facts, facts_params(mode="health"))
     assert health["healthy"] and not health["reseed_required"], health["problems"]
@@ -306,7 +349,9 @@ def test_same_server_id_is_refused_with_a_clear_message(mariadb_factory):
 def test_malformed_ignore_table_fails_before_anything(pair, tmp_path):
     src, _ = pair
     with pytest.raises(SeedError, match="'seafile_Repo'"):
-        run_seed(seed_params(src, mode="file", dest=str(tmp_path / "x.sql.gz"), ignore_tables=["seafile_Repo"]))
+        run_seed(
+            seed_params(src, mode="file", dest=str(tmp_path / "x.sql.gz"), ignore_tables=["seafile_Repo"])
+        )
     assert os.listdir(tmp_path) == ["source", "replica"] or not (tmp_path / "x.sql.gz").exists()
     assert not any(n.startswith(".x.sql") for n in os.listdir(tmp_path))
 
@@ -314,9 +359,17 @@ def test_malformed_ignore_table_fails_before_anything(pair, tmp_path):
 def test_unreachable_source(tmp_path):
     from tests.lib.ports import free_port
 
-    params = dict(login_host="127.0.0.1", login_port=free_port(), login_user="root", login_password="x",
-                  databases=["app"], mode="file", dest=str(tmp_path / "s.sql.gz"), connect_timeout=2,
-                  config_file=None)
+    params = dict(
+        login_host="127.0.0.1",
+        login_port=free_port(),
+        login_user="root",
+        login_password="x",
+        databases=["app"],
+        mode="file",
+        dest=str(tmp_path / "s.sql.gz"),
+        connect_timeout=2,
+        config_file=None,
+    )
     with pytest.raises(SeedError, match="source unreachable: cannot connect to MySQL server root@127.0.0.1"):
         run_seed(params)
     assert os.listdir(tmp_path) == []
@@ -409,17 +462,20 @@ def _module_process(module, args, tmp_path):
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     launcher = textwrap.dedent(f"""
         import runpy, sys, ansible.module_utils
-        ansible.module_utils.__path__.append({os.path.join(TOP, 'plugins', 'module_utils')!r})
-        runpy.run_path({os.path.join(TOP, 'library', module + '.py')!r}, run_name='__main__')
+        ansible.module_utils.__path__.append({os.path.join(TOP, "plugins", "module_utils")!r})
+        runpy.run_path({os.path.join(TOP, "library", module + ".py")!r}, run_name='__main__')
     """)
-    return subprocess.Popen([sys.executable, "-c", launcher, str(args_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", launcher, str(args_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def test_lock_released_when_the_module_process_is_killed(pair, tmp_path):
     src, dst = pair
     # enough data that the dump cannot finish while its consumer is stalled
-    src.sql("INSERT INTO app.items (name, payload) SELECT 'bulk', REPEAT('y', 2000) FROM seq_1_to_6000", db="app")
+    src.sql(
+        "INSERT INTO app.items (name, payload) SELECT 'bulk', REPEAT('y', 2000) FROM seq_1_to_6000", db="app"
+    )
     # stall the consumer: the import blocks on a locked table on the target
     dst.sql("CREATE DATABASE app")
     dst.sql("CREATE TABLE app.items (id INT PRIMARY KEY)")
@@ -427,8 +483,16 @@ def test_lock_released_when_the_module_process_is_killed(pair, tmp_path):
     args = dict(seed_params(src, dst, consistency="lock"))
     proc = _module_process("mysql_consistent_seed", args, tmp_path)
     try:
-        _wait_for(lambda: any("FLUSH TABLES WITH READ LOCK" in str(r[2]) or "SELECT /*!40001" in str(r[2])
-                              for r in _processlist(src)) or proc.poll() is not None, what="dump running")
+        _wait_for(
+            lambda: (
+                any(
+                    "FLUSH TABLES WITH READ LOCK" in str(r[2]) or "SELECT /*!40001" in str(r[2])
+                    for r in _processlist(src)
+                )
+                or proc.poll() is not None
+            ),
+            what="dump running",
+        )
         assert proc.poll() is None, proc.communicate()
         _wait_for(lambda: any("metadata lock" in str(r[1]) for r in _processlist(dst)), what="import stalled")
         # the global read lock is held: a writer gives up
@@ -444,8 +508,10 @@ def test_lock_released_when_the_module_process_is_killed(pair, tmp_path):
             cur.execute("SET SESSION lock_wait_timeout = 30")
             cur.execute("INSERT INTO app.items (name) VALUES ('after kill')")
         writer.close()
-        _wait_for(lambda: not any("dump" in str(r[2]).lower() or "40001" in str(r[2])
-                                  for r in _processlist(src)), what="dump session gone")
+        _wait_for(
+            lambda: not any("dump" in str(r[2]).lower() or "40001" in str(r[2]) for r in _processlist(src)),
+            what="dump session gone",
+        )
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -468,9 +534,13 @@ def test_long_running_query_is_refused(pair, tmp_path):
     thread = threading.Thread(target=_run_ignoring_errors, args=(sleeper, "SELECT SLEEP(30)"))
     thread.start()
     try:
-        _wait_for(lambda: any(r[0] == sleeper_id and int(r[1] or 0) >= 2
-                              for r in src.sql("SELECT ID, TIME FROM information_schema.PROCESSLIST")),
-                  what="a 2 s old query")
+        _wait_for(
+            lambda: any(
+                r[0] == sleeper_id and int(r[1] or 0) >= 2
+                for r in src.sql("SELECT ID, TIME FROM information_schema.PROCESSLIST")
+            ),
+            what="a 2 s old query",
+        )
         with pytest.raises(SeedError) as err:
             run_seed(seed_params(src, mode="file", dest=str(tmp_path / "s.sql.gz"), max_query_seconds=2))
         message = str(err.value)
@@ -488,16 +558,32 @@ def test_lock_wait_timeout_kills_a_waiting_dump(pair, tmp_path):
     src, _ = pair
     sleeper = src.connect()
     sleeper_id = sleeper.thread_id()
-    thread = threading.Thread(target=_run_ignoring_errors, args=(
-        sleeper, "UPDATE app.items SET name = 'slow' WHERE id = 1 AND SLEEP(20) = 0"))
+    thread = threading.Thread(
+        target=_run_ignoring_errors,
+        args=(sleeper, "UPDATE app.items SET name = 'slow' WHERE id = 1 AND SLEEP(20) = 0"),
+    )
     thread.start()
     try:
-        _wait_for(lambda: any(r[0] == sleeper_id for r in src.sql("SELECT ID FROM information_schema.PROCESSLIST "
-                                                                  "WHERE INFO LIKE 'UPDATE%SLEEP(20)%'")),
-                  what="the long query")
+        _wait_for(
+            lambda: any(
+                r[0] == sleeper_id
+                for r in src.sql(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'UPDATE%SLEEP(20)%'"
+                )
+            ),
+            what="the long query",
+        )
         with pytest.raises(SeedError) as err:
-            run_seed(seed_params(src, mode="file", dest=str(tmp_path / "s.sql.gz"), consistency="lock",
-                                 lock_wait_timeout=2, max_query_seconds=300))
+            run_seed(
+                seed_params(
+                    src,
+                    mode="file",
+                    dest=str(tmp_path / "s.sql.gz"),
+                    consistency="lock",
+                    lock_wait_timeout=2,
+                    max_query_seconds=300,
+                )
+            )
         message = str(err.value)
         assert "lock_wait_timeout 2s" in message and "SLEEP(20)" in message
         assert not (tmp_path / "s.sql.gz").exists()
@@ -512,31 +598,70 @@ def test_lock_wait_timeout_kills_a_waiting_dump(pair, tmp_path):
 def _playbook(tmp_path, tasks, check=False):
     playbook = tmp_path / "play.yml"
     playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
-               ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
-            "-e", f"ansible_python_interpreter={sys.executable}", "-v", str(playbook)]
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+    )
+    argv = [
+        os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        "-v",
+        str(playbook),
+    ]
     if check:
         argv.append("--check")
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=TOP, check=False)
-    out = json.loads(proc.stdout[proc.stdout.index("{"):])
+    out = json.loads(proc.stdout[proc.stdout.index("{") :])
     results = [t["hosts"]["localhost"] for play in out["plays"] for t in play["tasks"]]
     return proc, results
 
 
 def test_modules_through_ansible_check_mode_and_no_log(pair, tmp_path):
     src, dst = pair
-    seed_task = {"name": "seed", "mysql_consistent_seed": dict(seed_params(src, dst, config_file=None)),
-                 "register": "seed"}
-    replica_task = {"name": "replica", "mysql_replica": dict(
-        local(dst), source_host="127.0.0.1", source_port=src.port, source_user="repl",
-        source_password=REPL_PASSWORD, source_log_file="{{ seed.binlog_file }}",
-        source_log_pos="{{ seed.binlog_position }}", max_lag_seconds=5)}
-    facts_task = {"name": "facts", "mysql_replication_facts": dict(
-        local(dst), **login(src, "source"), mode="health", databases=["app"], ignore_tables=IGNORED,
-        replication_user="repl", replication_host="127.0.0.1")}
-    checksum_task = {"name": "checksum", "mysql_table_checksum": dict(
-        local(dst), **login(src, "source"), databases=["app"], ignore_tables=IGNORED)}
+    seed_task = {
+        "name": "seed",
+        "mysql_consistent_seed": dict(seed_params(src, dst, config_file=None)),
+        "register": "seed",
+    }
+    replica_task = {
+        "name": "replica",
+        "mysql_replica": dict(
+            local(dst),
+            source_host="127.0.0.1",
+            source_port=src.port,
+            source_user="repl",
+            source_password=REPL_PASSWORD,
+            source_log_file="{{ seed.binlog_file }}",
+            source_log_pos="{{ seed.binlog_position }}",
+            max_lag_seconds=5,
+        ),
+    }
+    facts_task = {
+        "name": "facts",
+        "mysql_replication_facts": dict(
+            local(dst),
+            **login(src, "source"),
+            mode="health",
+            databases=["app"],
+            ignore_tables=IGNORED,
+            replication_user="repl",
+            replication_host="127.0.0.1",
+        ),
+    }
+    checksum_task = {
+        "name": "checksum",
+        "mysql_table_checksum": dict(
+            local(dst), **login(src, "source"), databases=["app"], ignore_tables=IGNORED
+        ),
+    }
 
     proc, results = _playbook(tmp_path, [seed_task], check=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -554,15 +679,30 @@ def test_modules_through_ansible_check_mode_and_no_log(pair, tmp_path):
     for secret in (REPL_PASSWORD, ROOT_PASSWORD):
         assert secret not in proc.stdout and secret not in proc.stderr
 
+    # second run: same seed coordinates, nothing to change
+    replica_task["mysql_replica"].update(
+        source_log_file=seed["binlog_file"], source_log_pos=seed["binlog_position"]
+    )
     proc, results = _playbook(tmp_path, [replica_task, facts_task])
-    assert proc.returncode == 0 and results[0]["changed"] is False
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert results[0]["changed"] is False and results[0]["statements"] == []
 
 
 def test_module_failure_fails_the_play(pair, tmp_path):
     src, dst = pair
-    task = {"name": "replica", "mysql_replica": dict(
-        local(dst), source_host="127.0.0.1", source_port=src.port, source_user="repl", source_password="nope",
-        source_log_file="mysql-bin.000001", source_log_pos=4, wait_timeout=60)}
+    task = {
+        "name": "replica",
+        "mysql_replica": dict(
+            local(dst),
+            source_host="127.0.0.1",
+            source_port=src.port,
+            source_user="repl",
+            source_password="nope",
+            source_log_file="mysql-bin.000001",
+            source_log_pos=4,
+            wait_timeout=60,
+        ),
+    }
     proc, results = _playbook(tmp_path, [task])
     assert proc.returncode != 0
     assert results[0]["failed"] and "Access denied" in results[0]["msg"]
