@@ -1,0 +1,177 @@
+"""Run backups the way AWX does: ansible-runner with a private data dir (env/extravars,
+env/envvars, inventory/, a vault password answered from env/passwords), through
+playbooks/run_backup.yml with the real fs_backup strategy (GNU tar on this host)."""
+import json
+import os
+import subprocess
+import sys
+
+import ansible_runner
+import pytest
+import yaml
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+VAULT_PASSWORD = "lab-vault-pw"
+
+
+def events(result):
+    return list(result.events)
+
+
+def artifact_runs(result):
+    for event in events(result):
+        if event.get("event") == "playbook_on_stats":
+            return (event["event_data"].get("artifact_data") or {}).get("backup_runs", [])
+    raise AssertionError("no playbook_on_stats event")
+
+
+def hosts_touched(result):
+    return {event["event_data"].get("host") for event in events(result)
+            if event.get("event", "").startswith("runner_on_")}
+
+
+@pytest.fixture
+def job(tmp_path, monkeypatch):
+    """Build an AWX-like private data dir and return a function running one job in it."""
+    monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ["PATH"])
+    source = tmp_path / "data"
+    (source / "docs").mkdir(parents=True)
+    (source / "docs" / "report.txt").write_text("quarterly numbers\n" * 100)
+    (source / "notes.txt").write_text("hello\n")
+    root = tmp_path / "backups"
+    root.mkdir()
+    counter = {"n": 0}
+
+    def run(extravars, inventory_vars=None, vault_vars=None):
+        counter["n"] += 1
+        pdd = tmp_path / f"pdd{counter['n']}"
+        (pdd / "env").mkdir(parents=True)
+        (pdd / "inventory").mkdir()
+        host = {"ansible_connection": "local", "ansible_become": False,
+                "ansible_python_interpreter": sys.executable}
+        host.update(inventory_vars or {})
+        (pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump(
+            {"backup_hosts": {"hosts": {"backup1": host}}}))
+        (pdd / "env" / "extravars").write_text(yaml.safe_dump(extravars))
+        (pdd / "env" / "envvars").write_text(yaml.safe_dump({
+            "ANSIBLE_CONFIG": os.path.join(TOP, "ansible.cfg"),
+            # ansible-runner replaces ansible.cfg's callback_plugins with its own directory; AWX
+            # sites set these two in "Extra Environment Variables" (see docs/operations.md)
+            "ANSIBLE_CALLBACK_PLUGINS": os.path.join(TOP, "plugins", "callback"),
+            "ANSIBLE_CALLBACKS_ENABLED": "backup_report",
+            "BACKUP_REPORT_PATH": str(pdd / "report.json"),
+            "PATH": os.environ["PATH"],
+        }))
+        cmdline = ""
+        if vault_vars:
+            plain = pdd / "secrets.yml"
+            plain.write_text(yaml.safe_dump(vault_vars))
+            pwfile = tmp_path / "vault-pw"
+            pwfile.write_text(VAULT_PASSWORD)
+            subprocess.run([os.path.join(BIN, "ansible-vault"), "encrypt", "--vault-password-file",
+                            str(pwfile), str(plain)], check=True, capture_output=True)
+            pwfile.unlink()
+            assert "$ANSIBLE_VAULT" in plain.read_text()
+            # AWX answers the vault prompt; ansible-runner does it from env/passwords
+            (pdd / "env" / "passwords").write_text(yaml.safe_dump({r"^Vault password:\s*?$": VAULT_PASSWORD}))
+            cmdline = f"--ask-vault-pass -e @{plain}"
+        if cmdline:
+            (pdd / "env" / "cmdline").write_text(cmdline)
+        result = ansible_runner.run(private_data_dir=str(pdd), project_dir=TOP,
+                                    playbook="playbooks/run_backup.yml", quiet=True)
+        result.pdd = pdd
+        result.text = result.stdout.read()
+        return result
+
+    run.source = source
+    run.root = root
+    return run
+
+
+def fs_vars(job, **extra):
+    data = {"backup_strategy": "fs_backup", "btw_backup_root": str(job.root),
+            "btw_backup_sets": [{"name": "data", "type": "tar", "source": str(job.source),
+                                 "destination": "fs/data", "compression": "gzip"}]}
+    data.update(extra)
+    return data
+
+
+def test_successful_job_publishes_backup_runs_in_the_artifacts(job):
+    result = job(fs_vars(job))
+    assert result.status == "successful" and result.rc == 0, result.text
+    runs = artifact_runs(result)
+    assert len(runs) == 1, runs
+    run = runs[0]
+    assert run["result"] == "ok" and run["host"] == "backup1"
+    assert run["location"].startswith(str(job.root / "fs" / "data"))
+    assert os.path.isfile(run["location"]) and os.path.getsize(run["location"]) == run["size_bytes"] > 0
+    assert run["duration_seconds"] >= 0
+    # the same outcome in the report table and the JSON the callback wrote
+    assert "BACKUP REPORT" in result.text and "backup1" in result.text
+    report = json.loads((result.pdd / "report.json").read_text())
+    assert report["summary"] == {"runs": 1, "ok": 1, "failed": 0}
+    # and the artifacts on disk, where AWX picks them up
+    assert (result.pdd / "artifacts" / result.config.ident / "rc").read_text().strip() == "0"
+
+
+def test_failed_backup_fails_the_job_and_still_publishes(job):
+    missing = str(job.source) + "-gone"
+    result = job(fs_vars(job, btw_backup_sets=[{"name": "data", "type": "tar", "source": missing,
+                                                "destination": "fs/data"}]))
+    assert result.status == "failed" and result.rc != 0, result.text
+    runs = artifact_runs(result)
+    assert runs and all(run["result"] == "failed" for run in runs), runs
+    assert "backup1" in hosts_touched(result)
+    assert not os.listdir(job.root) or not any(
+        name.endswith((".tar", ".tar.gz")) for _, _, files in os.walk(job.root) for name in files)
+
+
+def test_missing_required_variable_is_named_before_any_host_is_touched(job):
+    result = job({"backup_strategy": "fs_backup", "btw_backup_root": str(job.root)})
+    assert result.status == "failed" and result.rc != 0
+    assert "required variable(s) not set: btw_backup_sets (for backup1)" in result.text
+    assert hosts_touched(result) == {"localhost"}  # the validation play on the control node only
+    assert artifact_runs(result)[0]["result"] == "failed"
+    assert os.listdir(job.root) == []
+
+
+def test_unknown_strategy_is_refused(job):
+    result = job({"backup_strategy": "tape_backup"})
+    assert result.status == "failed" and result.rc != 0
+    assert "backup_strategy 'tape_backup' is not a known strategy" in result.text
+    assert "fs_backup" in result.text  # the message lists the known ones
+    assert hosts_touched(result) == {"localhost"}
+    run = artifact_runs(result)[0]
+    assert run["strategy"] == "tape_backup" and run["result"] == "failed"
+
+
+def test_missing_strategy_is_refused(job):
+    result = job({})
+    assert result.status == "failed" and result.rc != 0
+    assert "backup_strategy '(not set)' is not a known strategy" in result.text
+    assert hosts_touched(result) == {"localhost"}
+
+
+def test_variables_from_a_vault_answered_like_awx(job):
+    """The backup sets come from a vault-encrypted vars file; the vault prompt is answered by
+    ansible-runner from env/passwords, as AWX does for a vault credential."""
+    extravars = fs_vars(job)
+    sets = extravars.pop("btw_backup_sets")
+    result = job(extravars, vault_vars={"btw_backup_sets": sets})
+    assert result.status == "successful", result.text
+    assert VAULT_PASSWORD not in result.text
+    assert artifact_runs(result)[0]["result"] == "ok"
+
+
+def test_strategy_list_in_run_backup_matches_the_vars_file():
+    with open(os.path.join(TOP, "playbooks", "vars", "run_backup_strategies.yml")) as handle:
+        table = yaml.safe_load(handle)["run_backup_strategies"]
+    with open(os.path.join(TOP, "playbooks", "run_backup.yml")) as handle:
+        plays = yaml.safe_load(handle)
+    import_expr = plays[-1]["vars"]["run_backup_playbook"]
+    listed = import_expr.split("in [", 1)[1].split("]", 1)[0]
+    names = [name.strip().strip("'") for name in listed.split(",")]
+    assert sorted(names) == sorted(table)
+    for name in table:
+        assert os.path.exists(os.path.join(TOP, "playbooks", name + ".yml")) or name == "lvm_snapshot_backup"
