@@ -260,7 +260,9 @@ def replica_facts(conn):
     )
 
 
-_SECRET_RE = re.compile(r"(IDENTIFIED\s+(?:BY\s+PASSWORD|VIA\s+\S+\s+USING|WITH\s+\S+\s+AS|BY))\s+'[^']*'", re.I)
+_SECRET_RE = re.compile(
+    r"(IDENTIFIED\s+(?:BY\s+PASSWORD|VIA\s+\S+\s+USING|WITH\s+\S+\s+AS|BY))\s+'[^']*'", re.I
+)
 
 
 def mask_grant(line):
