@@ -41,6 +41,13 @@ options:
     description: Hard-link unchanged table files from the newest previous backup.
     type: bool
     default: true
+  rehash:
+    description:
+      - Always recompute the SHA-256 of source tables before linking them. By default a table whose
+        number, size, inode and mtime are those recorded at the previous backup reuses the recorded
+        SHA-256 (tables are immutable; like rsync's quick check).
+    type: bool
+    default: false
   keep_exact:
     description:
       - Also keep the exact, unmodified copy in C(exact/) (the original script's BACKUP_EXACT).
@@ -221,6 +228,7 @@ def main():
             attempts=dict(type="int", default=10),
             incremental=dict(type="bool", default=True),
             keep_exact=dict(type="bool", default=False),
+            rehash=dict(type="bool", default=False),
             verify=dict(type="str", default="full", choices=["full", "changed", "none"]),
             repair=dict(type="bool", default=True),
             fail_on_data_loss=dict(type="bool", default=True),
@@ -248,7 +256,7 @@ def main():
             p["src"], p["dest"], name=p["name"], attempts=p["attempts"], incremental=p["incremental"],
             keep_exact=p["keep_exact"], verify=p["verify"], repair=p["repair"],
             fail_on_data_loss=p["fail_on_data_loss"], rename_to_sst=p["rename_to_sst"], retain=p["retain"],
-            count_source=p["count_source"], skip_if_unchanged=p["skip_if_unchanged"],
+            count_source=p["count_source"], skip_if_unchanged=p["skip_if_unchanged"], rehash=p["rehash"],
         )
     except LevelDBBackupError as exc:
         module.fail_json(msg=str(exc))

@@ -124,12 +124,7 @@ def _install_batch(dest, pending, report):
         os.rename(tmp, dst)
         report["copied"] += 1
         report["bytes_copied"] += written
-    for directory in sorted({os.path.dirname(dst) for _tmp, dst, _w in pending}):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    _sync_filesystem(dest)  # the new directory entries (one sync instead of one per shard directory)
     report["changed"] = True
     pending.clear()
 

@@ -232,7 +232,8 @@ def free_bytes(path):
 
 # -- the consistent copy ----------------------------------------------------------------------
 def _previous_tables(previous_dir):
-    """table number -> (path in previous data/, size, sha256) from the previous backup's metadata."""
+    """table number -> (path in previous data/, size, sha256, verified, source identity) from the
+    previous backup's metadata."""
     if not previous_dir:
         return {}
     meta = read_meta(previous_dir) or {}
@@ -241,13 +242,19 @@ def _previous_tables(previous_dir):
         if is_table(name):
             path = os.path.join(previous_dir, "data", name)
             if os.path.isfile(path):
-                tables[table_number(name)] = (path, info["size"], info["sha256"], info.get("verified", False))
+                tables[table_number(name)] = (path, info["size"], info["sha256"], info.get("verified", False),
+                                              info.get("src"))
     return tables
 
 
-def _copy_attempt(source, target, previous):
+def _copy_attempt(source, target, previous, rehash=False):
     """One copy of source into the empty directory target. Returns per-file records, or None when
-    the source changed under us (a file vanished)."""
+    the source changed under us (a file vanished).
+
+    A table is linked from the previous backup when its number, size and SHA-256 match. Tables are
+    immutable, so when number, size, inode and mtime are those recorded for the previous backup's
+    source file (rsync's quick check), its recorded SHA-256 is reused instead of reading it again
+    (rehash=True always reads)."""
     files = {}
     names = os.listdir(source)
     manifests = [n for n in names if n.startswith("MANIFEST-")]
@@ -259,17 +266,24 @@ def _copy_attempt(source, target, previous):
         dst = os.path.join(target, name)
         try:
             linked = False
+            st = os.stat(src)
+            identity = [st.st_ino, st.st_mtime_ns]
             if is_table(name) and table_number(name) in previous:
-                prev_path, prev_size, prev_sha, prev_verified = previous[table_number(name)]
-                if os.path.getsize(src) == prev_size:
-                    sha, size = sha256_file(src)
+                prev_path, prev_size, prev_sha, prev_verified, prev_src = previous[table_number(name)]
+                if st.st_size == prev_size:
+                    if not rehash and prev_src == identity:
+                        sha, size = prev_sha, prev_size
+                    else:
+                        sha, size = sha256_file(src)
                     if sha == prev_sha:
                         os.link(prev_path, dst)
                         linked = True
-                        files[name] = {"size": size, "sha256": sha, "linked": True, "verified": prev_verified}
+                        files[name] = {"size": size, "sha256": sha, "linked": True, "verified": prev_verified,
+                                       "src": identity}
             if not linked:
                 sha, size = copy_file(src, dst, fsync=False)
-                files[name] = {"size": size, "sha256": sha, "linked": False, "verified": False}
+                files[name] = {"size": size, "sha256": sha, "linked": False, "verified": False,
+                               "src": identity}
         except FileNotFoundError:
             if not os.path.exists(src):
                 return None  # deleted by a compaction during the copy
@@ -278,7 +292,7 @@ def _copy_attempt(source, target, previous):
 
 
 def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, retry_delay=0.2,
-                    sleep=time.sleep):
+                    sleep=time.sleep, rehash=False):
     """Copy source into target (created here) until CURRENT and MANIFEST-* are unchanged across the
     copy. Returns (files, attempts_used, manifest_fingerprint)."""
     previous = _previous_tables(previous_dir)
@@ -287,7 +301,7 @@ def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, 
             shutil.rmtree(target)
         os.mkdir(target, 0o700)
         before = manifest_fingerprint(source)
-        files = _copy_attempt(source, target, previous)
+        files = _copy_attempt(source, target, previous, rehash)
         after = manifest_fingerprint(source)
         copied_ok = (
             files is not None and before == after and None not in before.values()
@@ -477,7 +491,7 @@ def describe_files(path, known):
         size = os.path.getsize(full)
         info = by_number.get(table_number(name)) if is_table(name) else None
         if info and info["size"] == size:
-            described[name] = {"size": size, "sha256": info["sha256"]}
+            described[name] = {"size": size, "sha256": info["sha256"], "src": info.get("src")}
         else:
             described[name] = {"size": size, "sha256": sha256_file(full)[0]}
     return described
@@ -521,7 +535,7 @@ def default_name():
 
 def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=False, verify="full",
            repair=True, fail_on_data_loss=True, rename_to_sst=True, retain=0, count_source=False,
-           skip_if_unchanged=False, fsync=True, clock=time.monotonic):
+           skip_if_unchanged=False, fsync=True, rehash=False, clock=time.monotonic):
     """Take one backup of the LevelDB directory source into dest/leveldb-<name>. Returns a report."""
     started = clock()
     name = name or default_name()
@@ -561,7 +575,8 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
         os.mkdir(tmp, 0o700)
         t0 = clock()
         files, used, fingerprint = consistent_copy(
-            source, raw, attempts=attempts, previous_dir=previous if incremental else None, fsync=fsync)
+            source, raw, attempts=attempts, previous_dir=previous if incremental else None, fsync=fsync,
+            rehash=rehash)
         report["copy_seconds"] = round(clock() - t0, 3)
         report["attempts"] = used
         report["files_copied"] = sum(1 for f in files.values() if not f["linked"])

@@ -163,3 +163,30 @@ def test_plan_counts_bytes_to_copy_and_to_link(tmp_path):
     assert report["bytes_to_link"] == 0
     assert report["bytes_to_copy"] == sum(os.path.getsize(os.path.join(db, n)) for n in os.listdir(db))
     assert report["previous"] is None
+
+
+def test_unchanged_source_table_is_linked_without_reading_it_again(tmp_path, monkeypatch):
+    db = fake_leveldb(tmp_path / "db", tables=("000005.ldb",))
+    prev = tmp_path / "prev"
+    (prev / "data").mkdir(parents=True)
+    (prev / "data" / "000005.sst").write_bytes(b"table")
+    st = os.stat(os.path.join(db, "000005.ldb"))
+    meta = {"status": "ok", "data_files": {"000005.sst": {
+        "size": 5, "sha256": lb.sha256_file(str(prev / "data" / "000005.sst"))[0], "verified": True,
+        "src": [st.st_ino, st.st_mtime_ns]}}}
+    (prev / "backup.json").write_text(__import__("json").dumps(meta))
+
+    real = lb.sha256_file
+
+    def no_table_read(path):
+        assert not path.endswith(".ldb"), f"{path} was hashed again"
+        return real(path)
+
+    monkeypatch.setattr(lb, "sha256_file", no_table_read)
+    files, _, _ = lb.consistent_copy(db, str(tmp_path / "copy"), previous_dir=str(prev), fsync=False)
+    assert files["000005.ldb"]["linked"]
+    monkeypatch.undo()
+    # rehash=True reads it anyway (and still links: same content)
+    files, _, _ = lb.consistent_copy(db, str(tmp_path / "copy2"), previous_dir=str(prev), fsync=False,
+                                     rehash=True)
+    assert files["000005.ldb"]["linked"]
