@@ -1,0 +1,186 @@
+"""Schedule core: cron parsing, cron -> OnCalendar (checked by the real systemd-analyze), the
+rendered timer/service/cron/wrapper files, and refusals naming the job."""
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from ansible.module_utils import backup_schedule as bs
+
+SETTINGS = {
+    "project_dir": "/opt/backup-toolkit",
+    "inventory": "/opt/backup-toolkit/inventories/site/hosts.yml",
+    "ansible_playbook": "/opt/backup-toolkit/.venv/bin/ansible-playbook",
+    "playbook": "playbooks/run_backup.yml",
+    "bin_dir": "/usr/local/sbin",
+    "config_dir": "/etc/backup-toolkit/jobs",
+    "lock_dir": "/run/lock/backup-toolkit",
+    "log_dir": "/var/log/backup-toolkit",
+    "user": "root",
+    "vault_password_file": None,
+}
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def run(argv):
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def normalized(expression):
+    """systemd's own reading of an OnCalendar expression."""
+    rc, out, err = run([SYSTEMD_ANALYZE, "calendar", expression])
+    assert rc == 0, err
+    return next(line.split(":", 1)[1].strip() for line in out.splitlines() if "Normalized form" in line)
+
+
+@pytest.mark.parametrize("cron, calendar", [
+    ("30 2 * * *", "*-*-* 02:30:00"),
+    ("@daily", "*-*-* 00:00:00"),
+    ("@hourly", "*-*-* *:00:00"),
+    ("*/15 * * * *", "*-*-* *:00,15,30,45:00"),
+    ("0 1 * * mon-fri", None),  # names in a range are not cron; checked below as refused
+    ("15 1 * * 1-5", "Mon..Fri *-*-* 01:15:00"),
+    ("0 3 * * 0,6", "Sun,Sat *-*-* 03:00:00"),
+    ("0 3 * * 7", "Sun *-*-* 03:00:00"),
+    ("0 4 1 * *", "*-*-01 04:00:00"),
+    ("0 0-23/6 1,15 jan *", "*-01-01,15 00,06,12,18:00:00"),
+    ("5 4 * 1-12/3 *", "*-01,04,07,10-* 04:05:00"),
+])
+def test_cron_to_on_calendar(cron, calendar):
+    if calendar is None:
+        with pytest.raises(bs.ScheduleError):
+            bs.cron_to_on_calendar(cron)
+        return
+    assert bs.cron_to_on_calendar(cron) == calendar
+
+
+@pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("cron, systemd_reading", [
+    ("30 2 * * *", "*-*-* 02:30:00"),
+    ("*/15 * * * *", "*-*-* *:00,15,30,45:00"),
+    ("15 1 * * 1-5", "Mon..Fri *-*-* 01:15:00"),
+    ("0 0-23/6 1,15 jan *", "*-01-01,15 00,06,12,18:00:00"),
+])
+def test_systemd_reads_the_translation_as_meant(cron, systemd_reading):
+    assert normalized(bs.cron_to_on_calendar(cron)) == systemd_reading
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("", "empty"),
+    ("* * * *", "has 4 fields"),
+    ("61 * * * *", "minute: 61 is outside 0-59"),
+    ("0 24 * * *", "hour: 24 is outside 0-23"),
+    ("0 0 0 * *", "day of month: 0 is outside 1-31"),
+    ("0 0 * 13 *", "month: 13 is outside 1-12"),
+    ("0 0 * * 8", "day of week: 8 is outside 0-7"),
+    ("*/0 * * * *", "step '0' must be a positive number"),
+    ("5/10 * * * *", "a step needs '*' or a range"),
+    ("10-5 * * * *", "range 10-5 runs backwards"),
+    ("a * * * *", "'a' is not a number"),
+    ("1,,2 * * * *", "empty list element"),
+    ("@reboot", "@reboot is not a backup schedule"),
+    ("@nightly", "unknown shortcut"),
+])
+def test_bad_cron_is_refused_with_the_field(bad, message):
+    with pytest.raises(bs.ScheduleError, match=re.escape(message)):
+        bs.parse_cron(bad)
+
+
+def test_dom_and_dow_together_is_refused_for_systemd_only():
+    bs.parse_cron("0 2 1 * 1")  # valid cron
+    with pytest.raises(bs.ScheduleError, match="EITHER"):
+        bs.cron_to_on_calendar("0 2 1 * 1")
+
+
+def job(**extra):
+    data = {"name": "nightly-files", "strategy": "fs_backup", "schedule": "30 2 * * *",
+            "extra_vars": {"btw_backup_root": "/srv/backups"}}
+    data.update(extra)
+    return data
+
+
+def test_timer_and_service_rendering():
+    plan = bs.plan_job(job(randomized_delay_seconds=300, description="Nightly files"), SETTINGS, "systemd")
+    assert plan["timer_path"] == "/etc/systemd/system/backup-job-nightly-files.timer"
+    assert plan["timer"].splitlines()[1:] == [
+        "[Unit]", "Description=Schedule of backup job nightly-files", "",
+        "[Timer]", "OnCalendar=*-*-* 02:30:00", "Persistent=true", "RandomizedDelaySec=300",
+        "Unit=backup-job-nightly-files.service", "", "[Install]", "WantedBy=timers.target"]
+    assert "Type=oneshot" in plan["service"]
+    assert "ExecStart=/usr/local/sbin/backup-job-nightly-files" in plan["service"]
+    assert "SuccessExitStatus=75" in plan["service"]
+    assert "Description=Nightly files" in plan["service"]
+    assert "cron_text" not in plan
+
+
+@pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze not installed")
+def test_explicit_on_calendar_is_checked_by_systemd_analyze():
+    validator = bs.systemd_analyze_validator(run, SYSTEMD_ANALYZE)
+    plan = bs.plan_job(job(schedule=None, on_calendar="Mon *-*-1..7 03:00"), SETTINGS, "systemd", validator)
+    assert "OnCalendar=Mon *-*-1..7 03:00" in plan["timer"]
+    with pytest.raises(bs.ScheduleError, match="job nightly-files: schedule 'every day at 3' does not parse"):
+        bs.plan_job(job(schedule=None, on_calendar="every day at 3"), SETTINGS, "systemd", validator)
+
+
+def test_cron_rendering_wrapper_and_vars():
+    plan = bs.plan_job(job(schedule="@daily"), SETTINGS, "cron")
+    assert plan["cron_path"] == "/etc/cron.d/backup-toolkit-nightly-files"
+    assert plan["cron_text"].splitlines()[-1] == "0 0 * * * root /usr/local/sbin/backup-job-nightly-files"
+    assert json.loads(plan["vars"]) == {"backup_strategy": "fs_backup", "btw_backup_root": "/srv/backups"}
+    wrapper = plan["wrapper"]
+    assert ("flock -n -E 75 /run/lock/backup-toolkit/backup-job-nightly-files.lock "
+            "/opt/backup-toolkit/.venv/bin/ansible-playbook "
+            "-i /opt/backup-toolkit/inventories/site/hosts.yml /opt/backup-toolkit/playbooks/run_backup.yml "
+            "-e @/etc/backup-toolkit/jobs/nightly-files.json") in wrapper
+    assert "--vault-password-file" not in wrapper
+    vault = dict(SETTINGS, vault_password_file="/etc/backup-toolkit/vault pw")
+    with_vault = bs.plan_job(job(), vault, "cron")
+    assert "--vault-password-file '/etc/backup-toolkit/vault pw'" in with_vault["wrapper"]
+
+
+def test_wrapper_never_overlaps_and_reports_the_skip(tmp_path):
+    """Run the rendered wrapper for real: a second start while the first holds the lock exits 75."""
+    fake = tmp_path / "ansible-playbook"
+    marker = tmp_path / "started"
+    fake.write_text(f"#!/bin/sh\necho run >> {marker}\nsleep 2\necho \"$@\"\n")
+    fake.chmod(0o755)
+    settings = dict(SETTINGS, project_dir=str(tmp_path), ansible_playbook=str(fake), bin_dir=str(tmp_path),
+                    config_dir=str(tmp_path), lock_dir=str(tmp_path / "lock"), log_dir=str(tmp_path / "log"))
+    plan = bs.plan_job(job(), settings, "cron")
+    wrapper = tmp_path / "wrapper"
+    wrapper.write_text(plan["wrapper"])
+    wrapper.chmod(0o755)
+    first = subprocess.Popen([str(wrapper)], stderr=subprocess.PIPE, text=True)
+    for _ in range(100):
+        if marker.exists():
+            break
+        subprocess.run(["sleep", "0.05"], check=True)
+    second = subprocess.run([str(wrapper)], capture_output=True, text=True, check=False)
+    assert first.wait(timeout=30) == 0
+    assert second.returncode == 75
+    assert "previous run still running, skipped" in second.stderr
+    assert marker.read_text() == "run\n"
+    log = (tmp_path / "log" / "backup-job-nightly-files.log").read_text()
+    assert "-e @" + str(tmp_path) + "/nightly-files.json" in log and "end rc=0" in log
+    assert subprocess.run([str(wrapper)], capture_output=True, check=False).returncode == 0  # lock released
+
+
+@pytest.mark.parametrize("jobs, message", [
+    ([job(name="Nightly Files")], "job name 'Nightly Files' must be"),
+    ([job(strategy="")], "job nightly-files: strategy"),
+    ([job(schedule="0 25 * * *")], "job nightly-files: schedule '0 25 \\* \\* \\*' does not parse: hour"),
+    ([job(schedule=None, on_calendar="daily")], "on_calendar only works with systemd"),
+    ([job(), job()], "job names must be unique: nightly-files"),
+    ([job(extra_vars=["x"])], "extra_vars must be a mapping"),
+])
+def test_bad_jobs_are_refused(jobs, message):
+    with pytest.raises(bs.ScheduleError, match=message):
+        bs.plan_jobs(jobs, SETTINGS, "cron")
+
+
+def test_absent_job_needs_only_its_name():
+    plan = bs.plan_jobs([{"name": "old-job", "state": "absent"}], SETTINGS, "systemd")[0]
+    assert plan["state"] == "absent" and plan["timer_path"].endswith("backup-job-old-job.timer")
+    assert "wrapper" not in plan
