@@ -8,6 +8,7 @@ client of the target server. Children die with this process (PR_SET_PDEATHSIG), 
 held by the dump client never outlives the module.
 """
 
+import collections
 import ctypes
 import os
 import re
@@ -146,7 +147,8 @@ class HeaderScanner:
 
     def __init__(self):
         self.buffer = b""
-        self.tail = b""
+        self._tail = collections.deque()  # the last chunks, at least TAIL_BYTES in all
+        self._tail_len = 0
         self.done = False
         self.binlog_file = None
         self.binlog_position = None
@@ -155,7 +157,10 @@ class HeaderScanner:
     def feed(self, chunk):
         # MariaDB prints the GTID of the view at the END of the dump ("deferred gtid setting"): keep a
         # rolling tail and read it in finish().
-        self.tail = self.tail[-self.TAIL_BYTES :] + chunk[-self.TAIL_BYTES :]
+        self._tail.append(chunk)
+        self._tail_len += len(chunk)
+        while self._tail_len - len(self._tail[0]) >= self.TAIL_BYTES:
+            self._tail_len -= len(self._tail.popleft())
         if self.done:
             return
         self.buffer += chunk
@@ -179,11 +184,11 @@ class HeaderScanner:
         """Call at end of stream: reads a GTID printed after the data."""
         if not self.gtid:
             for regex in (self.MARIADB_GTID_RE, self.MYSQL_GTID_RE):
-                g = regex.search(self.tail)
+                g = regex.search(b"".join(self._tail))
                 if g:
                     self.gtid = g.group(1).decode()
                     break
-        self.tail = b""
+        self._tail.clear()
         return self
 
     @property
@@ -500,6 +505,7 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
             )
             processes.append(consumer)
             sink = consumer.stdin
+            _widen_pipe(sink.fileno())
         else:
             fd, tmp_path = tempfile.mkstemp(
                 prefix=f".{os.path.basename(dest)}.", suffix=".part", dir=os.path.dirname(dest)
