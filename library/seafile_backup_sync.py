@@ -62,7 +62,7 @@ synced:
   returned: always
   type: list
   elements: str
-failed:
+failed_to_sync:
   description: Ids whose sync failed.
   returned: always
   type: list
@@ -93,12 +93,12 @@ def main():
     try:
         ids = validate_library_ids(module.params["library_ids"])
     except SeafileBackupError as exc:
-        module.fail_json(msg=str(exc), libraries=[], synced=[], failed=[])
+        module.fail_json(msg=str(exc), libraries=[], synced=[], failed_to_sync=[])
 
     if module.check_mode:
         planned = [{"library_id": i, "result": "would_run", "forced": force,
                     "cmd": sync_command(script, i, force)} for i in ids]
-        module.exit_json(changed=bool(ids), libraries=planned, synced=[], failed=[])
+        module.exit_json(changed=bool(ids), libraries=planned, synced=[], failed_to_sync=[])
 
     def runner(argv):
         started = time.monotonic()
@@ -112,7 +112,7 @@ def main():
         outcome["duration_seconds"] = duration
     synced = [o["library_id"] for o in outcomes if o["result"] == "ok"]
     failed = [o["library_id"] for o in outcomes if o["result"] != "ok"]
-    result = dict(changed=bool(synced), libraries=outcomes, synced=synced, failed=failed)
+    result = dict(changed=bool(synced), libraries=outcomes, synced=synced, failed_to_sync=failed)
     if failed:
         module.fail_json(
             msg=f"{len(failed)} of {len(outcomes)} libraries failed to sync: {', '.join(failed)}", **result)

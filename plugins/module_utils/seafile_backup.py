@@ -413,6 +413,13 @@ def previous_last_success(text):
     return value if math.isfinite(value) and value > 0 else None
 
 
+def _running(value):
+    """Thread state as reported (True, "Yes", "Connecting", "No", None) as a boolean."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("yes", "on", "true", "1")
+    return bool(value)
+
+
 def _number(value):
     if value is None:
         return "NaN"
@@ -452,11 +459,11 @@ def render_metrics(now, check_ok, status=None, replication=None, previous_text=N
     metric("replication_up", "1 if the replication health could be read.", [("", replication is not None)])
     if replication is not None:
         metric("replication_healthy", "1 if the database replication to the backup server is healthy.",
-               [("", bool(replication.get("healthy")))])
+               [("", _running(replication.get("healthy")))])
         metric("replication_io_running", "1 if the replica IO thread runs.",
-               [("", bool(replication.get("io_running")))])
+               [("", _running(replication.get("io_running")))])
         metric("replication_sql_running", "1 if the replica SQL thread runs.",
-               [("", bool(replication.get("sql_running")))])
+               [("", _running(replication.get("sql_running")))])
         lag = replication.get("seconds_behind")
         metric("replication_lag_seconds", "Seconds_Behind_Master of the backup server (NaN when unknown).",
                [("", None if lag in (None, "") else float(lag))])

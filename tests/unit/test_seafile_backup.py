@@ -314,17 +314,22 @@ def test_plan_token_deletion_rejects_injection(database, ids):
 # -- metrics -------------------------------------------------------------------------------------
 def test_metrics_success_and_carry_over():
     status = parse_status(DOC_STATUS)
-    repl = {"healthy": True, "io_running": True, "sql_running": True, "seconds_behind": 4}
+    repl = {"healthy": True, "io_running": "Yes", "sql_running": "Yes", "seconds_behind": 4}
     first = render_metrics(1000.0, True, status, repl)
     assert 'seafile_backup_libraries{state="failed"} 2' in first
     assert "seafile_backup_replication_lag_seconds 4.0" in first
+    assert "seafile_backup_replication_io_running 1" in first
     assert previous_last_success(first) == 1000.0
     failed = render_metrics(1600.0, False, None, None, previous_text=first)
     assert "seafile_backup_check_success 0" in failed and "seafile_backup_status_up 0" in failed
     assert "seafile_backup_last_success_timestamp_seconds 1000.0" in failed
     assert "seafile_backup_seconds_since_last_success 600.0" in failed
     assert "seafile_backup_libraries{" not in failed
-    never = render_metrics(5.0, False, status, {"healthy": False, "seconds_behind": None})
+    never = render_metrics(5.0, False, status, {"healthy": False, "io_running": "Connecting",
+                                                "sql_running": "No", "seconds_behind": None})
+    assert "seafile_backup_replication_io_running 0" in never
+    assert "seafile_backup_replication_sql_running 0" in never
+    assert "seafile_backup_replication_healthy 0" in never
     assert "seafile_backup_seconds_since_last_success NaN" in never
     assert "seafile_backup_replication_lag_seconds NaN" in never
     assert "last_success_timestamp_seconds" not in never
