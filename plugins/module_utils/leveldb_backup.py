@@ -56,23 +56,30 @@ def sha256_file(path):
 
 
 def copy_file(src, dst, fsync=True):
-    """Copy src to a new file dst (never overwrites: O_EXCL); return (sha256, size)."""
-    digest = hashlib.sha256()
-    size = 0
+    """Copy src to a new file dst (never overwrites: O_EXCL) in the kernel (copy_file_range, else
+    sendfile/read-write), then hash what was written. Returns (sha256 of dst, size)."""
     with open(src, "rb") as reader:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as writer:
-            while True:
-                chunk = reader.read(CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                writer.write(chunk)
-                size += len(chunk)
-            writer.flush()
+            _copy_fd(reader, writer)
             if fsync:
                 os.fsync(writer.fileno())
-    return digest.hexdigest(), size
+    return sha256_file(dst)
+
+
+def _copy_fd(reader, writer):
+    rfd, wfd = reader.fileno(), writer.fileno()
+    try:
+        while os.copy_file_range(rfd, wfd, 64 * CHUNK):
+            pass
+        return
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                                          errno.EOPNOTSUPP):
+            raise
+    reader.seek(os.lseek(wfd, 0, os.SEEK_CUR))  # continue where the kernel copy stopped
+    shutil.copyfileobj(reader, writer, CHUNK)
+    writer.flush()
 
 
 def is_table(name):
@@ -325,14 +332,98 @@ def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, 
     )
 
 
+def _varint(buf, pos):
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _log_records(data):
+    """Logical records of a LevelDB log file (32 KB blocks, 7-byte headers); checksums not checked."""
+    record, pos, block = b"", 0, 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        length = data[pos + 4] | data[pos + 5] << 8
+        kind = data[pos + 6]
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            record = chunk
+        elif kind == 3:
+            record += chunk
+        elif kind == 4:
+            yield record + chunk
+        elif kind == 0 and length == 0:
+            pos += block - pos % block if pos % block else 0
+
+
+def manifest_next_file_number(path):
+    """The next file number recorded in the LevelDB's current manifest, None when unreadable.
+
+    LevelDB gives every new file a number at or above it, also when it reuses the number of an
+    orphan left by a crash or a copy taken mid-compaction, and opens such files with O_TRUNC."""
+    try:
+        with open(os.path.join(path, "CURRENT"), encoding="ascii") as handle:
+            manifest = handle.read().strip()
+        with open(os.path.join(path, manifest), "rb") as handle:
+            data = handle.read()
+        best = None
+        for edit in _log_records(data):
+            pos = 0
+            while pos < len(edit):
+                tag, pos = _varint(edit, pos)
+                if tag == 1:  # comparator name
+                    size, pos = _varint(edit, pos)
+                    pos += size
+                elif tag in (2, 4, 9):  # log number, last sequence, previous log number
+                    _, pos = _varint(edit, pos)
+                elif tag == 3:
+                    value, pos = _varint(edit, pos)
+                    best = value if best is None else max(best, value)
+                elif tag == 5:  # compact pointer: level, internal key
+                    _, pos = _varint(edit, pos)
+                    size, pos = _varint(edit, pos)
+                    pos += size
+                elif tag == 6:  # deleted file: level, number
+                    _, pos = _varint(edit, pos)
+                    _, pos = _varint(edit, pos)
+                elif tag == 7:  # new file: level, number, size, smallest, largest
+                    for _ in range(3):
+                        _, pos = _varint(edit, pos)
+                    for _ in range(2):
+                        size, pos = _varint(edit, pos)
+                        pos += size
+                else:
+                    return None
+        return best
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
 def hardlink_tree(src, dst):
-    """dst gets hard links of src's table files and copies of everything else (small, mutable)."""
+    """dst gets hard links of src's live-numbered table files and copies of everything else.
+
+    Only tables numbered below the manifest's next file number are linked: LevelDB opening dst may
+    create a file under any higher number with O_TRUNC, which through a hard link would rewrite
+    src's file (or a live store's compaction output) in place. Without a readable manifest,
+    everything is copied."""
     os.mkdir(dst, 0o700)
+    next_number = manifest_next_file_number(src)
     for name in sorted(os.listdir(src)):
         path = os.path.join(src, name)
         if not os.path.isfile(path):
             continue
-        if is_table(name):
+        number = table_number(name)
+        if is_table(name) and next_number is not None and number.isdigit() and int(number) < next_number:
             os.link(path, os.path.join(dst, name))
         else:
             shutil.copy2(path, os.path.join(dst, name))
@@ -433,10 +524,12 @@ def count_records_snapshot(source, scratch):
 
 
 def verify_new_tables(data_dir, files, scratch):
-    """Verify only tables that no previous verified backup vouches for: open the whole copy (replays
-    the log, checks the manifest and that every live table exists), then checksum every block of the
-    new tables in an isolated hard-link directory (RepairDB with paranoid checks reads each table
-    with verify_checksums; a corrupt table ends in lost/) and iterate them again with checksums."""
+    """Verify only tables that no previous verified backup vouches for: open the whole copy (a
+    throwaway one: opening replays the log, checks the manifest and that every live table exists),
+    then checksum every block of the new tables in an isolated hard-link directory (RepairDB with
+    paranoid checks reads each table with verify_checksums; a corrupt table ends in lost/) and
+    iterate them again with checksums. RepairDB numbers its output above every file present, so
+    it never writes through a link."""
     plyvel = _load_plyvel()
     result = {"ok": False, "records": None, "new_table_records": 0, "error": None}
     try:
@@ -594,11 +687,19 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
         t0 = clock()
         report.update(records=None, repaired=False, keys_lost=None, lost_keys_sample=[], source_records=None)
         verified = verify == "none"
+        # Verification opens a throwaway hard-link copy: opening replays the log and may compact,
+        # and data/ must stay the source's exact state (table numbers included) so that the next
+        # incremental backup can link its tables.
+        scratch = os.path.join(tmp, "verify")
         if verify == "changed" and previous and incremental:
-            check = verify_new_tables(data, files, os.path.join(tmp, "scratch"))
+            hardlink_tree(data, scratch)
+            try:
+                check = verify_new_tables(scratch, files, os.path.join(tmp, "scratch"))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             report["new_table_records"] = check["new_table_records"]
         elif verify != "none":
-            check = verify_db(data)
+            check = verify_db_copy(data, scratch)
             report["records"] = check["records"]
         else:
             check = {"ok": True, "error": None}

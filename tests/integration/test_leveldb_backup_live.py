@@ -393,3 +393,41 @@ def test_wait_until_quiet_waits_for_paused_writer_and_times_out_on_busy_one(tmp_
     while w.written() == paused_at:
         assert time.time() < deadline, "writer did not resume"
         time.sleep(0.05)
+
+
+def test_manifest_next_file_number_is_above_every_live_file(tmp_path):
+    source = make_db(tmp_path / "src", 3000)
+    next_number = lb.manifest_next_file_number(source)
+    manifest = int(open(os.path.join(source, "CURRENT")).read().strip().split("-")[1])
+    assert next_number is not None and manifest < next_number
+    scratch = str(tmp_path / "scratch")
+    lb.hardlink_tree(source, scratch)
+    linked = [n for n in os.listdir(scratch) if os.stat(os.path.join(scratch, n)).st_nlink > 1]
+    assert linked and all(int(lb.table_number(n)) < next_number for n in linked)
+    assert lb.verify_db(scratch)["records"] == 3000
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "CURRENT").write_text("MANIFEST-000001\n")
+    (tmp_path / "broken" / "MANIFEST-000001").write_bytes(b"\xff" * 40)
+    assert lb.manifest_next_file_number(str(tmp_path / "broken")) is None
+
+
+def test_opening_a_scratch_copy_never_writes_through_a_hard_link_into_an_orphan(tmp_path):
+    """A copy taken mid-compaction holds an orphan table under a number LevelDB will reuse (with
+    O_TRUNC) when the copy is opened: the scratch copy must not share that file with the backup."""
+    source = make_db(tmp_path / "src", 2000)
+    first = lb.manifest_next_file_number(source)
+    orphans = [os.path.join(source, f"{n:06d}.ldb") for n in range(first, first + 8)]
+    for orphan in orphans:
+        with open(orphan, "wb") as handle:
+            handle.write(b"orphan table left by an interrupted compaction" * 100)
+    before = [lb.sha256_file(o) for o in orphans]
+    scratch = str(tmp_path / "scratch")
+    lb.hardlink_tree(source, scratch)
+    db = plyvel.DB(scratch, write_buffer_size=64 * 1024)
+    try:
+        for i in range(3000):
+            db.put(key(10**6 + i), os.urandom(200))
+    finally:
+        db.close()
+    assert [lb.sha256_file(o) for o in orphans] == before
+    assert all(os.stat(o).st_nlink == 1 for o in orphans)
