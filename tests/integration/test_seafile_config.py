@@ -180,3 +180,27 @@ def test_https_installs_the_centos_ca_bundle(site):
         assert link.is_symlink() and link.resolve() == bundle.resolve()
     again = site.run(extra_vars=extra)
     assert again.rc == 0 and again.changed() == 0, again.out
+
+
+def test_galera_primary_needs_log_slave_updates(site, mariadb_factory):
+    """Checked with mysql_replication_facts against a real MariaDB standing in for the chosen Galera node."""
+    from tests.lib.mariadb import ROOT_PASSWORD
+
+    db = mariadb_factory("galera-node")
+    extra = {
+        "seafile_backup_config_galera": True,
+        "seafile_backup_config_db_login_unix_socket": db.socket,
+        "seafile_backup_config_db_source_host": "127.0.0.1",
+        "seafile_backup_config_db_source_port": db.port,
+        "seafile_backup_config_db_source_password": ROOT_PASSWORD,
+    }
+    before = site.texts()
+    refused = site.run(extra_vars=extra)
+    assert refused.rc != 0
+    assert "needs log_slave_updates=ON" in refused.out, refused.out
+    assert site.texts() == before and site.restarted() == []
+    db.restart(extra_args=["--log-slave-updates"])
+    extra["seafile_backup_config_db_source_port"] = db.port
+    accepted = site.run(extra_vars=extra)
+    assert accepted.rc == 0, accepted.out
+    assert site.texts() != before
