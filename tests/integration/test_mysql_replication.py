@@ -707,3 +707,17 @@ def test_module_failure_fails_the_play(pair, tmp_path):
     assert proc.returncode != 0
     assert results[0]["failed"] and "Access denied" in results[0]["msg"]
     assert "nope" not in proc.stdout
+
+
+def test_awkward_password_reaches_the_clients_through_the_option_file(pair, tmp_path):
+    src, dst = pair
+    awkward = "p w\"d\\#;'x"
+    src.sql("CREATE USER 'dumper'@'127.0.0.1' IDENTIFIED BY %s", (awkward,))
+    src.sql("GRANT ALL ON *.* TO 'dumper'@'127.0.0.1'")
+    dst.sql("CREATE USER 'loader'@'localhost' IDENTIFIED BY %s", (awkward,))
+    dst.sql("GRANT ALL ON *.* TO 'loader'@'localhost'")
+    params = seed_params(src, dst, login_user="dumper", login_password=awkward, target_user="loader",
+                         target_password=awkward)
+    result = run_seed(params)
+    assert result["binlog_file"] and count(dst, "app.items") == 200
+    assert not any(awkward in arg for arg in result["command"])
