@@ -203,6 +203,7 @@ version:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
+    MYSQL_ERRORS,
     PYMYSQL_IMPORT_ERROR,
     MySQLConnectionError,
     connect,
@@ -253,6 +254,8 @@ def main():
         result = ensure_replica(conn, module.params, check_mode=module.check_mode)
     except ReplicaError as exc:
         module.fail_json(msg=str(exc), **exc.details)
+    except MYSQL_ERRORS as exc:
+        module.fail_json(msg=f"reading or changing the replica state failed: {exc}")
     finally:
         conn.close()
     module.exit_json(**result)

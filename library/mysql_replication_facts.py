@@ -216,6 +216,7 @@ last_sql_error:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
+    MYSQL_ERRORS,
     PYMYSQL_IMPORT_ERROR,
     MySQLConnectionError,
     connect,
@@ -254,6 +255,8 @@ def main():
         facts = gather_facts(replica, source, module.params)
     except (MySQLConnectionError, HealthError) as exc:
         module.fail_json(msg=str(exc))
+    except MYSQL_ERRORS as exc:
+        module.fail_json(msg=f"reading replication facts failed: {exc}")
     finally:
         for conn in (replica, source):
             if conn is not None:

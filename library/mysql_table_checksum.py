@@ -14,8 +14,8 @@ description:
   - A table missing on the replica is reported in C(missing_on_replica).
   - With O(fail_on_mismatch=true) any mismatch or missing table fails the task (results are returned).
   - Read-only (C(changed=false)); runs in check mode too. login_* reach the replica, source_* the source.
-  - CHECKSUM TABLE values are comparable between servers of the same flavour and major version
-    (both MariaDB 10.11 in the lab); across versions use a tool like pt-table-checksum.
+  - CHECKSUM TABLE values are comparable between servers of the same flavour and version (both
+    MariaDB 10.11 in the lab); across versions use O(method=row_hash).
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
@@ -79,6 +79,14 @@ options:
     type: list
     elements: str
     default: []
+  method:
+    description:
+      - C(checksum_table) runs CHECKSUM TABLE (fast; comparable only between the same flavour and version).
+      - C(row_hash) computes COUNT(*) and a BIT_XOR of MD5 over every row's values in SQL on both sides
+        (portable between MariaDB and MySQL versions; same full scan).
+    type: str
+    choices: [checksum_table, row_hash]
+    default: checksum_table
   wait_timeout:
     description: Seconds to wait for the replica to reach the source position (each wait).
     type: int
@@ -131,6 +139,10 @@ missing_on_replica:
   returned: always
   type: list
   elements: str
+method:
+  description: Comparison method used.
+  returned: always
+  type: str
 source_position:
   description: Source binlog position the replica was waited for at the start ({file, position}).
   returned: always
@@ -141,6 +153,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.mysql_checksum import ChecksumError, compare_tables
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
+    MYSQL_ERRORS,
     PYMYSQL_IMPORT_ERROR,
     MySQLConnectionError,
     connect,
@@ -158,6 +171,7 @@ def main():
         ignore_tables=dict(type="list", elements="str", default=[]),
         wait_timeout=dict(type="int", default=120),
         retries=dict(type="int", default=3),
+        method=dict(type="str", choices=["checksum_table", "row_hash"], default="checksum_table"),
         fail_on_mismatch=dict(type="bool", default=True),
     )
     module = AnsibleModule(
@@ -174,6 +188,8 @@ def main():
         result = compare_tables(replica, source, module.params)
     except (MySQLConnectionError, ChecksumError) as exc:
         module.fail_json(msg=str(exc))
+    except MYSQL_ERRORS as exc:
+        module.fail_json(msg=f"comparing tables failed: {exc}")
     finally:
         for conn in (replica, source):
             if conn is not None:

@@ -1,4 +1,9 @@
-"""Table-by-table comparison of a source and its replica with CHECKSUM TABLE.
+"""Table-by-table comparison of a source and its replica with CHECKSUM TABLE or a portable row hash.
+
+``checksum_table`` (default) uses the server's CHECKSUM TABLE: fast, but its value depends on the
+storage format, so it is only comparable between servers of the same flavour and version.
+``row_hash`` computes, in SQL on each side, COUNT(*) and the BIT_XOR of a 64-bit MD5 prefix of every
+row's values (the pt-table-checksum recipe): the same on MariaDB and MySQL of any version, order-free.
 
 Before comparing, the replica is made to catch up with the source position read at the start
 (MASTER_POS_WAIT / SOURCE_POS_WAIT, from the dialect table). A mismatching table is compared again
@@ -57,6 +62,40 @@ def table_checksums(conn, tables):
     return out
 
 
+def row_hash_sql(db, table, columns):
+    """COUNT(*) + BIT_XOR of MD5 over the row values (NULL-aware) for one table."""
+    cols = [quote_identifier(c) for c in columns]
+    nulls = "CONCAT(" + ", ".join(f"ISNULL({c})" for c in cols) + ")"
+    row = "CONCAT_WS('#', " + ", ".join(cols + [nulls]) + ")"
+    return (
+        "SELECT COUNT(*) AS n, COALESCE(LOWER(CONV(BIT_XOR(CAST(CONV(SUBSTRING(MD5("
+        + row
+        + "), 1, 16), 16, 10) AS UNSIGNED)), 10, 16)), '0') AS h "
+        + f"FROM {quote_identifier(db)}.{quote_identifier(table)}"
+    )
+
+
+def table_row_hashes(conn, tables):
+    """{db.table: 'rows:hash' or None (missing)}; the column list is part of the value."""
+    out = {}
+    for db, table in tables:
+        columns = [
+            r["COLUMN_NAME"]
+            for r in query(
+                conn,
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+        ]
+        if not columns:
+            out[f"{db}.{table}"] = None
+            continue
+        row = query(conn, row_hash_sql(db, table, columns))[0]
+        out[f"{db}.{table}"] = f"{row['n']}:{row['h']}:{','.join(columns)}"
+    return out
+
+
 def list_tables(conn, databases, ignore_tables):
     ignored = {(d, t) for d, t in ignore_tables}
     rows = query(
@@ -95,6 +134,10 @@ def compare_tables(replica_conn, source_conn, params, sleep=time.sleep):
         ignore_tables = validate_ignore_tables(params.get("ignore_tables") or [])
     except SeedError as exc:
         raise ChecksumError(str(exc)) from exc
+    method = params.get("method") or "checksum_table"
+    if method not in ("checksum_table", "row_hash"):
+        raise ChecksumError(f"unknown method {method!r} (checksum_table or row_hash)")
+    sums = table_checksums if method == "checksum_table" else table_row_hashes
     timeout = int(params.get("wait_timeout") or 120)
     retries = int(params.get("retries") if params.get("retries") is not None else 3)
     source_dialect = Dialect.from_version_string(query(source_conn, "SELECT VERSION() AS v")[0]["v"])
@@ -103,8 +146,8 @@ def compare_tables(replica_conn, source_conn, params, sleep=time.sleep):
     tables = list_tables(source_conn, databases, ignore_tables)
     start = source_position(source_conn, source_dialect)
     wait_for_position(replica_conn, replica_dialect, start, timeout)
-    source_sums = table_checksums(source_conn, tables)
-    replica_sums = table_checksums(replica_conn, tables)
+    source_sums = sums(source_conn, tables)
+    replica_sums = sums(replica_conn, tables)
     results, mismatched, missing = compare_results(source_sums, replica_sums)
     attempts = {name: 1 for name in source_sums}
     for _ in range(retries):
@@ -113,11 +156,11 @@ def compare_tables(replica_conn, source_conn, params, sleep=time.sleep):
         sleep(0.5)
         retry = [tuple(name.split(".", 1)) for name in mismatched]
         # Source first, then its position, then wait: the replica has applied at least what was summed.
-        source_again = table_checksums(source_conn, retry)
+        source_again = sums(source_conn, retry)
         wait_for_position(
             replica_conn, replica_dialect, source_position(source_conn, source_dialect), timeout
         )
-        replica_again = table_checksums(replica_conn, retry)
+        replica_again = sums(replica_conn, retry)
         source_sums.update(source_again)
         replica_sums.update(replica_again)
         for name in source_again:
@@ -131,4 +174,5 @@ def compare_tables(replica_conn, source_conn, params, sleep=time.sleep):
         mismatched=mismatched,
         missing_on_replica=missing,
         source_position=start,
+        method=method,
     )

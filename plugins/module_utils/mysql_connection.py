@@ -15,10 +15,12 @@ try:
 
     HAS_PYMYSQL = True
     PYMYSQL_IMPORT_ERROR = None
+    MYSQL_ERRORS = (pymysql.err.MySQLError,)
 except ImportError as exc:  # pragma: no cover - reported by the module with missing_required_lib
     pymysql = None
     HAS_PYMYSQL = False
     PYMYSQL_IMPORT_ERROR = exc
+    MYSQL_ERRORS = ()
 
 
 class MySQLConnectionError(Exception):

@@ -331,6 +331,11 @@ def test_checksum_detects_a_difference(pair):
     result = with_pair(src, dst, compare_tables, dict(conn_params, wait_timeout=60))
     assert result["mismatched"] == ["app.items"]
     assert result["missing_on_replica"] == []
+    portable = with_pair(src, dst, compare_tables, dict(conn_params, wait_timeout=60, method="row_hash"))
+    assert portable["mismatched"] == ["app.items"] and portable["compared"] == 3
+    dst.sql("UPDATE app.items SET name = 'item-3' WHERE id = 3")
+    repaired = with_pair(src, dst, compare_tables, dict(conn_params, wait_timeout=60, method="row_hash"))
+    assert repaired["mismatched"] == [] and repaired["tables"][0]["source"].startswith("200:")
     assert {t["table"]: t["attempts"] for t in result["tables"]}["app.items"] == 2
     dst.sql("DROP TABLE app.newer")
     missing = with_pair(src, dst, compare_tables, dict(conn_params, wait_timeout=60))

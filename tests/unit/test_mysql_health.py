@@ -181,6 +181,15 @@ def test_checksum_comparison():
 def test_grant_hashes_are_masked():
     from ansible.module_utils.mysql_health import mask_grant
 
-    line = "GRANT REPLICATION SLAVE ON *.* TO `repl`@`h` IDENTIFIED BY PASSWORD '*6C8989366EAF75BB670AD8EA7A7FC1'"
-    assert mask_grant(line) == "GRANT REPLICATION SLAVE ON *.* TO `repl`@`h` IDENTIFIED BY PASSWORD '********'"
+    grant = "GRANT REPLICATION SLAVE ON *.* TO `repl`@`h` IDENTIFIED BY PASSWORD "
+    assert mask_grant(grant + "'*6C8989366EAF75BB670AD8EA7A7FC1'") == grant + "'********'"
     assert "abc" not in mask_grant("GRANT USAGE ON *.* TO `u`@`h` IDENTIFIED VIA ed25519 USING 'abc'")
+
+
+def test_row_hash_sql_quotes_and_is_null_aware():
+    from ansible.module_utils.mysql_checksum import row_hash_sql
+
+    sql = row_hash_sql("app", "we`ird", ["id", "na`me"])
+    assert "FROM `app`.`we``ird`" in sql
+    assert "CONCAT_WS('#', `id`, `na``me`, CONCAT(ISNULL(`id`), ISNULL(`na``me`)))" in sql
+    assert "BIT_XOR" in sql and "COUNT(*)" in sql
