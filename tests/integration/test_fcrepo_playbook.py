@@ -173,6 +173,7 @@ def test_rest_strategy_and_rest_restore_against_the_stand_in(fcrepo):
                                  fcrepo_backup_rest_target=target, **auth)
     assert rc == 0
     assert runs[0]["result"] == "ok" and runs[0]["location"] == target
+    assert runs[0]["size_bytes"] > 5 * 5000  # the stand-in copies the five binaries into its backup
     assert "s3cret" not in json.dumps(out)
     rc, runs, _ = run_playbook(fcrepo, PLAYBOOK, fcrepo_backup_strategy="rest",
                                **dict(auth, fcrepo_backup_rest_password="wrong"))
