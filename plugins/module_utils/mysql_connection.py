@@ -6,6 +6,7 @@ Pure Python (no AnsibleModule): the option dicts below are merged into each modu
 putting them on a command line.
 """
 
+import configparser
 import os
 import tempfile
 
@@ -80,6 +81,32 @@ def describe(conn_params):
     return f"{conn_params.get('user') or '(default user)'}@{where}"
 
 
+def read_client_credentials(config_file):
+    """user/password from the [client] group of an option file (e.g. ~/.my.cnf), when it exists.
+
+    Only credentials are taken: a socket or host in that file must not redirect a connection the
+    task aimed elsewhere (pymysql's read_default_file would let a [client] socket win over login_host).
+    """
+    if not config_file:
+        return {}
+    path = os.path.expanduser(config_file)
+    if not os.path.isfile(path):
+        return {}
+    parser = configparser.RawConfigParser(allow_no_value=True, strict=False)
+    try:
+        parser.read(path)
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for key in ("user", "password"):
+        if parser.has_option("client", key):
+            value = parser.get("client", key)
+            if value is not None and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            found[key] = value
+    return found
+
+
 def connect(conn_params, database=None):
     """Open an autocommit pymysql connection returning dict rows; raise MySQLConnectionError."""
     if not HAS_PYMYSQL:
@@ -90,20 +117,18 @@ def connect(conn_params, database=None):
         cursorclass=pymysql.cursors.DictCursor,
         charset="utf8mb4",
     )
-    config_file = conn_params.get("config_file")
-    if config_file:
-        config_file = os.path.expanduser(config_file)
-        if os.path.exists(config_file):
-            kwargs["read_default_file"] = config_file
+    defaults = read_client_credentials(conn_params.get("config_file"))
     if conn_params.get("unix_socket"):
         kwargs["unix_socket"] = conn_params["unix_socket"]
     else:
         kwargs["host"] = conn_params.get("host") or "localhost"
         kwargs["port"] = int(conn_params.get("port") or 3306)
-    if conn_params.get("user"):
-        kwargs["user"] = conn_params["user"]
+    if conn_params.get("user") or defaults.get("user"):
+        kwargs["user"] = conn_params.get("user") or defaults["user"]
     if conn_params.get("password") is not None:
         kwargs["password"] = conn_params["password"]
+    elif defaults.get("password") is not None and conn_params.get("user") in (None, "", defaults.get("user")):
+        kwargs["password"] = defaults["password"]
     if database:
         kwargs["database"] = database
     ssl = {k: conn_params[f"ssl_{k}"] for k in ("ca", "cert", "key") if conn_params.get(f"ssl_{k}")}

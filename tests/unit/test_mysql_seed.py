@@ -197,3 +197,13 @@ def test_client_defaults_file_is_private_and_escaped(tmp_path):
         assert 'socket="/run/mysqld/mysqld.sock"' in text and "password" not in text
     finally:
         os.unlink(sock)
+
+
+def test_config_file_gives_credentials_only(tmp_path):
+    from ansible.module_utils.mysql_connection import read_client_credentials
+
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text("[client]\nuser=admin\npassword=\"s3 cret\"\nsocket=/elsewhere.sock\n[mysqld]\nport=1\n")
+    assert read_client_credentials(str(cnf)) == {"user": "admin", "password": "s3 cret"}
+    assert read_client_credentials(str(tmp_path / "missing.cnf")) == {}
+    assert read_client_credentials(None) == {}
