@@ -12,6 +12,9 @@ description:
   - The JSON goes to O(path) when set (extra variable C(backup_report_path) wins over the option);
     otherwise into the directory holding the first run's C(location) when that is a directory on
     the controller (runs on localhost); otherwise no JSON is written and the table says so.
+  - When O(metrics_dir) is set (or the extra variable C(backup_metrics_dir)), the runs are also
+    recorded as Prometheus textfile-collector metrics there (plugins/module_utils/backup_metrics.py),
+    failed runs included (for a control host running node_exporter).
   - A playbook without C(backup_runs) prints nothing and writes nothing.
 requirements:
   - enable with C(callbacks_enabled = backup_report) in ansible.cfg or ANSIBLE_CALLBACKS_ENABLED
@@ -24,8 +27,17 @@ options:
     ini:
       - section: callback_backup_report
         key: path
+  metrics_dir:
+    description: node_exporter textfile collector directory to record the runs in (unset = no metrics).
+    type: path
+    env:
+      - name: BACKUP_METRICS_DIR
+    ini:
+      - section: callback_backup_report
+        key: metrics_dir
 """
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -147,6 +159,16 @@ def write_json(path, document):
             os.unlink(tmp)
 
 
+def load_metrics_core():
+    """plugins/module_utils/backup_metrics.py (not importable as ansible.module_utils on the controller)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils",
+                        "backup_metrics.py")
+    spec = importlib.util.spec_from_file_location("backup_toolkit_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
@@ -157,6 +179,7 @@ class CallbackModule(CallbackBase):
         super().__init__(*args, **kwargs)
         self._playbook = None
         self._extra_path = None
+        self._extra_metrics_dir = None
 
     def v2_playbook_on_start(self, playbook):
         self._playbook = getattr(playbook, "_file_name", None)
@@ -168,6 +191,8 @@ class CallbackModule(CallbackBase):
             extra = {}
         if extra.get("backup_report_path"):
             self._extra_path = extra["backup_report_path"]
+        if extra.get("backup_metrics_dir"):
+            self._extra_metrics_dir = extra["backup_metrics_dir"]
 
     def v2_playbook_on_stats(self, stats):
         runs = collect_runs(getattr(stats, "custom", {}))
@@ -176,6 +201,7 @@ class CallbackModule(CallbackBase):
         now = time.time()
         self._display.banner("BACKUP REPORT")
         self._display.display(render_table(runs))
+        self._record_metrics(runs, now)
         path = report_path(self._extra_path or self.get_option("path"), runs, now)
         if path is None:
             self._display.display("backup report: no JSON written (set backup_report_path or "
@@ -187,3 +213,15 @@ class CallbackModule(CallbackBase):
             self._display.warning(f"backup report: cannot write {path}: {exc}")
             return
         self._display.display(f"backup report written to {path}")
+
+    def _record_metrics(self, runs, now):
+        metrics_dir = self._extra_metrics_dir or self.get_option("metrics_dir")
+        if not metrics_dir:
+            return
+        try:
+            core = load_metrics_core()
+            _, _, _, path = core.record(os.path.expanduser(str(metrics_dir)), runs, now=now)
+        except Exception as exc:  # a report problem must not hide the backup's own result
+            self._display.warning(f"backup report: metrics not recorded in {metrics_dir}: {exc}")
+            return
+        self._display.display(f"backup metrics recorded in {path}")

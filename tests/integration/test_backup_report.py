@@ -1,8 +1,11 @@
 """The backup_report callback under a real ansible-playbook run."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -100,3 +103,33 @@ def test_nothing_for_a_run_without_backup_runs(tmp_path):
     assert "hello" in proc.stdout
     assert "BACKUP REPORT" not in proc.stdout and "STRATEGY" not in proc.stdout
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) missing")
+def test_metrics_recorded_for_every_run_and_accepted_by_promtool(tmp_path):
+    collector = tmp_path / "textfile"
+    collector.mkdir()
+    (collector / "node_other.prom").write_text("node_other_metric 1\n")
+    proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", "/srv/backup/web1"),
+                        {"BACKUP_METRICS_DIR": str(collector),
+                         "BACKUP_REPORT_PATH": str(tmp_path / "r.json")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backup metrics recorded in" in proc.stdout
+    text = (collector / "backup_toolkit.prom").read_text()
+    assert 'backup_last_result{strategy="fs_backup",set="web1"} 1' in text
+    assert 'backup_last_result{strategy="db_backup",set="localhost"} 0' in text
+    assert 'backup_last_size_bytes{strategy="fs_backup",set="web1"} 3145728' in text
+    assert 'backup_last_success_timestamp_seconds{strategy="db_backup"' not in text  # never succeeded
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True, capture_output=True,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (collector / "node_other.prom").read_text() == "node_other_metric 1\n"
+
+
+def test_unwritable_metrics_dir_warns_but_keeps_the_result(tmp_path):
+    proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", "/srv/backup/web1"),
+                        {"BACKUP_METRICS_DIR": str(tmp_path / "missing"),
+                         "BACKUP_REPORT_PATH": str(tmp_path / "r")})
+    assert proc.returncode == 0
+    assert "metrics not recorded" in proc.stdout + proc.stderr
+    assert "BACKUP REPORT" in proc.stdout
