@@ -24,16 +24,12 @@ version_added: "1.0.0"
 author: Backup toolkit team
 options:
   snapshots:
-    description: Snapshots as returned by lvm_snapshot_lock (vg, name, path, origin).
+    description:
+      - Snapshots as returned by lvm_snapshot_lock (vg, name, path, origin, label).
+      - C(label) names the sub-directory (rsync) or archive (tar) in the backup; default the origin name.
     type: list
     elements: dict
     required: true
-  labels:
-    description:
-      - Label (sub-directory or archive name) per origin LV name, for example C(mysql=db).
-      - Default the origin name.
-    type: dict
-    default: {}
   dest:
     description: Backup destination directory (not on a volume being backed up).
     type: path
@@ -95,7 +91,6 @@ EXAMPLES = r"""
 - name: Mount read-only and copy while production runs
   lvm_snapshot_copy:
     snapshots: "{{ lock.snapshots }}"
-    labels: {mysql: mysql, app: app}
     dest: /srv/backup/lvm
     method: rsync
     keep: 7
@@ -158,7 +153,6 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             snapshots=dict(type="list", elements="dict", required=True),
-            labels=dict(type="dict", default={}),
             dest=dict(type="path", required=True),
             method=dict(type="str", choices=["rsync", "tar"], default="rsync"),
             mount_root=dict(type="path", default="/run/lvm-snapshot-backup"),
@@ -185,7 +179,7 @@ def main():
                 msg=f"snapshot entry {snap!r} lacks {missing}: pass lvm_snapshot_lock's snapshots"
             )
         entry = dict(snap)
-        entry["label"] = p["labels"].get(snap["origin"], snap["origin"])
+        entry["label"] = snap.get("label") or snap["origin"]
         entry.setdefault("origin_path", f"/dev/{snap['vg']}/{snap['origin']}")
         snapshots.append(entry)
 

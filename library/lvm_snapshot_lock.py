@@ -44,6 +44,9 @@ options:
       name:
         description: Snapshot name; default the origin name followed by O(snapshot_suffix).
         type: str
+      label:
+        description: Name of this volume in the backup (passed to lvm_snapshot_copy); default the LV name.
+        type: str
   snapshot_suffix:
     description: Suffix of snapshot names (also how lvm_snapshot_cleanup recognises stale ones).
     type: str
@@ -156,6 +159,7 @@ def main():
                     lv=dict(type="str", required=True),
                     size=dict(type="str"),
                     name=dict(type="str"),
+                    label=dict(type="str"),
                 ),
             ),
             snapshot_suffix=dict(type="str", default="-backup-snap"),

@@ -221,6 +221,7 @@ def plan_snapshots(requests, lvs, vgs, suffix=DEFAULT_SUFFIX):
             thin=is_thin(origin),
             origin_size_bytes=origin_size,
             origin_path=f"/dev/{vg_name}/{lv_name}",
+            label=req.get("label") or lv_name,
             path=f"/dev/{vg_name}/{name}",
             size_bytes=0,
             extents=0,

@@ -321,8 +321,15 @@ class SnapshotCopy:
         self.preflight()
         partial = os.path.join(self.dest, PARTIAL_PREFIX + self.name)
         final = os.path.join(self.dest, self.name)
-        os.makedirs(self.dest, mode=0o700, exist_ok=True)
-        os.makedirs(partial, mode=0o700)
+        # traverse-only for others: the throwaway server verifying the copy runs as the datadir's owner
+        # (mysql); the data files keep their own restrictive modes, manifest and metadata are 0600
+        os.makedirs(self.dest, mode=0o711, exist_ok=True)
+        os.makedirs(partial, mode=0o711)
+        os.chmod(partial, 0o711)
+        if self.verify:
+            mode = os.stat(self.dest).st_mode & 0o7777
+            if mode & 0o011 != 0o011:
+                os.chmod(self.dest, mode | 0o011)
         watcher = FillWatcher(self.runner, self.snapshots, on_abort=self._abort_copy, **self.watch)
         published = False
         t_start = self.clock()

@@ -12,7 +12,7 @@ HASH=$(sha256sum scripts/lab/build-lvm-vm.sh | cut -c1-12)
 BASE="$LAB_CACHE/lvm-vm"
 OUT="$BASE/$HASH"
 ROOT_SIZE=${LVM_VM_ROOT_SIZE:-4G}
-GUEST_PACKAGES=(linux-image-cloud-amd64 initramfs-tools mariadb-server python3-pymysql)
+GUEST_PACKAGES=(linux-image-cloud-amd64 initramfs-tools mariadb-server python3-pymysql thin-provisioning-tools)
 INCLUDE=systemd-sysv,udev,kmod,dbus,lvm2,python3,openssh-server,e2fsprogs,xfsprogs,rsync,tar,iproute2,procps,ca-certificates,util-linux
 
 if [ "${1:-}" != "--force" ] && [ -s "$OUT/root.img" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ]; then

@@ -1,0 +1,195 @@
+"""Faults of the LVM snapshot backup, proven on real LVM in the lab VM (scripts/lab/lvm-vm.sh).
+
+Each fault runs playbooks/lvm_snapshot_backup.yml against the VM and must give a clear error, a
+failed play, and leave no snapshot, no mount, no lock and no partial copy behind, the previous good
+backup untouched and the application running. Several minutes under TCG: set LVM_VM_TESTS=0 to skip.
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VM = os.path.join(TOP, "scripts", "lab", "lvm-vm.sh")
+SETUP = os.path.join(TOP, "molecule", "lvm", "files", "lab-setup.sh")
+PLAYBOOK = os.path.join(TOP, "playbooks", "lvm_snapshot_backup.yml")
+
+SETTINGS = {
+    "lvm_snapshot_backup_volumes": [
+        {"vg": "vgdata", "lv": "mysql", "size": "25%", "label": "mysql"},
+        {"vg": "vgdata", "lv": "app", "label": "app"},
+    ],
+    "lvm_snapshot_backup_dest": "/srv/backup/lvm",
+    "lvm_snapshot_backup_keep": 3,
+    "lvm_snapshot_backup_app_services": ["lab-app"],
+    "lvm_snapshot_backup_poll_interval": 0.5,
+}
+
+pytestmark = [pytest.mark.slow]
+
+
+def vm(*args, check=True, **kw):
+    return subprocess.run(["bash", VM, *args], check=check, capture_output=True, text=True, **kw)
+
+
+def ssh(command, check=True):
+    result = vm("ssh", command, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} failed in the VM: {result.stdout}{result.stderr}")
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.environ.get("LVM_VM_TESTS", "1") == "0":
+        pytest.skip("LVM_VM_TESTS=0")
+    if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
+        pytest.skip("qemu-system-x86_64 not installed")
+    if vm("status", check=False).returncode == 0:
+        pytest.skip("the LVM lab VM is already in use (molecule scenario lvm or a benchmark)")
+    inventory = vm("start", timeout=1200).stdout.strip().splitlines()[-1]
+    try:
+        with open(SETUP) as f:
+            subprocess.run(
+                ["bash", VM, "ssh", "bash -s"], stdin=f, check=True, capture_output=True, timeout=900
+            )
+        base = tmp_path_factory.mktemp("lvmvm")
+        settings = base / "settings.json"
+        settings.write_text(json.dumps(SETTINGS))
+        lab = {"inventory": inventory, "settings": str(settings), "base": base}
+        rc, out = run_backup(lab)
+        assert rc == 0, out
+        lab["good"] = backups()
+        assert len(lab["good"]) == 1
+        yield lab
+    finally:
+        vm("stop", check=False, timeout=120)
+
+
+def run_backup(lab, extra=None, background=False):
+    cmd = ["ansible-playbook", "-i", lab["inventory"], PLAYBOOK, "-e", f"@{lab['settings']}"]
+    if extra:
+        cmd += ["-e", json.dumps(extra)]
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_HOST_KEY_CHECKING="False",
+    )
+    if background:
+        return subprocess.Popen(
+            cmd, cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    proc = subprocess.run(cmd, cwd=TOP, env=env, capture_output=True, text=True, timeout=1200)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def backups():
+    return sorted(ssh("ls /srv/backup/lvm | grep -E '^[0-9]{8}T[0-9]{6}Z$' || true").split())
+
+
+def assert_clean(lab):
+    """Nothing left behind, the good backup intact, production running and writable."""
+    assert ssh("lvs --noheadings -o lv_name vgdata | grep -c backup-snap || true") == "0"
+    assert ssh("grep -c /run/lvm-snapshot-backup /proc/mounts || true") == "0"
+    assert ssh("ls -a /srv/backup/lvm | grep -c '^.partial-' || true") == "0"
+    assert backups()[: len(lab["good"])] == lab["good"]
+    ssh(f"cd /srv/backup/lvm/{lab['good'][0]} && sha256sum -c --quiet MANIFEST.sha256")
+    assert ssh("systemctl is-active lab-app mariadb lab-writer").split() == ["active"] * 3
+    # no read lock left: a write goes through at once
+    ssh("mariadb -e 'SET SESSION lock_wait_timeout=3; INSERT INTO app.settings VALUES (UUID_SHORT(), 1)'")
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            {"lvm_snapshot_backup_volumes": [{"vg": "nope", "lv": "mysql", "size": "10%"}]},
+            "volume group 'nope' not found",
+        ),
+        (
+            {"lvm_snapshot_backup_volumes": [{"vg": "vgdata", "lv": "nope", "size": "10%"}]},
+            "logical volume vgdata/nope not found",
+        ),
+        (
+            {"lvm_snapshot_backup_dest": "/srv/mysql/backups"},
+            "is on /dev/vgdata/mysql, one of the volumes being backed up",
+        ),
+        (
+            {"lvm_snapshot_backup_mysql_login_unix_socket": "/run/mysqld/nope.sock"},
+            "MySQL unreachable, nothing locked and no snapshot taken",
+        ),
+    ],
+    ids=["unknown-vg", "unknown-lv", "dest-on-origin", "mysql-unreachable"],
+)
+def test_bad_input_is_refused_cleanly(lab, extra, message):
+    rc, out = run_backup(lab, extra)
+    assert rc != 0 and message in out, out[-3000:]
+    assert "LVM snapshot backup FAILED" in out
+    assert_clean(lab)
+
+
+def test_snapshot_larger_than_free_space(lab):
+    free = int(ssh("vgs --noheadings --units m --nosuffix -o vg_free vgdata").split(".")[0])
+    ssh(f"lvcreate -q -y -L {free - 100}M -n filler vgdata")
+    try:
+        rc, out = run_backup(lab)  # 25% of the 700 MiB mysql LV does not fit in 100 MiB
+        assert rc != 0 and "is more than its free space" in out, out[-3000:]
+        assert "Step 1: stop the application" not in out  # refused before anything stopped
+    finally:
+        ssh("lvremove -q -y vgdata/filler")
+    assert_clean(lab)
+
+
+def wait_for_copy(proc, timeout=600):
+    """PID of the rsync copying a snapshot, once it runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid = ssh("pgrep -x -n rsync || true")
+        if pid:
+            return pid
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.3)
+    raise AssertionError("the copy never started")
+
+
+@pytest.fixture
+def slow_copy():
+    """150 MB more in the application data, so the copy lasts long enough to interfere with."""
+    ssh("head -c 150M /dev/urandom > /srv/app/big.bin")
+    yield
+    ssh("rm -f /srv/app/big.bin /srv/mysql/filler.bin")
+
+
+def test_copy_killed_half_way(lab, slow_copy):
+    proc = run_backup(lab, background=True)
+    pid = wait_for_copy(proc)
+    ssh(f"kill -9 {pid}")
+    out = proc.communicate(timeout=1200)[0]
+    assert proc.returncode != 0 and "stopped with exit code" in out, out[-3000:]
+    assert "backup NOT published" in out
+    assert_clean(lab)
+
+
+def test_snapshot_filling_up_during_the_copy_aborts(lab, slow_copy):
+    small = {
+        "lvm_snapshot_backup_volumes": [
+            {"vg": "vgdata", "lv": "mysql", "size": "8M", "label": "mysql"},
+            {"vg": "vgdata", "lv": "app", "label": "app"},
+        ],
+        "lvm_snapshot_backup_fill_action": "abort",
+        "lvm_snapshot_backup_fill_threshold": 50,
+    }
+    proc = run_backup(lab, small, background=True)
+    wait_for_copy(proc)
+    # production writes 40 MB to the origin while the snapshot (8 MiB of copy-on-write space) is copied
+    ssh("dd if=/dev/urandom of=/srv/mysql/filler.bin bs=1M count=40 conv=fsync status=none")
+    out = proc.communicate(timeout=1200)[0]
+    assert proc.returncode != 0, out[-3000:]
+    assert "vgdata/mysql-backup-snap" in out and ("full (threshold 50" in out or "invalid" in out), out[
+        -3000:
+    ]
+    assert_clean(lab)
