@@ -788,7 +788,11 @@ def apply_retention(dest, retain, keep=None):
     backups = list_backups(dest)
     doomed = [b for b in backups[:-retain] if b != keep]
     for path in doomed:
-        shutil.rmtree(path)
+        # hide it first: a run killed while deleting leaves a .tmp-* (cleaned next run), not a
+        # half-deleted directory that still looks like a backup
+        hidden = os.path.join(dest, TMP_PREFIX + "delete-" + os.path.basename(path))
+        os.rename(path, hidden)
+        shutil.rmtree(hidden)
     return [os.path.basename(p) for p in doomed]
 
 
