@@ -4,7 +4,9 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := . scripts/env.sh &&
-PYTEST := $(ENV) python -m pytest -p no:cacheprovider
+# Each pytest run gets its own temp root: concurrent runs sharing /tmp/pytest-of-root prune each
+# other's directories (pytest keeps only the newest three).
+PYTEST := $(ENV) export PYTEST_DEBUG_TEMPROOT=$$(mktemp -d /tmp/bt-pytest.XXXXXX) && python -m pytest -p no:cacheprovider
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PLAYBOOKS := $(wildcard playbooks/*.yml)
 MODULES := $(basename $(notdir $(wildcard library/*.py)))
