@@ -74,20 +74,41 @@ def _check_paths(source, dest):
 
 
 def _copy_with_sha1(src, dst_tmp):
+    """Copy src to the new file dst_tmp; return (SHA-1 of the bytes written, size). Small files (the
+    usual binary) are read in one call."""
     digest = hashlib.sha1()  # noqa: S324
     size = 0
-    with open(src, "rb") as reader:
-        fd = os.open(dst_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as writer:
+    rfd = os.open(src, os.O_RDONLY)
+    try:
+        wfd = os.open(dst_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
             while True:
-                chunk = reader.read(CHUNK)
+                chunk = os.read(rfd, CHUNK)
                 if not chunk:
                     break
                 digest.update(chunk)
-                writer.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(wfd, view):]
                 size += len(chunk)
-            writer.flush()
+        finally:
+            os.close(wfd)
+    finally:
+        os.close(rfd)
     return digest.hexdigest(), size
+
+
+def _existing_files(dest):
+    """relpath -> size of the files already in the backup (one walk instead of a stat per binary)."""
+    found = {}
+    for dirpath, _dirs, filenames in os.walk(dest):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            try:
+                found[os.path.relpath(full, dest)] = os.lstat(full).st_size
+            except FileNotFoundError:
+                continue
+    return found
 
 
 def plan(source, dest):
@@ -142,14 +163,16 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
         os.makedirs(dest, mode=0o700, exist_ok=True)
         report["stale_removed"] = remove_stale_temps(dest)
     pending, pending_bytes = [], 0
+    existing = _existing_files(dest) if os.path.isdir(dest) else {}
+    made_dirs = set()
     try:
         for rel, size in binaries.items():
             src = os.path.join(source, rel)
             dst = os.path.join(dest, rel)
             expected = os.path.basename(rel)
-            if os.path.isfile(dst):
+            if rel in existing:
                 report["already_present"] += 1
-                if os.path.getsize(dst) != size:
+                if existing[rel] != size:
                     report["size_changed"].append(rel)
                 if verify_existing:
                     actual, _ = sha1_file(dst)
@@ -162,7 +185,9 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
                 report["bytes_copied"] += size
                 report["changed"] = True
                 continue
-            os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
+            if os.path.dirname(rel) not in made_dirs:
+                os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
+                made_dirs.add(os.path.dirname(rel))
             tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + expected)
             try:
                 actual, written = _copy_with_sha1(src, tmp)

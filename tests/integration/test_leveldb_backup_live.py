@@ -431,3 +431,21 @@ def test_opening_a_scratch_copy_never_writes_through_a_hard_link_into_an_orphan(
         db.close()
     assert [lb.sha256_file(o) for o in orphans] == before
     assert all(os.stat(o).st_nlink == 1 for o in orphans)
+
+
+def test_verify_changed_checks_new_tables_and_catches_a_corrupt_one(tmp_path):
+    source = make_db(tmp_path / "src", 3000)
+    dest = str(tmp_path / "b")
+    lb.backup(source, dest, name="1")
+    old_tables = set(tables(source))
+    make_db(source, 1500, start=3000)
+    ok = lb.backup(source, dest, name="2", verify="changed")
+    assert ok["files_linked"] > 0 and ok["new_table_records"] > 0
+    assert lb.verify_backup(ok["path"])["ok"]
+    make_db(source, 1500, start=4500)
+    new = [n for n in tables(source) if n not in old_tables]
+    victim = max(new, key=lambda n: os.path.getsize(os.path.join(source, n)))
+    flip_byte(os.path.join(source, victim), os.path.getsize(os.path.join(source, victim)) // 3)
+    with pytest.raises(lb.LevelDBBackupError, match="backup rejected"):
+        lb.backup(source, dest, name="3", verify="changed")
+    assert [os.path.basename(p) for p in lb.list_backups(dest)] == ["leveldb-1", "leveldb-2"]
