@@ -10,6 +10,9 @@ import ansible_runner
 import pytest
 import yaml
 
+from tests.lib.btw_servers import moto_s3  # noqa: F401  (fixture)
+from tests.lib.mariadb import ROOT_PASSWORD
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 VAULT_PASSWORD = "lab-vault-pw"
@@ -43,7 +46,7 @@ def job(tmp_path, monkeypatch):
     root.mkdir()
     counter = {"n": 0}
 
-    def run(extravars, inventory_vars=None, vault_vars=None):
+    def run(extravars, inventory_vars=None, vault_vars=None, envvars=None):
         counter["n"] += 1
         pdd = tmp_path / f"pdd{counter['n']}"
         (pdd / "env").mkdir(parents=True)
@@ -62,6 +65,7 @@ def job(tmp_path, monkeypatch):
             "ANSIBLE_CALLBACKS_ENABLED": "backup_report",
             "BACKUP_REPORT_PATH": str(pdd / "report.json"),
             "PATH": os.environ["PATH"],
+            **(envvars or {}),
         }))
         cmdline = ""
         if vault_vars:
@@ -162,6 +166,66 @@ def test_variables_from_a_vault_answered_like_awx(job):
     assert result.status == "successful", result.text
     assert VAULT_PASSWORD not in result.text
     assert artifact_runs(result)[0]["result"] == "ok"
+
+
+def secret_in_artifacts(result, secret):
+    """Files of the private data dir (stdout, job events, ...) that contain the secret in clear."""
+    found = []
+    for dirpath, _, files in os.walk(result.pdd):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as handle:
+                if secret.encode() in handle.read():
+                    found.append(os.path.relpath(path, result.pdd))
+    return found
+
+
+def test_db_backup_with_the_password_from_a_vault(job, mariadb_factory):
+    """db_backup of a real MariaDB; the database password only exists vault-encrypted and never
+    appears in clear in stdout, events or artifacts."""
+    db = mariadb_factory("awx")
+    db.sql("CREATE DATABASE app")
+    db.sql("CREATE TABLE t (id int primary key, v varchar(10))", db="app")
+    db.sql("INSERT INTO t VALUES (1, 'a')", db="app")
+    extravars = {"backup_strategy": "db_backup", "btw_backup_root": str(job.root),
+                 "btw_backup_db_login_host": "127.0.0.1", "btw_backup_db_login_port": db.port,
+                 "btw_backup_db_login_user": "root",
+                 "btw_backup_sets": [{"name": "app", "type": "mysqldump", "database": "app",
+                                      "destination": "db/app"}]}
+    result = job(extravars, vault_vars={"btw_backup_db_login_password": ROOT_PASSWORD})
+    assert result.status == "successful", result.text
+    run = artifact_runs(result)[0]
+    assert run["result"] == "ok" and run["size_bytes"] > 0
+    dump = os.path.join(run["location"], "app.sql")
+    with open(dump) as handle:
+        assert "(1,'a')" in handle.read()
+    assert secret_in_artifacts(result, ROOT_PASSWORD) == []
+
+
+def test_fs_backup_and_offsite_sync_with_s3_keys_in_the_environment(job, moto_s3):  # noqa: F811
+    """The S3 credential type's way: AWS_* in the job's environment, the endpoint as an extra var."""
+    moto_s3.client().create_bucket(Bucket="offsite")
+    secret = "s3-secret-for-the-awx-test"
+    extravars = fs_vars(job, btw_backup_s3_bucket="offsite", btw_backup_s3_prefix="backup1",
+                        btw_backup_s3_endpoint_url=moto_s3.endpoint)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
+    result = job(extravars, envvars=env)
+    assert result.status == "successful", result.text
+    runs = artifact_runs(result)
+    assert [run["result"] for run in runs] == ["ok", "ok"], runs
+    keys = [obj["Key"] for obj in moto_s3.client().list_objects_v2(Bucket="offsite").get("Contents", [])]
+    assert any(key.startswith("backup1/fs/data/") for key in keys), keys
+    # the same keys for the off-site strategy on its own: nothing new to send, still a good run
+    again = job({"backup_strategy": "offsite_sync", "btw_backup_root": str(job.root),
+                 "btw_backup_s3_bucket": "offsite", "btw_backup_s3_prefix": "backup1",
+                 "btw_backup_s3_endpoint_url": moto_s3.endpoint}, envvars=env)
+    assert again.status == "successful", again.text
+    assert [run["result"] for run in artifact_runs(again)] == ["ok"]
+    # env/envvars (the input) and the runner's record of the command's environment hold the key,
+    # as with AWX's credential injection (AWX masks it in job_env); stdout and events never do
+    leaks = [path for path in secret_in_artifacts(result, secret)
+             if path != os.path.join("env", "envvars") and os.path.basename(path) != "command"]
+    assert leaks == []
 
 
 def test_strategy_list_in_run_backup_matches_the_vars_file():
