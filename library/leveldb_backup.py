@@ -102,7 +102,8 @@ options:
 requirements:
   - plyvel (Debian python3-plyvel) on the managed host for verification and repair
 notes:
-  - Check mode validates the paths and reports how many bytes would be copied or linked.
+  - Check mode validates the paths and reports how many bytes would be copied or linked
+    (RV(bytes_to_copy), RV(bytes_to_link)); nothing is written.
 attributes:
   check_mode:
     support: full
@@ -127,6 +128,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+bytes_to_copy:
+  description: Check mode only, bytes that would be copied.
+  returned: check mode
+  type: int
+bytes_to_link:
+  description: Check mode only, bytes that would be hard-linked from the previous backup.
+  returned: check mode
+  type: int
 backup_dir:
   description: The backup directory (its C(data/) is the verified LevelDB copy).
   returned: success
@@ -248,7 +257,9 @@ def main():
         if module.check_mode:
             estimate = plan(p["src"], p["dest"], p["incremental"])
             module.exit_json(changed=True, backup_dir=None, bytes_to_copy=estimate["bytes_to_copy"],
-                             bytes_to_link=estimate["bytes_to_link"], previous=estimate["previous"])
+                             bytes_to_link=estimate["bytes_to_link"], previous=estimate["previous"],
+                             size_bytes=estimate["bytes_to_copy"] + estimate["bytes_to_link"], attempts=0,
+                             bytes_copied=0, bytes_linked=0, records=None, repaired=False, keys_lost=None)
         waited = 0.0
         if p["wait_quiet_seconds"] > 0:
             waited = wait_until_quiet(p["src"], p["wait_quiet_seconds"], p["wait_timeout"])
