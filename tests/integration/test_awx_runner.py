@@ -1,6 +1,7 @@
 """Run backups the way AWX does: ansible-runner with a private data dir (env/extravars,
 env/envvars, inventory/, a vault password answered from env/passwords), through
 playbooks/run_backup.yml with the real fs_backup strategy (GNU tar on this host)."""
+import hashlib
 import json
 import os
 import subprocess
@@ -46,7 +47,7 @@ def job(tmp_path, monkeypatch):
     root.mkdir()
     counter = {"n": 0}
 
-    def run(extravars, inventory_vars=None, vault_vars=None, envvars=None):
+    def run(extravars, inventory_vars=None, vault_vars=None, envvars=None, group="backup_hosts"):
         counter["n"] += 1
         pdd = tmp_path / f"pdd{counter['n']}"
         (pdd / "env").mkdir(parents=True)
@@ -55,7 +56,7 @@ def job(tmp_path, monkeypatch):
                 "ansible_python_interpreter": sys.executable}
         host.update(inventory_vars or {})
         (pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump(
-            {"backup_hosts": {"hosts": {"backup1": host}}}))
+            {group: {"hosts": {"backup1": host}}}))
         (pdd / "env" / "extravars").write_text(yaml.safe_dump(extravars))
         (pdd / "env" / "envvars").write_text(yaml.safe_dump({
             "ANSIBLE_CONFIG": os.path.join(TOP, "ansible.cfg"),
@@ -226,6 +227,39 @@ def test_fs_backup_and_offsite_sync_with_s3_keys_in_the_environment(job, moto_s3
     leaks = [path for path in secret_in_artifacts(result, secret)
              if path != os.path.join("env", "envvars") and os.path.basename(path) != "command"]
     assert leaks == []
+
+
+def test_fcrepo_backup_hot_on_a_real_leveldb(job, tmp_path):
+    """fcrepo_backup (strategy hot) of a real LevelDB and binary store, under ansible-runner."""
+    plyvel = pytest.importorskip("plyvel")
+    home = tmp_path / "fcrepo-home"
+    leveldb = home / "fcrepo.ispn.repo.cache" / "dataFedoraRepository"
+    leveldb.parent.mkdir(parents=True)
+    db = plyvel.DB(str(leveldb), create_if_missing=True)
+    for i in range(300):
+        db.put(b"k%06d" % i, b"value-%06d" % i)
+    db.close()
+    content = b"a binary of the repository"
+    sha = hashlib.sha1(content).hexdigest()  # noqa: S324 - fcrepo 4 names binaries by SHA-1
+    binary = home / "fcrepo.binary.directory" / sha[0:2] / sha[2:4] / sha[4:6] / sha
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(content)
+    dest = tmp_path / "fcrepo-backups"
+    result = job({"backup_strategy": "fcrepo_backup", "fcrepo_backup_strategy": "hot"},
+                 inventory_vars={"fcrepo_backup_home": str(home), "fcrepo_backup_dest": str(dest)},
+                 group="fcrepo_hosts")
+    assert result.status == "successful", result.text
+    runs = artifact_runs(result)
+    assert runs and all(run["result"] == "ok" for run in runs), runs
+    assert all(run["host"] == "backup1" for run in runs)
+    copies = [os.path.join(run["location"], "data") for run in runs
+              if os.path.isfile(os.path.join(run["location"], "data", "CURRENT"))]
+    assert len(copies) == 1 and copies[0].startswith(str(dest)), runs
+    copy = plyvel.DB(copies[0])
+    try:
+        assert copy.get(b"k000299") == b"value-000299"
+    finally:
+        copy.close()
 
 
 def test_strategy_list_in_run_backup_matches_the_vars_file():
