@@ -298,3 +298,25 @@ def test_failover_failure_is_reported_and_fails_the_play(backup):
     assert report["result"] == "failed" and "no_such_db" in report["error"]
     assert run.backup_runs[0]["result"] == "failed"
     assert len(backup.tokens()) == len(TOKENS)
+
+
+def test_status_refuses_a_replication_check_without_source_login(standin):
+    run = standin.run("seafile_backup_status.yml")
+    assert run.rc != 0
+    assert "set seafile_backup_ops_db_source_host" in run.out, run.out
+    assert standin.calls() == [] and not standin.metrics.exists()
+    assert run.backup_runs[0]["result"] == "failed"
+
+
+@pytest.mark.parametrize("playbook", ["seafile_backup_status.yml", "seafile_backup_sync.yml",
+                                      "seafile_failover.yml"])
+def test_two_backup_servers_refused(standin, playbook):
+    inventory = write_inventory(standin.tmp / "two.yml", {"seafile_backup": ["backup1", "backup2"]}, None, {
+        "seafile_backup_ops_cmd": STANDIN, "seafile_backup_ops_check_replication": False,
+        "seafile_backup_ops_sync_all_failed": True,
+        "seafile_backup_ops_failover_confirm": "{{ inventory_hostname }}",
+        "seafile_backup_ops_failover_report_dir": str(standin.reports)})
+    run = run_playbook(standin.tmp, playbook, inventory, env=standin.env)
+    assert run.rc != 0
+    assert "must hold exactly one host" in run.out, run.out
+    assert standin.calls() == [] and not standin.reports.exists()
