@@ -17,6 +17,7 @@ PLAYBOOK = """
         dest: "{{ work }}/out.bin"
         size: "{{ size }}"
         chunk: "{{ chunk | default(65536) }}"
+        pause: "{{ pause | default(0.1) }}"
         progress_file: "{{ work }}/copy.progress"
         fail_at: "{{ fail_at | default(omit) }}"
       async: 600
@@ -53,13 +54,14 @@ def run(tmp_path, *extra):
 
 
 def test_progress_lines_at_a_steady_interval_then_the_result(tmp_path):
-    # 48 chunks of 16 KiB, 0.1 s apart: about 5 s, so several 1 s polls
-    proc = run(tmp_path, "-e", "size=786432", "-e", "chunk=16384")
+    # 48 chunks of 16 KiB, 0.2 s apart: about 10 s, so several 1 s polls even on a loaded machine
+    proc = run(tmp_path, "-e", "size=786432", "-e", "chunk=16384", "-e", "pause=0.2")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     lines = re.findall(r"\(item=(demo copy, .*?)\)$", out, re.M)
+    assert lines, out
     running = [line for line in lines if "% " in line or "left" in line]
-    assert len(running) >= 2, out
+    assert len(running) >= 2, lines
     assert all(" / 768.0 KiB (" in line for line in lines[:-1]), lines
     assert any("/s" in line and "left" in line for line in running), lines
     assert lines[-1].endswith("done"), lines
