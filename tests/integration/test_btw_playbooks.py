@@ -1,0 +1,140 @@
+"""The btw playbooks end to end on this machine (connection local): exit codes and backup_runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.lib.btw_servers import moto_s3  # noqa: F401  (fixture)
+from tests.lib.ports import free_port
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_playbook(tmp_path, playbook, host_vars):
+    inventory = tmp_path / "inventory.yml"
+    host = dict(ansible_connection="local", ansible_python_interpreter=sys.executable, ansible_become=False)
+    host.update(host_vars)
+    inventory.write_text(
+        yaml.safe_dump({"all": {"children": {"backup_hosts": {"hosts": {"localhost": host}}}}})
+    )
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_SHOW_CUSTOM_STATS="1",
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
+    )
+    proc = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            "-i",
+            str(inventory),
+            os.path.join(TOP, "playbooks", playbook),
+        ],
+        cwd=TOP,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = json.loads(proc.stdout[proc.stdout.index("{") :])
+    runs = out.get("custom_stats", {}).get("_run", {}).get("backup_runs") or out.get(
+        "global_custom_stats", {}
+    ).get("backup_runs", [])
+    return proc.returncode, runs, out
+
+
+@pytest.fixture
+def tree(tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f.txt").write_text("one\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    return str(src), str(root)
+
+
+def test_failed_set_fails_the_play_and_is_published(tmp_path, tree):
+    src, root = tree
+    rc, runs, _out = run_playbook(
+        tmp_path,
+        "fs_backup.yml",
+        {
+            "btw_backup_root": root,
+            "btw_backup_sets": [
+                {"name": "good", "type": "rdiff", "source": src, "destination": "fs/good"},
+                {"name": "bad", "type": "tar", "source": str(tmp_path / "missing"), "destination": "fs/bad"},
+            ],
+        },
+    )
+    assert rc != 0
+    by_set = {r["set"]: r for r in runs}
+    assert by_set["good"]["result"] == "ok" and by_set["good"]["host"] == "localhost"
+    assert by_set["bad"]["result"] == "failed" and "does not exist" in by_set["bad"]["details"]
+    assert os.path.isdir(os.path.join(root, "fs", "good"))
+    assert not os.path.exists(os.path.join(root, "fs", "bad"))
+
+
+def test_invalid_set_is_refused_before_anything_runs(tmp_path, tree):
+    src, root = tree
+    rc, runs, _out = run_playbook(
+        tmp_path,
+        "fs_backup.yml",
+        {
+            "btw_backup_root": root,
+            "btw_backup_sets": [{"name": "x", "type": "zip", "source": src, "destination": "fs/x"}],
+        },
+    )
+    assert rc != 0 and runs[0]["result"] == "failed"
+    assert "backup set x is invalid" in runs[0]["details"]["error"]
+    assert os.listdir(root) == []
+
+
+def test_backup_and_sync_then_unchanged(tmp_path, tree, moto_s3):  # noqa: F811
+    src, root = tree
+    moto_s3.client().create_bucket(Bucket="offsite")
+    host_vars = {
+        "btw_backup_root": root,
+        "btw_backup_sets": [{"name": "good", "type": "rdiff", "source": src, "destination": "fs/good"}],
+        "btw_backup_s3_bucket": "offsite",
+        "btw_backup_s3_endpoint_url": moto_s3.endpoint,
+        "btw_backup_s3_access_key": "testing",
+        "btw_backup_s3_secret_key": "testing",
+    }
+    rc, runs, _out = run_playbook(tmp_path, "fs_backup.yml", host_vars)
+    assert rc == 0, runs
+    assert [(r["strategy"], r["result"]) for r in runs] == [("btw_fs", "ok"), ("btw_offsite", "ok")]
+    assert runs[0]["details"].startswith("stored")
+    rc, runs, _out = run_playbook(tmp_path, "fs_backup.yml", host_vars)
+    assert rc == 0 and runs[0]["details"].startswith("not stored: unchanged")
+    rc, _runs, out = run_playbook(
+        tmp_path, "offsite_sync.yml", dict(host_vars, btw_backup_offsite_action="pending")
+    )
+    assert rc == 0
+
+
+def test_unreachable_s3_fails_the_sync_play(tmp_path, tree):
+    src, root = tree
+    os.makedirs(os.path.join(root, "fs"))
+    with open(os.path.join(root, "fs", "a.tar"), "w") as f:
+        f.write("x")
+    rc, runs, _out = run_playbook(
+        tmp_path,
+        "offsite_sync.yml",
+        {
+            "btw_backup_root": root,
+            "btw_backup_s3_bucket": "offsite",
+            "btw_backup_s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+            "btw_backup_s3_access_key": "x",
+            "btw_backup_s3_secret_key": "y",
+            "btw_backup_s3_retries": 2,
+            "btw_backup_s3_backoff_base": 0.01,
+        },
+    )
+    assert rc != 0
+    assert runs[0]["strategy"] == "btw_offsite" and runs[0]["result"] == "failed"
+    assert "unreachable" in runs[0]["details"] and "1 file(s) pending" in runs[0]["details"]
