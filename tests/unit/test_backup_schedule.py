@@ -1,6 +1,5 @@
 """Schedule core: cron parsing, cron -> OnCalendar (checked by the real systemd-analyze), the
 rendered timer/service/cron/wrapper files, and refusals naming the job."""
-import json
 import re
 import shutil
 import subprocess
@@ -128,7 +127,8 @@ def test_cron_rendering_wrapper_and_vars():
     plan = bs.plan_job(job(schedule="@daily"), SETTINGS, "cron")
     assert plan["cron_path"] == "/etc/cron.d/backup-toolkit-nightly-files"
     assert plan["cron_text"].splitlines()[-1] == "0 0 * * * root /usr/local/sbin/backup-job-nightly-files"
-    assert json.loads(plan["vars"]) == {"backup_strategy": "fs_backup", "btw_backup_root": "/srv/backups"}
+    assert plan["strategy"] == "fs_backup"
+    assert "/srv/backups" not in repr(plan)  # extra_vars (maybe secrets) are never returned
     wrapper = plan["wrapper"]
     assert ("flock -n -E 75 /run/lock/backup-toolkit/backup-job-nightly-files.lock "
             "/opt/backup-toolkit/.venv/bin/ansible-playbook "
@@ -184,3 +184,24 @@ def test_absent_job_needs_only_its_name():
     plan = bs.plan_jobs([{"name": "old-job", "state": "absent"}], SETTINGS, "systemd")[0]
     assert plan["state"] == "absent" and plan["timer_path"].endswith("backup-job-old-job.timer")
     assert "wrapper" not in plan
+
+
+@pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze not installed")
+def test_rendered_units_pass_systemd_analyze_verify(tmp_path):
+    settings = dict(SETTINGS, bin_dir=str(tmp_path))
+    plan = bs.plan_job(job(schedule="15 1 * * 1-5", randomized_delay_seconds=60), settings, "systemd")
+    wrapper = tmp_path / plan["unit"]
+    wrapper.write_text(plan["wrapper"])
+    wrapper.chmod(0o755)
+    service = tmp_path / (plan["unit"] + ".service")
+    timer = tmp_path / (plan["unit"] + ".timer")
+    service.write_text(plan["service"])
+    timer.write_text(plan["timer"])
+    proc = subprocess.run([SYSTEMD_ANALYZE, "verify", str(timer), str(service)], capture_output=True,
+                          text=True, check=False, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+    # the check is real: a broken timer is refused
+    timer.write_text(plan["timer"].replace("OnCalendar=Mon..Fri *-*-* 01:15:00", "OnCalendar=weekdays"))
+    proc = subprocess.run([SYSTEMD_ANALYZE, "verify", str(timer), str(service)], capture_output=True,
+                          text=True, check=False, cwd=tmp_path)
+    assert proc.returncode != 0 and "calendar" in proc.stderr
