@@ -90,7 +90,7 @@ def test_invalid_set_is_refused_before_anything_runs(tmp_path, tree):
         },
     )
     assert rc != 0 and runs[0]["result"] == "failed"
-    assert "backup set x is invalid" in runs[0]["details"]["error"]
+    assert "backup set x is invalid" in " ".join(runs[0]["details"]["item_errors"])
     assert os.listdir(root) == []
 
 
