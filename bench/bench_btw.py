@@ -7,15 +7,18 @@
 2. A run after 1% of the files CHANGED: btw type rdiff (scan + hash the candidates + rdiff-backup
    increment) against plain rdiff-backup of the same tree with the same change.  Target: <= 1.1.
 
-Usage: bench/bench_btw.py [--files 5000] [--mb 200] [--workdir DIR]
-(default small; e.g. --files 50000 --mb 4000 for the issue's full size).  Warm page cache for
-both sides of each ratio; nothing is asserted, the ratios are printed.
+Usage: bench/bench_btw.py [--files 5000] [--mb 200] [--repeat 3] [--workdir DIR]
+(default small; e.g. --files 50000 --mb 4000 for the issue's full size).  Both sides of a ratio run
+with a warm page cache, in alternating order; medians of --repeat runs.  Wall-clock and CPU
+seconds (this process plus its commands, from getrusage) are both reported: on a shared machine
+CPU seconds are the steadier measure.  Nothing is asserted; the ratios are printed.
 """
 
 import argparse
 import filecmp
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -24,7 +27,6 @@ import tempfile
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(TOP, "plugins", "module_utils"))
 import ansible.module_utils  # noqa: E402
 
 ansible.module_utils.__path__.append(os.path.join(TOP, "plugins", "module_utils"))
@@ -54,7 +56,7 @@ def generate(src, files, total_mb, seed=6):
 
 
 class TimingRunner(btw_fs.Runner):
-    """Adds up the time spent in external commands (rdiff-backup, tar)."""
+    """Adds up the wall-clock time spent in external commands (rdiff-backup, tar)."""
 
     seconds = 0.0
 
@@ -66,10 +68,17 @@ class TimingRunner(btw_fs.Runner):
             self.seconds += time.perf_counter() - started
 
 
+def cpu_seconds():
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(func, *args, **kw):
+    """(wall seconds, CPU seconds, result) of func(*args, **kw)."""
+    cpu = cpu_seconds()
     started = time.perf_counter()
     out = func(*args, **kw)
-    return time.perf_counter() - started, out
+    return time.perf_counter() - started, cpu_seconds() - cpu, out
 
 
 def tar_and_compare(src, previous, new):
@@ -77,6 +86,22 @@ def tar_and_compare(src, previous, new):
     same = filecmp.cmp(previous, new, shallow=False)
     os.unlink(new)
     return same
+
+
+def report(what, baseline, samples, target, note):
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print(
+        f"{what}: {baseline} {med['base_wall']:.3f}s wall / {med['base_cpu']:.3f}s CPU, "
+        f"btw {med['btw_wall']:.3f}s wall / {med['btw_cpu']:.3f}s CPU ({note})"
+    )
+    print(
+        f"RATIO {what}: btw / {baseline} = {med['btw_wall'] / med['base_wall']:.3f} wall, "
+        f"{med['btw_cpu'] / med['base_cpu']:.3f} CPU  (target <= {target})"
+    )
+
+
+def new_samples():
+    return {"base_wall": [], "base_cpu": [], "btw_wall": [], "btw_cpu": []}
 
 
 def main():
@@ -91,70 +116,80 @@ def main():
     try:
         src, root = os.path.join(work, "src"), os.path.join(work, "root")
         os.makedirs(root)
-        t_gen, paths = timed(generate, src, args.files, args.mb)
-        print(f"tree: {args.files} files, {args.mb} MB generated in {t_gen:.1f}s ({work})")
+        t_gen, _cpu, paths = timed(generate, src, args.files, args.mb)
+        print(
+            f"tree: {args.files} files, {args.mb} MB generated in {t_gen:.1f}s; medians of {args.repeat} runs"
+        )
         time.sleep(2.5)  # so the first manifest sees no "racy" files
 
-        # 1. unchanged tree (median of --repeat runs each)
+        # 1. unchanged tree
         previous = os.path.join(work, "previous.tar")
         subprocess.run(
             ["tar", "--create", "--file", previous, "--format=gnu", "--directory", src, "."], check=True
         )
         btw_fs.fs_backup("bench", src, root, "tar", "tar", exclude_tag=None)
-        base, ours = [], []
-        for _ in range(args.repeat):
-            t_base, same = timed(tar_and_compare, src, previous, os.path.join(work, "new.tar"))
-            t_btw, result = timed(btw_fs.fs_backup, "bench", src, root, "tar", "tar", exclude_tag=None)
-            assert same and result["stored"] is False
-            base.append(t_base)
-            ours.append(t_btw)
-        t_base, t_btw = statistics.median(base), statistics.median(ours)
-        print(
-            f"unchanged tree: tar-and-compare {t_base:.3f}s, btw {t_btw:.3f}s "
-            f"(hashed {result['scan']['hashed']} files; medians of {args.repeat})"
+        samples = new_samples()
+        for rep in range(args.repeat):
+            for side in ("btw", "base") if rep % 2 else ("base", "btw"):
+                if side == "base":
+                    wall, cpu, same = timed(tar_and_compare, src, previous, os.path.join(work, "new.tar"))
+                    assert same
+                else:
+                    wall, cpu, result = timed(
+                        btw_fs.fs_backup, "bench", src, root, "tar", "tar", exclude_tag=None
+                    )
+                    assert result["stored"] is False
+                samples[side + "_wall"].append(wall)
+                samples[side + "_cpu"].append(cpu)
+        report(
+            "unchanged tree", "tar-and-compare", samples, 0.1, f"btw hashed {result['scan']['hashed']} files"
         )
-        print(f"RATIO unchanged btw / tar-and-compare = {t_btw / t_base:.3f}  (target <= 0.1)")
         os.unlink(previous)
 
-        # 2. 1% of the files changed: both back up the same source after the same change; the
-        # order alternates between repetitions (the machine is shared: rdiff-backup's own time varies).
+        # 2. 1% of the files changed: both back up the same source after the same change.
         plain = os.path.join(work, "plain-repo")
-        subprocess.run(["rdiff-backup", "backup", src, plain], check=True, stdout=subprocess.DEVNULL)
+        plain_cmd = ["rdiff-backup", "backup", src, plain]
+        subprocess.run(plain_cmd, check=True, stdout=subprocess.DEVNULL)
         btw_fs.fs_backup("bench", src, root, "rdiff", "rdiff", exclude_tag=None)
         rnd = random.Random(7)
-        base, ours, overhead = [], [], []
+        samples = new_samples()
+        overhead = []
         for rep in range(args.repeat):
             time.sleep(1.1)  # rdiff-backup needs a new second per session
             changed = rnd.sample(paths, max(1, int(len(paths) * args.changed_percent / 100)))
             for path in changed:
                 with open(path, "ab") as f:
                     f.write(b"changed\n")
-            runner = TimingRunner()
-            plain_cmd = ["rdiff-backup", "backup", src, plain]
-            if rep % 2:
-                t_btw2, result = timed(
-                    btw_fs.fs_backup, "bench", src, root, "rdiff", "rdiff", exclude_tag=None, runner=runner
-                )
-                t_plain, _ = timed(subprocess.run, plain_cmd, check=True, stdout=subprocess.DEVNULL)
-            else:
-                t_plain, _ = timed(subprocess.run, plain_cmd, check=True, stdout=subprocess.DEVNULL)
-                t_btw2, result = timed(
-                    btw_fs.fs_backup, "bench", src, root, "rdiff", "rdiff", exclude_tag=None, runner=runner
-                )
-            assert result["stored"] and not result["full"], result
-            base.append(t_plain)
-            ours.append(t_btw2)
-            overhead.append(t_btw2 - runner.seconds)
-        t_plain, t_btw2 = statistics.median(base), statistics.median(ours)
-        print(
-            f"{len(changed)} files changed: plain rdiff-backup {t_plain:.3f}s, btw rdiff {t_btw2:.3f}s "
-            f"(of which btw's own work outside rdiff-backup {statistics.median(overhead):.3f}s; "
-            f"hashed {result['scan']['hashed']} files; medians of {args.repeat})"
+            for side in ("btw", "base") if rep % 2 else ("base", "btw"):
+                if side == "base":
+                    wall, cpu, _ = timed(subprocess.run, plain_cmd, check=True, stdout=subprocess.DEVNULL)
+                else:
+                    runner = TimingRunner()
+                    wall, cpu, result = timed(
+                        btw_fs.fs_backup,
+                        "bench",
+                        src,
+                        root,
+                        "rdiff",
+                        "rdiff",
+                        exclude_tag=None,
+                        runner=runner,
+                    )
+                    assert result["stored"] and not result["full"], result
+                    overhead.append(wall - runner.seconds)
+                samples[side + "_wall"].append(wall)
+                samples[side + "_cpu"].append(cpu)
+        report(
+            f"{len(changed)} files ({args.changed_percent:g}%) changed",
+            "plain rdiff-backup",
+            samples,
+            1.1,
+            f"btw's own work outside rdiff-backup {statistics.median(overhead):.3f}s wall, "
+            f"hashed {result['scan']['hashed']} files",
         )
-        print(f"RATIO 1% changed btw / plain rdiff-backup = {t_btw2 / t_plain:.3f}  (target <= 1.1)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

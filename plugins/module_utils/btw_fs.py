@@ -364,15 +364,7 @@ def _same_stat(new, old):
 
 def _same_backup_content(new, old):
     """Equal as far as a backup is concerned (ctime and inode do not end up in a backup)."""
-    return (new[_KIND], new[_MODE], new[_UID], new[_GID], new[_SIZE], new[_MTIME], new[_CONTENT]) == (
-        old[_KIND],
-        old[_MODE],
-        old[_UID],
-        old[_GID],
-        old[_SIZE],
-        old[_MTIME],
-        old[_CONTENT],
-    )
+    return new[:_CTIME] == old[:_CTIME] and new[_CONTENT] == old[_CONTENT]
 
 
 def build_manifest(
@@ -415,8 +407,8 @@ def diff_manifests(new_entries, old_entries, limit=20):
     removed = sorted(set(old_entries) - set(new_entries))
     modified = sorted(
         p
-        for p in set(new_entries) & set(old_entries)
-        if not _same_backup_content(new_entries[p], old_entries[p])
+        for p, new in new_entries.items()
+        if p in old_entries and new != old_entries[p] and not _same_backup_content(new, old_entries[p])
     )
     # rdiff-backup decides what changed from size and mtime truncated to the second: a file
     # changed with both kept is silently skipped by an increment.  Such "stealth" changes force
@@ -714,7 +706,7 @@ def fs_backup(
                 dest, f"{name}: source {source} unchanged since the backup of {last}; nothing stored"
             )
             apply_owner([log], owner_ids)
-            _refresh_racy(dest, old, entries, scanned_at_ns)
+            _refresh_racy(dest, old, entries, scanned_at_ns, scan_stats)
         result["duration_seconds"] = round(time.time() - started, 3)
         return result
 
@@ -788,11 +780,9 @@ def _previous_location(dest, manifest):
     return os.path.join(dest, ref.get("file") or ref.get("chain") or "")
 
 
-def _refresh_racy(dest, old, entries, scanned_at_ns):
-    """Save the hashes just computed so racy files are not hashed forever (content unchanged)."""
-    if any(e[_CTIME] >= old.get("scanned_at_ns", 0) - RACY_NS for e in old["entries"].values()) or any(
-        not _same_stat(entries[p], old["entries"][p]) for p in entries if p in old["entries"]
-    ):
+def _refresh_racy(dest, old, entries, scanned_at_ns, scan_stats):
+    """Save the hashes just computed (content unchanged) so those files are not hashed again."""
+    if scan_stats["hashed"]:
         data = dict(old)
         data["entries"] = entries
         data["scanned_at_ns"] = scanned_at_ns
