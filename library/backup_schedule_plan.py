@@ -34,7 +34,9 @@ options:
         description: systemd C(OnCalendar) expression (systemd only), instead of O(jobs[].schedule).
         type: str
       extra_vars:
-        description: Extra variables of the job (written to a 0600 file, never on a command line).
+        description:
+          - Extra variables of the job. Only checked here (never returned, may hold secrets); the
+            role writes them to a 0600 file, never to a command line.
         type: dict
       inventory:
         description: Inventory of this job (default O(inventory)).
@@ -130,7 +132,8 @@ method:
 jobs:
   description: One entry per job with name, state, unit, the paths (wrapper_path, vars_path,
     service_path, timer_path, cron_path, lock_path, log_path) and, for present jobs, the contents
-    (wrapper, vars, and service + timer + on_calendar, or cron_text + cron).
+    (strategy, wrapper, and service + timer + on_calendar, or cron_text + cron). Never the
+    extra variables.
   returned: always
   type: list
   elements: dict
@@ -146,7 +149,18 @@ from ansible.module_utils.basic import AnsibleModule
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            jobs=dict(type="list", elements="dict", required=True),
+            jobs=dict(type="list", elements="dict", required=True, options=dict(
+                name=dict(type="str", required=True),
+                strategy=dict(type="str"),
+                schedule=dict(type="str"),
+                on_calendar=dict(type="str"),
+                extra_vars=dict(type="dict", no_log=True),
+                inventory=dict(type="str"),
+                playbook=dict(type="str"),
+                description=dict(type="str"),
+                randomized_delay_seconds=dict(type="int"),
+                state=dict(type="str", choices=["present", "absent"], default="present"),
+            )),
             method=dict(type="str", choices=["auto", "systemd", "cron"], default="auto"),
             project_dir=dict(type="path", required=True),
             inventory=dict(type="path", required=True),

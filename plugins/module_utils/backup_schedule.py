@@ -7,7 +7,6 @@ A job's ``schedule`` is a 5-field cron expression (or @hourly, @daily, @weekly, 
 job gives ``on_calendar`` itself. Whatever does not parse is refused with a message naming the job
 and the field, before any file is written.
 """
-import json
 import re
 import shlex
 
@@ -200,7 +199,7 @@ def plan_job(job, settings, method, validate_calendar=None):
     playbook = job.get("playbook") or settings["playbook"]
     if not playbook.startswith("/"):
         playbook = f"{settings['project_dir']}/{playbook}"
-    plan["vars"] = json.dumps(dict(extra_vars, backup_strategy=strategy), indent=2, sort_keys=True) + "\n"
+    plan["strategy"] = strategy  # extra_vars may hold secrets: never returned, the role writes them
     plan["wrapper"] = render_wrapper(plan, settings, inventory, playbook)
     if method == "cron":
         plan["cron_text"] = render_cron(plan, settings)
