@@ -309,3 +309,31 @@ def test_dump_commands_keep_passwords_off_the_command_line(tmp_path):
     )
     assert "--format=custom" in argv and "pw" not in argv and env == {"PGPASSWORD": "pw"}
     assert argv[-2:] == ["--dbname", "shop"]
+
+
+def test_list_sets_finds_tar_and_chain_sets_and_ignores_partials(tmp_path):
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "fs", "etc"))
+    for name in ("etc-20260101T000000Z.tar.zst", ".partial-etc-20260102T000000Z.tar.zst", "log.txt"):
+        with open(os.path.join(root, "fs", "etc", name), "wb") as f:
+            f.write(b"12345")
+    fake_chain(os.path.join(root, "db", "wiki"), "chain-20270101T000000Z", [1000, 2000])
+    os.makedirs(os.path.join(root, "db", "wiki", ".partial-chain-20270102T000000Z", "rdiff-backup-data"))
+    os.makedirs(os.path.join(root, ".btw-sync"))
+    sets = btw_retention.list_sets(root)
+    assert sorted(sets) == ["db/wiki", "fs/etc"]
+    assert [(b["name"], b["kind"], b["size_bytes"]) for b in sets["fs/etc"]] == [
+        ("etc-20260101T000000Z.tar.zst", "tar", 5)
+    ]
+    (chain,) = sets["db/wiki"]
+    assert chain["kind"] == "rdiff-chain" and chain["backups"] == 2
+    assert chain["date"] == "1970-01-01T00:16:40Z"
+
+
+def test_runner_stream_reports_a_failing_command():
+    runner = btw_fs.Runner()
+    assert list(runner.stream(["printf", "a\\nb\\n"])) == [b"a\n", b"b\n"]
+    with pytest.raises(btw_fs.BtwError, match="failed \\(rc=2\\)"):
+        list(runner.stream(["ls", "/nonexistent-dir-for-btw-test"]))
+    with pytest.raises(btw_fs.BtwError, match="command not found"):
+        runner.run(["no-such-command-btw"])
