@@ -651,6 +651,11 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
         raise LevelDBBackupError(f"a backup named {name} already exists in {dest}")
     os.makedirs(dest, mode=0o700, exist_ok=True)
     stale = remove_stale_temps(dest)
+    source_parent = os.path.dirname(os.path.abspath(source))
+    for leftover in os.listdir(source_parent):  # count snapshots of a killed run (count_source)
+        if leftover.startswith(".leveldb-count-"):
+            shutil.rmtree(os.path.join(source_parent, leftover), ignore_errors=True)
+            stale.append(leftover)
     backups = list_backups(dest)
     previous = backups[-1] if backups else None
     if skip_if_unchanged and previous and source_unchanged_since(source, previous):
@@ -731,8 +736,8 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
         report["verify_seconds"] = round(clock() - t0, 3)
 
         if count_source and verify == "full":
-            report["source_records"] = count_records_snapshot(source, os.path.join(os.path.dirname(
-                os.path.abspath(source)), f".leveldb-count-{name}"))
+            report["source_records"] = count_records_snapshot(
+                source, os.path.join(source_parent, f".leveldb-count-{name}"))
             if report["records"] != report["source_records"]:
                 raise LevelDBBackupError(
                     f"record count mismatch: backup has {report['records']}, quiescent source has "
