@@ -16,6 +16,8 @@ description:
     recorded as Prometheus textfile-collector metrics there (plugins/module_utils/backup_metrics.py),
     failed runs included (for a control host running node_exporter).
   - A playbook without C(backup_runs) prints nothing and writes nothing.
+  - With a machine-readable stdout callback (C(json), C(ansible.posix.json), C(jsonl)...) the table
+    is not printed, so that output stays parseable; the JSON file and the metrics are still written.
 requirements:
   - enable with C(callbacks_enabled = backup_report) in ansible.cfg or ANSIBLE_CALLBACKS_ENABLED
 options:
@@ -199,20 +201,32 @@ class CallbackModule(CallbackBase):
         if not runs:
             return
         now = time.time()
-        self._display.banner("BACKUP REPORT")
-        self._display.display(render_table(runs))
+        if self._human_stdout():
+            self._display.banner("BACKUP REPORT")
+            self._display.display(render_table(runs))
         self._record_metrics(runs, now)
         path = report_path(self._extra_path or self.get_option("path"), runs, now)
         if path is None:
-            self._display.display("backup report: no JSON written (set backup_report_path or "
-                                  "BACKUP_REPORT_PATH)")
+            self._say("backup report: no JSON written (set backup_report_path or BACKUP_REPORT_PATH)")
             return
         try:
             write_json(path, report_document(runs, self._playbook, now))
         except OSError as exc:
             self._display.warning(f"backup report: cannot write {path}: {exc}")
             return
-        self._display.display(f"backup report written to {path}")
+        self._say(f"backup report written to {path}")
+
+    def _say(self, message):
+        """A status line: on stdout under a human stdout callback, else on stderr."""
+        self._display.display(message, stderr=not self._human_stdout())
+
+    @staticmethod
+    def _human_stdout():
+        """False when the stdout callback prints JSON that a program parses."""
+        from ansible import constants as C
+
+        name = os.environ.get("ORIGINAL_STDOUT_CALLBACK") or str(C.DEFAULT_STDOUT_CALLBACK or "")
+        return not name.split(".")[-1].startswith("json") and not name.endswith("jsonl")
 
     def _record_metrics(self, runs, now):
         metrics_dir = self._extra_metrics_dir or self.get_option("metrics_dir")
@@ -224,4 +238,4 @@ class CallbackModule(CallbackBase):
         except Exception as exc:  # a report problem must not hide the backup's own result
             self._display.warning(f"backup report: metrics not recorded in {metrics_dir}: {exc}")
             return
-        self._display.display(f"backup metrics recorded in {path}")
+        self._say(f"backup metrics recorded in {path}")

@@ -133,3 +133,13 @@ def test_unwritable_metrics_dir_warns_but_keeps_the_result(tmp_path):
     assert proc.returncode == 0
     assert "metrics not recorded" in proc.stdout + proc.stderr
     assert "BACKUP REPORT" in proc.stdout
+
+
+def test_json_stdout_stays_parseable(tmp_path):
+    report = tmp_path / "r.json"
+    proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", "/srv/backup/web1"),
+                        {"BACKUP_REPORT_PATH": str(report), "ANSIBLE_STDOUT_CALLBACK": "json",
+                         "ANSIBLE_SHOW_CUSTOM_STATS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["global_custom_stats"]["backup_runs"][0]["strategy"] == "fs_backup"
+    assert json.loads(report.read_text())["summary"]["runs"] == 2
