@@ -18,7 +18,8 @@ description:
     lock, creates every snapshot, and releases the lock in a C(finally). If one lvcreate fails the
     snapshots already created are removed.
   - With O(lock_mysql=false) only the snapshots are taken (application data without a database).
-  - In check mode only the plan is returned.
+  - In check mode only the plan is returned (and the MySQL server is reached once when
+    O(lock_mysql=true), so an unreachable server is reported before the application is stopped).
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
@@ -51,6 +52,11 @@ options:
     description: Suffix of snapshot names (also how lvm_snapshot_cleanup recognises stale ones).
     type: str
     default: -backup-snap
+  backup_dest:
+    description:
+      - Where the snapshots will be copied; refused during planning (before any lock) when it is on
+        one of the volumes being snapshotted.
+    type: path
   lock_mysql:
     description: Take FLUSH TABLES WITH READ LOCK around the snapshots.
     type: bool
@@ -143,7 +149,14 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.lvm_snapshot import LvmError, create_snapshots, plan_snapshots, read_lvs, read_vgs
-from ansible.module_utils.mysql_connection import HAS_PYMYSQL, PYMYSQL_IMPORT_ERROR, connect, login_params
+from ansible.module_utils.lvm_snapshot_copy import CopyError, check_destination
+from ansible.module_utils.mysql_connection import (
+    HAS_PYMYSQL,
+    PYMYSQL_IMPORT_ERROR,
+    MySQLConnectionError,
+    connect,
+    login_params,
+)
 from ansible.module_utils.mysql_lock import MysqlLockError, lock_and_snapshot, no_lock_snapshot
 
 
@@ -163,6 +176,7 @@ def main():
                 ),
             ),
             snapshot_suffix=dict(type="str", default="-backup-snap"),
+            backup_dest=dict(type="path"),
             lock_mysql=dict(type="bool", default=True),
             long_query_seconds=dict(type="int", default=30),
             long_query_wait_seconds=dict(type="int", default=30),
@@ -186,10 +200,32 @@ def main():
 
     try:
         plans = plan_snapshots(p["snapshots"], read_lvs(runner), read_vgs(runner), p["snapshot_suffix"])
-    except LvmError as exc:
+        if p["backup_dest"]:
+            check_destination(p["backup_dest"], [plan["origin_path"] for plan in plans])
+    except (LvmError, CopyError) as exc:
         module.fail_json(msg=f"snapshot plan refused, nothing locked or created: {exc}", snapshots=[])
     if module.check_mode:
-        module.exit_json(changed=True, snapshots=plans, lock_seconds=0.0, snapshot_seconds=0.0)
+        server_version = None
+        if p["lock_mysql"]:  # reachable now, or the run would stop the application for nothing
+            try:
+                conn = connect(login_params(p))
+            except MySQLConnectionError as exc:
+                module.fail_json(
+                    msg=f"MySQL unreachable, nothing locked and no snapshot taken: {exc}", snapshots=[]
+                )
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT VERSION() AS v")
+                    server_version = cur.fetchone()["v"]
+            finally:
+                conn.close()
+        module.exit_json(
+            changed=True,
+            snapshots=plans,
+            lock_seconds=0.0,
+            snapshot_seconds=0.0,
+            server_version=server_version,
+        )
 
     def snapshot():
         created, _seconds = create_snapshots(runner, plans)
