@@ -320,3 +320,35 @@ def test_two_backup_servers_refused(standin, playbook):
     assert run.rc != 0
     assert "must hold exactly one host" in run.out, run.out
     assert standin.calls() == [] and not standin.reports.exists()
+
+
+def test_sync_check_mode_lists_commands_without_running_them(standin):
+    write_state(standin.state, total=2, synchronized=0, failed=[ID1, ID2])
+    run = standin.run("seafile_backup_sync.yml", check=True,
+                      extra_vars={"seafile_backup_ops_sync_all_failed": True,
+                                  "seafile_backup_ops_sync_force": True})
+    assert run.rc == 0, run.out
+    assert standin.calls() == ["status"], "check mode reads the status but syncs nothing"
+    assert f"{ID1}: would_run" in run.out and f"{ID2}: would_run" in run.out, run.out
+
+
+def test_repo_tokens_module_refuses_a_bad_id_and_deletes_nothing(backup):
+    """The module on its own (ansible ad-hoc) against the real seafile database."""
+    import sys
+
+    args = {"library_ids": [ID1, "f690ea2c-fe4d-459a-ba1e-165cdc6df391' OR '1'='1"], "database": "seafile_db",
+            "login_unix_socket": backup.dst.socket, "login_user": "root"}
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local",
+            "-e", f"ansible_python_interpreter={sys.executable}", "-m", "seafile_repo_tokens",
+            "-a", json.dumps(args)]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(os.path.dirname(STANDIN), "..", "..", "ansible.cfg"),
+               ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+    cwd = os.path.dirname(os.path.dirname(os.path.dirname(STANDIN)))
+    bad = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, check=False)
+    assert bad.returncode != 0 and "not library ids (UUIDs expected)" in bad.stdout, bad.stdout + bad.stderr
+    assert len(backup.tokens()) == len(TOKENS)
+    args["library_ids"] = [ID2.upper()]
+    good = subprocess.run(argv[:-1] + [json.dumps(args)], capture_output=True, text=True, env=env, cwd=cwd,
+                          check=False)
+    assert good.returncode == 0 and '"count": 1' in good.stdout, good.stdout + good.stderr
+    assert (ID2, "carol@example.org") not in backup.tokens() and len(backup.tokens()) == len(TOKENS) - 1
