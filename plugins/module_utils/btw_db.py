@@ -40,8 +40,8 @@ from ansible.module_utils.btw_fs import (
     parse_owner,
     remove_partials,
     resolve_destination,
+    session_size,
     store_in_chain,
-    tree_size,
     validate_policy,
 )
 
@@ -284,7 +284,7 @@ def db_backup(
                 chain_reason=chain_reason,
                 reason="no previous dump" if old_hash is None else "dump content changed",
                 location=repo,
-                size_bytes=tree_size(repo),
+                size_bytes=session_size(repo, is_new),
                 chain=chain_state(repo),
             )
     finally:

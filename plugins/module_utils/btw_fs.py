@@ -582,6 +582,23 @@ def store_in_chain(
     return repo, reason, is_new
 
 
+def session_size(repo, is_new):
+    """Bytes a backup session added to a chain: the whole chain for a new one, else rdiff-backup's
+    TotalDestinationSizeChange of the last session (no walk over a large repository)."""
+    if is_new:
+        return tree_size(repo)
+    data = os.path.join(repo, "rdiff-backup-data")
+    try:
+        latest = max(n for n in os.listdir(data) if n.startswith("session_statistics."))
+        with open(os.path.join(data, latest)) as f:
+            for line in f:
+                if line.startswith("TotalDestinationSizeChange "):
+                    return max(0, int(float(line.split()[1])))
+    except (OSError, ValueError):
+        pass
+    return tree_size(repo)
+
+
 def chain_state(repo):
     sessions = rdiff_sessions(repo)
     return {"chain": os.path.basename(repo), "last_session": sessions[-1] if sessions else None}
@@ -740,7 +757,7 @@ def fs_backup(
         state = chain_state(path)
         backup_ref = {"chain": state["chain"], "last_session": state["last_session"], "at": utc_stamp(now)}
         apply_owner([path], owner_ids, recursive=True)
-        size = tree_size(path)
+        size = session_size(path, is_new)
         result["full"] = is_new
         result["chain_reason"] = chain_reason
     save_manifest(
