@@ -99,6 +99,18 @@ options:
     description: Give up waiting for a quiet directory after this many seconds.
     type: float
     default: 300
+  progress_file:
+    description:
+      - Write progress to this file (JSON, rewritten at most once a second) for
+        C(roles/backup_progress) to poll while the module runs with C(async) and C(poll=0).
+      - Phases, one after the other - waiting for a quiet directory (when O(wait_quiet_seconds) is set),
+        C(LevelDB copy) (done - bytes copied, total - bytes of the files to copy, tables hard-linked
+        from the previous backup excluded), C(LevelDB verification) (bytes of the records read, no
+        total), then done or failed with the error message.
+      - Holds no credentials. Put it in a private directory (for example one made by
+        M(ansible.builtin.tempfile)) and remove it afterwards; its directory must exist. Not written in
+        check mode.
+    type: path
 requirements:
   - plyvel (Debian python3-plyvel) on the managed host for verification and repair
 notes:
@@ -125,6 +137,15 @@ EXAMPLES = r"""
     dest: /backup/fcrepo/leveldb
     count_source: true
     keep_exact: true
+
+- name: Back up as an async job, then follow it with progress lines (see roles/backup_progress)
+  leveldb_backup:
+    src: /var/lib/tomcat9/fcrepo4-data/fcrepo.ispn.repo.cache/dataFedoraRepository
+    dest: /backup/fcrepo/leveldb
+    progress_file: "{{ progress_dir.path }}/leveldb.progress"
+  async: 21600
+  poll: 0
+  register: leveldb_job
 """
 
 RETURN = r"""
@@ -226,6 +247,7 @@ duration_seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.leveldb_backup import LevelDBBackupError, backup, plan, wait_until_quiet
+from ansible.module_utils.progress import ProgressError, ProgressFile
 
 
 def main():
@@ -247,6 +269,7 @@ def main():
             skip_if_unchanged=dict(type="bool", default=False),
             wait_quiet_seconds=dict(type="float", default=0),
             wait_timeout=dict(type="float", default=300),
+            progress_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -262,12 +285,27 @@ def main():
                              bytes_copied=0, bytes_linked=0, records=None, repaired=False, keys_lost=None)
         waited = 0.0
         if p["wait_quiet_seconds"] > 0:
-            waited = wait_until_quiet(p["src"], p["wait_quiet_seconds"], p["wait_timeout"])
+            waiting = None
+            if p["progress_file"]:
+                try:
+                    waiting = ProgressFile(p["progress_file"], "waiting for a quiet LevelDB directory")
+                except (ProgressError, OSError) as exc:
+                    raise LevelDBBackupError(f"cannot write the progress file: {exc}") from exc
+            try:
+                waited = wait_until_quiet(p["src"], p["wait_quiet_seconds"], p["wait_timeout"])
+            except LevelDBBackupError as exc:
+                if waiting is not None:
+                    try:
+                        waiting.finish(ok=False, message=str(exc))
+                    except OSError:
+                        pass
+                raise
         result = backup(
             p["src"], p["dest"], name=p["name"], attempts=p["attempts"], incremental=p["incremental"],
             keep_exact=p["keep_exact"], verify=p["verify"], repair=p["repair"],
             fail_on_data_loss=p["fail_on_data_loss"], rename_to_sst=p["rename_to_sst"], retain=p["retain"],
             count_source=p["count_source"], skip_if_unchanged=p["skip_if_unchanged"], rehash=p["rehash"],
+            progress_file=p["progress_file"],
         )
     except LevelDBBackupError as exc:
         module.fail_json(msg=str(exc))

@@ -136,6 +136,17 @@ options:
   client_binary:
     description: Import client to run; default the first of C(mariadb), C(mysql) found.
     type: str
+  progress_file:
+    description:
+      - Write the dump's progress to this file (JSON, rewritten at most once a second) for
+        C(roles/backup_progress) to poll while the module runs with C(async) and C(poll=0).
+      - Done is the bytes of the dump stream; the total is an B(estimate), the C(data_length +
+        index_length) of the dumped tables (ignored ones excluded) in C(information_schema), so the
+        dump can end above or below 100%.
+      - Holds no credentials (step name, byte counts, times, the error message on failure). Put it
+        in a private directory (for example one made by M(ansible.builtin.tempfile)) and remove it
+        afterwards; its directory must exist. Not written in check mode.
+    type: path
 notes:
   - Requires PyMySQL and the mysqldump/mysql command-line clients on the host running the module.
   - The module always reports C(changed=true) when it dumps (check mode included), since it is an action.
@@ -157,6 +168,20 @@ EXAMPLES = r"""
     target_user: root
   register: seed
   no_log: false
+
+- name: The same as an async job, followed with progress lines (bytes done, estimate, rate, time left)
+  mysql_consistent_seed:
+    login_host: primary.example.org
+    login_user: backup_admin
+    login_password: "{{ vault_primary_admin_password }}"
+    databases: [ccnet_db, seafile_db, seahub_db]
+    mode: import
+    target_unix_socket: /run/mysqld/mysqld.sock
+    target_user: root
+    progress_file: "{{ progress_dir.path }}/seed.progress"
+  async: 21600
+  poll: 0
+  register: seed_job
 
 - name: Write a compressed seed file instead
   mysql_consistent_seed:
@@ -223,6 +248,12 @@ target_partial:
   description: True when an import failed half way (the target holds partial data; do not replicate into it).
   returned: failure
   type: bool
+estimated_bytes:
+  description:
+    - Estimated size of the dump (data_length + index_length of the dumped tables in
+      information_schema), the progress total; only an estimate.
+  returned: success
+  type: int
 command:
   description: Dump command line (credentials are in the option file, not here).
   returned: always
@@ -258,6 +289,7 @@ def main():
         extra_dump_args=dict(type="list", elements="str", default=[]),
         dump_binary=dict(type="str"),
         client_binary=dict(type="str"),
+        progress_file=dict(type="path"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -20,6 +20,9 @@ Procedure (fcrepo "LevelDB Backup" page, made safe to run unattended):
    (Infinispan reads only *.sst).
 
 Pure Python; plyvel is imported lazily so the module can report a clear "missing library" error.
+With a progress file, the copy reports bytes copied against the bytes to copy, then the full
+verification the bytes of the records read (no total: the logical size is not known in advance),
+for roles/backup_progress to poll while the module runs as an async job.
 """
 import errno
 import hashlib
@@ -28,6 +31,8 @@ import os
 import re
 import shutil
 import time
+
+from ansible.module_utils.progress import ProgressError, ProgressFile
 
 META_FILE = "backup.json"
 BACKUP_PREFIX = "leveldb-"
@@ -39,6 +44,44 @@ CHUNK = 1024 * 1024
 
 class LevelDBBackupError(Exception):
     """Operator-facing failure of a LevelDB backup, verification or repair."""
+
+
+class _Progress:
+    """Optional progress reporting (a ProgressFile per phase). Reporting is for the operator: a
+    failing write (full /tmp) never fails the backup. Without a path every call does nothing."""
+
+    def __init__(self, path=None, factory=ProgressFile):
+        self.path = path
+        self.factory = factory
+        self.current = None
+
+    def phase(self, step, total=None):
+        if self.path:
+            try:
+                self.current = self.factory(self.path, step, total_bytes=total)
+            except OSError:
+                self.current = None
+
+    def update(self, done, total=None):
+        if self.current is not None:
+            try:
+                self.current.update(done, total_bytes=total)
+            except OSError:
+                pass
+
+    def advance(self, delta):
+        if self.current is not None:
+            self.update(self.current.done + delta)
+
+    def finish(self, ok=True, message=None):
+        if self.current is not None:
+            try:
+                self.current.finish(ok=ok, message=message)
+            except OSError:
+                pass
+
+
+NO_PROGRESS = _Progress()
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -254,7 +297,7 @@ def _previous_tables(previous_dir):
     return tables
 
 
-def _copy_attempt(source, target, previous, rehash=False):
+def _copy_attempt(source, target, previous, rehash=False, progress=NO_PROGRESS):
     """One copy of source into the empty directory target. Returns per-file records, or None when
     the source changed under us (a file vanished).
 
@@ -291,6 +334,7 @@ def _copy_attempt(source, target, previous, rehash=False):
                 sha, size = copy_file(src, dst, fsync=False)
                 files[name] = {"size": size, "sha256": sha, "linked": False, "verified": False,
                                "src": identity}
+                progress.advance(size)
         except FileNotFoundError:
             if not os.path.exists(src):
                 return None  # deleted by a compaction during the copy
@@ -299,16 +343,18 @@ def _copy_attempt(source, target, previous, rehash=False):
 
 
 def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, retry_delay=0.2,
-                    sleep=time.sleep, rehash=False):
+                    sleep=time.sleep, rehash=False, progress=NO_PROGRESS):
     """Copy source into target (created here) until CURRENT and MANIFEST-* are unchanged across the
-    copy. Returns (files, attempts_used, manifest_fingerprint)."""
+    copy. Returns (files, attempts_used, manifest_fingerprint). progress (a _Progress) counts the
+    bytes copied, from 0 again on each attempt."""
     previous = _previous_tables(previous_dir)
     for attempt in range(1, attempts + 1):
         if os.path.exists(target):
             shutil.rmtree(target)
         os.mkdir(target, 0o700)
         before = manifest_fingerprint(source)
-        files = _copy_attempt(source, target, previous, rehash)
+        progress.update(0)
+        files = _copy_attempt(source, target, previous, rehash, progress)
         after = manifest_fingerprint(source)
         copied_ok = (
             files is not None and before == after and None not in before.values()
@@ -430,11 +476,11 @@ def hardlink_tree(src, dst):
 
 
 # -- verification and repair ------------------------------------------------------------------
-def verify_db(path, count_keys=False):
+def verify_db(path, count_keys=False, progress=NO_PROGRESS):
     """Open the LevelDB at path and read every record with checksum verification.
 
     Returns {"ok", "records", "error", "keys"(set, when count_keys)}. Opening replays the log and may
-    write files: call it on copies only."""
+    write files: call it on copies only. progress (a _Progress) gets the bytes of the records read."""
     plyvel = _load_plyvel()
     result = {"ok": False, "records": 0, "error": None}
     keys = set() if count_keys else None
@@ -444,11 +490,16 @@ def verify_db(path, count_keys=False):
         result["error"] = f"open failed: {exc}"
         return result
     try:
-        records = 0
+        records = read = 0
         for key in db.iterator(include_value=True, verify_checksums=True, fill_cache=False):
             records += 1
             if keys is not None:
                 keys.add(key[0])
+            if progress.current is not None:
+                read += len(key[0]) + len(key[1])
+                if not records & 1023:
+                    progress.update(read)
+        progress.update(read)
         result.update(ok=True, records=records)
     except Exception as exc:
         result["error"] = f"iteration failed after {records} records: {exc}"
@@ -634,8 +685,36 @@ def default_name():
 
 def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=False, verify="full",
            repair=True, fail_on_data_loss=True, rename_to_sst=True, retain=0, count_source=False,
-           skip_if_unchanged=False, fsync=True, rehash=False, clock=time.monotonic):
-    """Take one backup of the LevelDB directory source into dest/leveldb-<name>. Returns a report."""
+           skip_if_unchanged=False, fsync=True, rehash=False, clock=time.monotonic, progress_file=None,
+           progress_factory=ProgressFile):
+    """Take one backup of the LevelDB directory source into dest/leveldb-<name>. Returns a report.
+
+    With progress_file, progress goes there through progress_factory (a ProgressFile per phase):
+    "LevelDB copy" (done: bytes copied, total: bytes to copy, linked tables excluded), then
+    "LevelDB verification" (bytes of the records read, no total), then done or failed."""
+    progress = _Progress(progress_file, progress_factory)
+    if progress_file:
+        try:
+            progress.factory(progress_file, "LevelDB copy (preparing)")
+        except (ProgressError, OSError) as exc:
+            raise LevelDBBackupError(f"cannot write the progress file: {exc}") from exc
+    try:
+        report = _backup(source, dest, name, attempts, incremental, keep_exact, verify, repair,
+                         fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged, fsync,
+                         rehash, clock, progress)
+    except BaseException as exc:
+        if progress.current is None:
+            progress.phase("LevelDB copy")
+        progress.finish(ok=False, message=str(exc) or type(exc).__name__)
+        raise
+    if progress.current is None:
+        progress.phase("LevelDB copy", 0)
+    progress.finish()
+    return report
+
+
+def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repair, fail_on_data_loss,
+            rename_to_sst, retain, count_source, skip_if_unchanged, fsync, rehash, clock, progress):
     started = clock()
     name = name or default_name()
     if not NAME_RE.match(name):
@@ -678,9 +757,10 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
     try:
         os.mkdir(tmp, 0o700)
         t0 = clock()
+        progress.phase("LevelDB copy", estimate["bytes_to_copy"])
         files, used, fingerprint = consistent_copy(
             source, raw, attempts=attempts, previous_dir=previous if incremental else None, fsync=fsync,
-            rehash=rehash)
+            rehash=rehash, progress=progress)
         report["copy_seconds"] = round(clock() - t0, 3)
         report["attempts"] = used
         report["files_copied"] = sum(1 for f in files.values() if not f["linked"])
@@ -702,6 +782,8 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
         # and data/ must stay the source's exact state (table numbers included) so that the next
         # incremental backup can link its tables.
         scratch = os.path.join(tmp, "verify")
+        if verify != "none":
+            progress.phase("LevelDB verification")
         if verify == "changed" and previous and incremental:
             hardlink_tree(data, scratch)
             try:
@@ -710,7 +792,7 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
                 shutil.rmtree(scratch, ignore_errors=True)
             report["new_table_records"] = check["new_table_records"]
         elif verify != "none":
-            check = verify_db_copy(data, scratch)
+            check = verify_db_copy(data, scratch, progress)
             report["records"] = check["records"]
         else:
             check = {"ok": True, "error": None}
@@ -842,9 +924,9 @@ def verify_backup(backup_dir, repair=False, fail_on_data_loss=True):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def verify_db_copy(path, scratch):
+def verify_db_copy(path, scratch, progress=NO_PROGRESS):
     hardlink_tree(path, scratch)
     try:
-        return verify_db(scratch)
+        return verify_db(scratch, progress=progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -6,6 +6,10 @@ REPLICATION SOURCE TO SOURCE_LOG_FILE=...``, MariaDB's ``-- SET GLOBAL gtid_slav
 bytes go on to a compressor writing a temporary file (renamed when complete) or to the ``mysql``
 client of the target server. Children die with this process (PR_SET_PDEATHSIG), so a global read lock
 held by the dump client never outlives the module.
+
+With a progress file (``params["progress_file"]``), the bytes of the dump stream are reported as they
+pass (roles/backup_progress polls it); the total is an ESTIMATE, the data_length + index_length of
+the dumped tables in information_schema (the dump text can end above or below it).
 """
 
 import collections
@@ -27,6 +31,7 @@ from ansible.module_utils.mysql_connection import (
     query,
 )
 from ansible.module_utils.mysql_dialect import Dialect, DialectError, parse_client_version
+from ansible.module_utils.progress import ProgressError, ProgressFile
 
 TRANSACTIONAL_ENGINES = frozenset({"innodb", "xtradb", "tokudb", "rocksdb", "ndbcluster", "ndb"})
 # Processlist commands that are not client queries holding or waiting for table locks.
@@ -113,6 +118,19 @@ def describe_queries(rows):
         f"id {r.get('ID')} user {r.get('USER')}@{r.get('HOST')} running {r.get('TIME')}s: "
         f"{str(r.get('INFO') or r.get('COMMAND') or '')[:120]!r}"
         for r in rows
+    )
+
+
+def estimate_dump_bytes(tables, ignore_tables=()):
+    """Estimated size of the dump: DATA_LENGTH + INDEX_LENGTH of the tables not ignored.
+
+    tables are rows of information_schema.TABLES; only an estimate (InnoDB statistics are
+    approximate, the dump text is neither the pages nor their indexes), used as the progress total."""
+    ignored = {(d, t) for d, t in ignore_tables}
+    return sum(
+        int(r.get("DATA_LENGTH") or 0) + int(r.get("INDEX_LENGTH") or 0)
+        for r in tables
+        if (r["TABLE_SCHEMA"], r["TABLE_NAME"]) not in ignored
     )
 
 
@@ -376,7 +394,7 @@ def inspect_source(conn, databases, ignore_tables, max_query_seconds):
     ignored = {(d, t) for d, t in ignore_tables}
     tables = query(
         conn,
-        "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
+        "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE, DATA_LENGTH, INDEX_LENGTH FROM information_schema.TABLES "
         f"WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN ({placeholders})",
         databases,
     )
@@ -408,11 +426,50 @@ def inspect_source(conn, databases, ignore_tables, max_query_seconds):
         non_transactional_tables=non_transactional,
         session_ids=[r["ID"] for r in processlist],
         table_count=len(tables),
+        estimated_bytes=estimate_dump_bytes(tables, ignore_tables),
     )
 
 
-def run_seed(params, check_mode=False, popen=subprocess.Popen):
-    """Take the seed described by the module params; return the module result (without changed)."""
+def _report(progress, done, total=None):
+    """Progress is for the operator: a failing progress write (full /tmp) never fails the seed."""
+    if progress is not None:
+        try:
+            progress.update(done, total_bytes=total)
+        except OSError:
+            pass
+
+
+def run_seed(params, check_mode=False, popen=subprocess.Popen, progress_factory=ProgressFile):
+    """Take the seed described by the module params; return the module result (without changed).
+
+    With params["progress_file"] (not in check mode) the dump's progress is written there through
+    progress_factory (a ProgressFile): total the estimate, done the bytes of the dump stream, then
+    done or failed with the error message."""
+    progress = None
+    if params.get("progress_file") and not check_mode:
+        step = "seed import" if (params.get("mode") or "file") == "import" else "seed dump"
+        try:
+            progress = progress_factory(params["progress_file"], step)
+        except (ProgressError, OSError) as exc:
+            raise SeedError(f"cannot write the progress file: {exc}") from exc
+    try:
+        result = _run_seed(params, check_mode, popen, progress)
+    except BaseException as exc:
+        if progress is not None:
+            try:
+                progress.finish(ok=False, message=str(exc) or type(exc).__name__)
+            except OSError:
+                pass
+        raise
+    if progress is not None:
+        try:
+            progress.finish()
+        except OSError:
+            pass
+    return result
+
+
+def _run_seed(params, check_mode, popen, progress):
     databases = validate_databases(params["databases"])
     ignore_tables = validate_ignore_tables(params.get("ignore_tables"))
     mode = params.get("mode") or "file"
@@ -440,7 +497,8 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
     finally:
         conn.close()
     consistency = choose_consistency(params.get("consistency") or "auto", facts["non_transactional_tables"])
-    base.update(consistency=consistency, non_transactional_tables=facts["non_transactional_tables"])
+    base.update(consistency=consistency, non_transactional_tables=facts["non_transactional_tables"],
+                estimated_bytes=facts["estimated_bytes"])
 
     dump_binary = find_binary(params.get("dump_binary"), ["mariadb-dump", "mysqldump"])
     dump_dialect = client_dialect(dump_binary)
@@ -536,6 +594,7 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
             dump,
         )
         watchdog.start()
+        _report(progress, 0, facts["estimated_bytes"])
         sink_error = None
         stdout_fd = dump.stdout.fileno()
         _widen_pipe(stdout_fd)
@@ -544,6 +603,7 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen):
             if not chunk:
                 break
             total += len(chunk)
+            _report(progress, total)
             scanner.feed(chunk)
             if scanner.found and watchdog.is_alive():
                 watchdog.stop()

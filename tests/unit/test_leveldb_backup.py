@@ -190,3 +190,65 @@ def test_unchanged_source_table_is_linked_without_reading_it_again(tmp_path, mon
     files, _, _ = lb.consistent_copy(db, str(tmp_path / "copy2"), previous_dir=str(prev), fsync=False,
                                      rehash=True)
     assert files["000005.ldb"]["linked"]
+
+
+# -- progress of the copy (roles/backup_progress polls the file) -------------------------------
+def recording_progress(log):
+    """A real ProgressFile that writes on every update and records each state it wrote."""
+    from ansible.module_utils.progress import ProgressFile
+
+    class Recording(ProgressFile):
+        def _write(self, state, force=False, message=None):
+            super()._write(state, force=True, message=message)
+            log.append(self.state(state, message))
+            return True
+
+    return Recording
+
+
+def test_backup_reports_copy_progress_done_grows_to_the_total_then_done(tmp_path):
+    from ansible.module_utils.progress import read_progress
+
+    db = fake_leveldb(tmp_path / "db", tables=("000005.ldb", "000007.ldb", "000008.ldb"))
+    to_copy = lb.plan(db, str(tmp_path / "b"))["bytes_to_copy"]
+    log, path = [], str(tmp_path / "copy.progress")
+    report = lb.backup(db, str(tmp_path / "b"), name="one", verify="none", fsync=False, progress_file=path,
+                       progress_factory=recording_progress(log))
+    copy = [s for s in log if s["step"] == "LevelDB copy"]
+    assert copy and {s["total_bytes"] for s in copy} == {to_copy}
+    running = [s["done_bytes"] for s in copy if s["state"] == "running"]
+    assert running == sorted(running) and running[0] == 0 and len(set(running)) >= 4  # grows file by file
+    assert copy[-1]["state"] == "done" and copy[-1]["done_bytes"] == report["bytes_copied"] == to_copy
+    assert read_progress(path)["state"] == "done"
+
+    # an incremental run counts only what it copies: linked tables are in neither done nor total
+    log.clear()
+    report = lb.backup(db, str(tmp_path / "b"), name="two", verify="none", fsync=False, progress_file=path,
+                       progress_factory=recording_progress(log))
+    assert report["bytes_linked"] > 0
+    assert log[-1]["state"] == "done"
+    assert log[-1]["done_bytes"] == report["bytes_copied"] == log[-1]["total_bytes"]
+
+
+def test_backup_failure_is_written_to_the_progress_file(tmp_path):
+    from ansible.module_utils.progress import read_progress
+
+    path = str(tmp_path / "copy.progress")
+    with pytest.raises(lb.LevelDBBackupError, match="not a LevelDB directory"):
+        lb.backup(str(tmp_path), str(tmp_path / "b"), name="x", progress_file=path)
+    state = read_progress(path)
+    assert state["state"] == "failed" and "not a LevelDB directory" in state["message"]
+
+
+def test_backup_without_progress_file_writes_none(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    before = set(os.listdir(tmp_path))
+    lb.backup(db, str(tmp_path / "b"), name="one", verify="none", fsync=False)
+    assert set(os.listdir(tmp_path)) == before | {"b"}
+
+
+def test_progress_file_in_a_missing_directory_fails_before_anything(tmp_path):
+    db = fake_leveldb(tmp_path / "db")
+    with pytest.raises(lb.LevelDBBackupError, match="progress file"):
+        lb.backup(db, str(tmp_path / "b"), name="one", progress_file=str(tmp_path / "no" / "p"))
+    assert not os.path.exists(tmp_path / "b")

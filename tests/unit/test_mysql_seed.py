@@ -11,6 +11,7 @@ from ansible.module_utils.mysql_seed import (
     build_dump_command,
     build_import_command,
     choose_consistency,
+    estimate_dump_bytes,
     long_running_queries,
     parse_dump_header,
     validate_databases,
@@ -207,3 +208,15 @@ def test_config_file_gives_credentials_only(tmp_path):
     assert read_client_credentials(str(cnf)) == {"user": "admin", "password": "s3 cret"}
     assert read_client_credentials(str(tmp_path / "missing.cnf")) == {}
     assert read_client_credentials(None) == {}
+
+
+def test_dump_estimate_is_data_plus_index_of_the_tables_not_ignored():
+    tables = [
+        {"TABLE_SCHEMA": "seafile_db", "TABLE_NAME": "Repo", "DATA_LENGTH": 16384, "INDEX_LENGTH": 32768},
+        {"TABLE_SCHEMA": "seafile_db", "TABLE_NAME": "Branch", "DATA_LENGTH": 1000, "INDEX_LENGTH": None},
+        {"TABLE_SCHEMA": "seahub_db", "TABLE_NAME": "django_session", "DATA_LENGTH": 10**9,
+         "INDEX_LENGTH": 5},
+    ]
+    assert estimate_dump_bytes(tables) == 16384 + 32768 + 1000 + 10**9 + 5
+    assert estimate_dump_bytes(tables, [("seahub_db", "django_session")]) == 16384 + 32768 + 1000
+    assert estimate_dump_bytes([]) == 0
