@@ -310,52 +310,86 @@ def remove_partials(dest):
 _KIND, _MODE, _UID, _GID, _SIZE, _MTIME, _CTIME, _INO, _CONTENT = range(9)
 
 
-def _kind(mode):
-    if stat.S_ISREG(mode):
-        return "f"
-    if stat.S_ISDIR(mode):
-        return "d"
-    if stat.S_ISLNK(mode):
-        return "l"
-    return "o"
+def scan_tree(source, exclude_tag=DEFAULT_EXCLUDE_TAG, old_entries=None, racy_limit_ns=0, hash_all=False):
+    """Walk source without following symlinks: ({relpath: entry}, [relpaths to hash]).
 
-
-def scan_tree(source, exclude_tag=DEFAULT_EXCLUDE_TAG):
-    """Walk source without following symlinks: {relpath: stat entry without content}.
-
-    A directory containing exclude_tag is left out entirely (with its own entry).
+    A directory containing exclude_tag is left out entirely (with its own entry).  A regular file
+    whose stat equals its old entry (and that was not racy) takes the old content hash; the others
+    are returned to be hashed.  One pass, few function calls: this is the whole cost of a run on
+    an unchanged tree.
     """
+    old_get = (old_entries or {}).get
+    reuse = not hash_all
     entries = {}
+    to_hash = []
     stack = [""]
+    lexists, join, readlink = os.path.lexists, os.path.join, os.readlink
+    s_isreg, s_isdir, s_islnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
     while stack:
         rel_dir = stack.pop()
-        abs_dir = os.path.join(source, rel_dir) if rel_dir else source
+        abs_dir = join(source, rel_dir) if rel_dir else source
+        prefix = rel_dir + "/" if rel_dir else ""
         try:
             with os.scandir(abs_dir) as it:
                 children = list(it)
         except OSError as exc:
             raise BtwError(f"cannot read {abs_dir}: {exc.strerror}") from exc
         for child in children:
-            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+            rel = prefix + child.name
             st = child.stat(follow_symlinks=False)
-            kind = _kind(st.st_mode)
-            if kind == "d":
-                if exclude_tag and os.path.lexists(os.path.join(child.path, exclude_tag)):
+            mode = st.st_mode
+            if s_isreg(mode):
+                entry = [
+                    "f",
+                    mode & 0o7777,
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    "",
+                ]
+                old = old_get(rel)
+                if (
+                    reuse
+                    and old is not None
+                    and old[_CTIME] < racy_limit_ns
+                    and old[:_CONTENT] == entry[:_CONTENT]
+                ):
+                    entry[_CONTENT] = old[_CONTENT]
+                else:
+                    to_hash.append(rel)
+            elif s_isdir(mode):
+                if exclude_tag and lexists(join(child.path, exclude_tag)):
                     continue
                 stack.append(rel)
-            content = os.readlink(child.path) if kind == "l" else ""
-            entries[rel] = [
-                kind,
-                stat.S_IMODE(st.st_mode),
-                st.st_uid,
-                st.st_gid,
-                st.st_size if kind == "f" else 0,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_ino,
-                content,
-            ]
-    return entries
+                entry = [
+                    "d",
+                    mode & 0o7777,
+                    st.st_uid,
+                    st.st_gid,
+                    0,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    "",
+                ]
+            else:
+                kind = "l" if s_islnk(mode) else "o"
+                entry = [
+                    kind,
+                    mode & 0o7777,
+                    st.st_uid,
+                    st.st_gid,
+                    0,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    readlink(child.path) if kind == "l" else "",
+                ]
+            entries[rel] = entry
+    return entries, to_hash
 
 
 def _same_stat(new, old):
@@ -374,25 +408,19 @@ def build_manifest(
 
     Returns (entries, stats) where stats = {"files", "hashed", "bytes_hashed"}.
     """
-    entries = scan_tree(source, exclude_tag)
-    hashed = bytes_hashed = files = 0
-    for rel, entry in entries.items():
-        if entry[_KIND] != "f":
-            continue
-        files += 1
-        old = old_entries.get(rel)
-        racy = old is not None and old[_CTIME] >= old_scanned_at_ns - RACY_NS
-        if old is not None and not hash_all and not racy and _same_stat(entry, old):
-            entry[_CONTENT] = old[_CONTENT]
-            continue
+    entries, to_hash = scan_tree(source, exclude_tag, old_entries, old_scanned_at_ns - RACY_NS, hash_all)
+    bytes_hashed = 0
+    for rel in to_hash:
+        entry = entries[rel]
         try:
             entry[_CONTENT] = sha256_file(os.path.join(source, rel))
         except FileNotFoundError:
             entry[_CONTENT] = "vanished"
         except OSError as exc:
             raise BtwError(f"cannot read {os.path.join(source, rel)}: {exc.strerror}") from exc
-        hashed += 1
         bytes_hashed += entry[_SIZE]
+    files = sum(1 for e in entries.values() if e[_KIND] == "f")
+    hashed = len(to_hash)
     return entries, {
         "files": files,
         "hashed": hashed,
