@@ -6,8 +6,9 @@ DOCUMENTATION = r"""
 module: lvm_snapshot_lock
 short_description: Lock MySQL/MariaDB, snapshot one or more LVM volumes, unlock, in one process
 description:
-  - Steps 2 to 5 of the eXo Platform LVM snapshot procedure in a single module run, because FLUSH
-    TABLES WITH READ LOCK lives only as long as its session and cannot be held across Ansible tasks.
+  - Steps 1 to 5 of the eXo Platform LVM snapshot procedure in a single module run, because FLUSH
+    TABLES WITH READ LOCK lives only as long as its session and cannot be held across Ansible tasks,
+    and so that the application (O(app_services)) is down only while the snapshots are taken.
   - Plans the snapshots first (unknown VG/LV, a snapshot name that already exists, a size larger
     than the VG's free space are refused before anything is locked). Sizes are a size or a
     percentage of the origin, rounded up to whole extents. Thin LVs take no size.
@@ -57,6 +58,15 @@ options:
       - Where the snapshots will be copied; refused during planning (before any lock) when it is on
         one of the volumes being snapshotted.
     type: path
+  app_services:
+    description:
+      - systemd services of the application, stopped (in order) right before the lock and started
+        again (reverse order) right after the unlock, in this same process, so the application is
+        down only for the lock and the snapshots. Started again even when a step fails.
+      - In check mode each must be a known unit.
+    type: list
+    elements: str
+    default: []
   lock_mysql:
     description: Take FLUSH TABLES WITH READ LOCK around the snapshots.
     type: bool
@@ -126,6 +136,10 @@ lock_seconds:
   description: Time FLUSH TABLES WITH READ LOCK was held (0 without lock).
   returned: success
   type: float
+app_downtime_seconds:
+  description: Time from stopping the first application service to starting the last one (0 without services).
+  returned: success
+  type: float
 lock_wait_seconds:
   description: Time taken to obtain the lock.
   returned: success
@@ -148,7 +162,14 @@ server_version:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.lvm_snapshot import LvmError, create_snapshots, plan_snapshots, read_lvs, read_vgs
+from ansible.module_utils.lvm_snapshot import (
+    LvmError,
+    create_snapshots,
+    plan_snapshots,
+    read_lvs,
+    read_vgs,
+    run_with_services_stopped,
+)
 from ansible.module_utils.lvm_snapshot_copy import CopyError, check_destination
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
@@ -177,6 +198,7 @@ def main():
             ),
             snapshot_suffix=dict(type="str", default="-backup-snap"),
             backup_dest=dict(type="path"),
+            app_services=dict(type="list", elements="str", default=[]),
             lock_mysql=dict(type="bool", default=True),
             long_query_seconds=dict(type="int", default=30),
             long_query_wait_seconds=dict(type="int", default=30),
@@ -205,6 +227,12 @@ def main():
     except (LvmError, CopyError) as exc:
         module.fail_json(msg=f"snapshot plan refused, nothing locked or created: {exc}", snapshots=[])
     if module.check_mode:
+        for name in p["app_services"]:
+            rc, out, err = runner(["systemctl", "show", "-p", "LoadState", "--value", name])
+            if rc != 0 or out.strip() != "loaded":
+                module.fail_json(
+                    msg=f"application service {name!r} is not a known systemd unit", snapshots=[]
+                )
         server_version = None
         if p["lock_mysql"]:  # reachable now, or the run would stop the application for nothing
             try:
@@ -231,22 +259,25 @@ def main():
         created, _seconds = create_snapshots(runner, plans)
         return created
 
-    try:
+    def lock_and_snap():
         if p["lock_mysql"]:
             params = login_params(p)
-            result = lock_and_snapshot(
+            return lock_and_snapshot(
                 lambda: connect(params),
                 snapshot,
                 long_query_seconds=p["long_query_seconds"],
                 long_query_wait_seconds=p["long_query_wait_seconds"],
                 lock_wait_timeout=p["lock_wait_timeout"],
             )
-        else:
-            result = no_lock_snapshot(snapshot)
+        return no_lock_snapshot(snapshot)
+
+    try:
+        result, downtime = run_with_services_stopped(runner, p["app_services"], lock_and_snap)
     except (MysqlLockError, LvmError) as exc:
         module.fail_json(msg=str(exc), snapshots=[])
     except Exception as exc:  # the lock is already released by the core's finally
         module.fail_json(msg=f"unexpected error, lock released: {exc}", exception=traceback.format_exc())
+    result["app_downtime_seconds"] = round(downtime, 3)
     snapshots = result.pop("snapshot")
     module.exit_json(changed=True, snapshots=snapshots, **result)
 

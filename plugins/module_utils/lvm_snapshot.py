@@ -425,3 +425,48 @@ class FillWatcher(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=30)
+
+
+# -- the application around the snapshot ---------------------------------------------------------
+class ServiceError(LvmError):
+    """An application service could not be stopped or started again."""
+
+
+def run_with_services_stopped(runner, services, action, clock=time.monotonic):
+    """Stop services (in order), run action(), start them again (reverse order) even when it fails.
+
+    Returns (action's result, seconds the application was down: first stop to last start). A
+    service that does not stop is started again and the action is not run; one that does not start
+    raises ServiceError after every service was tried.
+    """
+    stopped = []
+    t0 = clock()
+    failure = None
+    result = None
+    try:
+        for name in services:
+            rc, out, err = runner(["systemctl", "stop", name])
+            if rc != 0:
+                raise ServiceError(f"stopping the application service {name} failed: {(err or out).strip()}")
+            stopped.append(name)
+        result = action()
+    except BaseException as exc:  # started again below, then re-raised
+        failure = exc
+    finally:
+        problems = []
+        for name in reversed(stopped):
+            rc, out, err = runner(["systemctl", "start", name])
+            if rc != 0:
+                problems.append(f"{name}: {(err or out).strip()}")
+        downtime = clock() - t0 if services else 0.0
+    if failure is not None:
+        if problems:
+            raise ServiceError(
+                f"{failure}; and the application did not start again: {'; '.join(problems)}"
+            ) from failure
+        raise failure
+    if problems:
+        raise ServiceError(
+            "the snapshots were taken but the application did not start again: " + "; ".join(problems)
+        )
+    return result, downtime

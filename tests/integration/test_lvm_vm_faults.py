@@ -130,7 +130,7 @@ def test_bad_input_is_refused_cleanly(lab, extra, message):
     assert rc != 0 and message in out, out[-3000:]
     assert "LVM snapshot backup FAILED" in out
     # refused while planning, before the application was stopped
-    assert "TASK [Step 1: stop the application]" not in out
+    assert "TASK [Steps 1-5: stop the application" not in out
     assert_clean(lab)
 
 
@@ -140,7 +140,7 @@ def test_snapshot_larger_than_free_space(lab):
     try:
         rc, out = run_backup(lab)  # 25% of the 700 MiB mysql LV does not fit in 100 MiB
         assert rc != 0 and "is more than its free space" in out, out[-3000:]
-        assert "TASK [Step 1: stop the application]" not in out  # refused before anything stopped
+        assert "TASK [Steps 1-5: stop the application" not in out  # refused before anything stopped
     finally:
         ssh("lvremove -q -y vgdata/filler")
     assert_clean(lab)

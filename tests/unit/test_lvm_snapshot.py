@@ -289,3 +289,47 @@ def test_remove_lv_retries_then_reports():
     with pytest.raises(L.LvmError, match="after 3 attempts: busy"):
         L.remove_lv(lambda a: (5, "", "busy"), "vg", "s", retries=2, delay=0, sleep=lambda s: None)
     assert L.remove_lv(lambda a: (5, "", 'Failed to find logical volume "vg/s"'), "vg", "s") is False
+
+
+class Systemctl:
+    def __init__(self, failing=()):
+        self.calls = []
+        self.failing = set(failing)
+
+    def __call__(self, args):
+        self.calls.append(" ".join(args[1:]))
+        return (1, "", f"Job for {args[2]} failed") if " ".join(args[1:]) in self.failing else (0, "", "")
+
+
+def test_services_stopped_around_the_action_and_started_in_reverse():
+    systemctl = Systemctl()
+    result, downtime = L.run_with_services_stopped(systemctl, ["web", "worker"], lambda: "snapped")
+    assert result == "snapped" and downtime >= 0
+    assert systemctl.calls == ["stop web", "stop worker", "start worker", "start web"]
+    assert L.run_with_services_stopped(systemctl, [], lambda: 1) == (1, 0.0)
+
+
+def test_services_started_again_when_the_action_fails():
+    systemctl = Systemctl()
+
+    def action():
+        raise L.LvmError("lvcreate failed")
+
+    with pytest.raises(L.LvmError, match="lvcreate failed"):
+        L.run_with_services_stopped(systemctl, ["web"], action)
+    assert systemctl.calls == ["stop web", "start web"]
+
+
+def test_a_service_that_does_not_stop_is_restarted_and_nothing_runs():
+    systemctl = Systemctl(failing={"stop worker"})
+    ran = []
+    with pytest.raises(L.ServiceError, match="stopping the application service worker failed"):
+        L.run_with_services_stopped(systemctl, ["web", "worker"], lambda: ran.append(1))
+    assert not ran and systemctl.calls == ["stop web", "stop worker", "start web"]
+
+
+def test_a_service_that_does_not_start_again_is_an_error():
+    systemctl = Systemctl(failing={"start web"})
+    with pytest.raises(L.ServiceError, match="did not start again: web"):
+        L.run_with_services_stopped(systemctl, ["web", "worker"], lambda: "snapped")
+    assert systemctl.calls[-2:] == ["start worker", "start web"]
