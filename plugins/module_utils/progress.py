@@ -94,7 +94,6 @@ class ProgressFile:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(data, handle)
-            os.chmod(tmp, 0o644)
             os.replace(tmp, self.path)
             tmp = None
         finally:

@@ -73,3 +73,12 @@ def test_async_job_states(tmp_path):
     assert pg.async_job_finished(str(job)) is True
     with pytest.raises(pg.ProgressError, match="not found"):
         pg.async_job_finished(str(tmp_path / "nope"))
+
+
+def test_progress_file_is_private(tmp_path):
+    from ansible.module_utils.progress import ProgressFile
+
+    path = tmp_path / "progress.json"
+    progress = ProgressFile(str(path), "copy", total_bytes=10)
+    progress.finish()
+    assert (path.stat().st_mode & 0o777) == 0o600
