@@ -94,6 +94,9 @@ def test_rdiff_same_size_same_mtime_change_is_detected_and_really_stored(tree, t
     """rdiff-backup alone skips such a change (it compares size and mtime): we start a new chain."""
     src, root = tree
     first = btw_fs.fs_backup("home", src, root, "fs/home", "rdiff")
+    # Restores are chosen by time at one-second resolution: keep the two backups in different
+    # seconds, or "as of the first backup" would rightly mean the newer of the two.
+    time.sleep(1.1)
     same_size_same_mtime_change(os.path.join(src, "a.txt"), b"ALPHA")
     second = btw_fs.fs_backup("home", src, root, "fs/home", "rdiff")
     assert second["changed"] and second["stored"]
