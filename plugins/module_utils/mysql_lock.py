@@ -5,7 +5,8 @@ kept a `mysql` client open on a named pipe); here the module process holds the s
 
 1. look for long-running statements (FTWRL queues behind them while blocking every writer): wait
    up to a bound for them to finish, else refuse before locking anything;
-2. FLUSH NO_WRITE_TO_BINLOG TABLES without the lock (shortens the locked flush);
+2. FLUSH NO_WRITE_TO_BINLOG TABLES and sync(2) without the lock (shorten the locked flush and
+   the origin's suspend in lvcreate);
 3. SET SESSION lock_wait_timeout, FLUSH TABLES WITH READ LOCK;
 4. read the binlog coordinates and GTID position at the lock;
 5. run the snapshot callback (lvcreate of every LV at once);
@@ -14,6 +15,7 @@ kept a `mysql` client open on a named pipe); here the module process holds the s
 Pure Python; the connection comes from an injected ``connect()``.
 """
 
+import os
 import time
 
 from ansible.module_utils.mysql_dialect import Dialect
@@ -101,6 +103,7 @@ def lock_and_snapshot(
     flush_first=True,
     clock=time.monotonic,
     sleep=time.sleep,
+    sync=os.sync,
 ):
     """Take FTWRL in one session, call snapshot() under it, always unlock. Returns the figures.
 
@@ -130,6 +133,9 @@ def lock_and_snapshot(
         _rows(conn, "SET SESSION lock_wait_timeout = %s", (int(lock_wait_timeout),))
         if flush_first:
             _rows(conn, "FLUSH NO_WRITE_TO_BINLOG TABLES")
+        # write dirty page cache out now, unlocked: lvcreate suspends the origin and would flush it
+        # under the lock otherwise (the lock time would then grow with recent write volume)
+        sync()
         t0 = clock()
         try:
             _rows(conn, "FLUSH TABLES WITH READ LOCK")
@@ -164,8 +170,9 @@ def lock_and_snapshot(
     return result
 
 
-def no_lock_snapshot(snapshot, clock=time.monotonic):
+def no_lock_snapshot(snapshot, clock=time.monotonic, sync=os.sync):
     """The same figures when no database is involved (application data only)."""
+    sync()
     s0 = clock()
     out = snapshot()
     seconds = round(clock() - s0, 3)
