@@ -34,7 +34,7 @@ lint: setup
 	$(ENV) ansible-lint --profile production -q
 
 syntax: setup
-	$(ENV) for p in $(PLAYBOOKS); do ansible-playbook --syntax-check -i inventories/lab/hosts.yml "$$p" >/dev/null || exit 1; done; echo "syntax: $(words $(PLAYBOOKS)) playbooks ok"
+	$(ENV) for p in $(PLAYBOOKS); do ansible-playbook --syntax-check -i inventories/example/hosts.yml "$$p" >/dev/null || exit 1; done; echo "syntax: $(words $(PLAYBOOKS)) playbooks ok"
 	$(ENV) for m in $(MODULES); do ansible-doc -t module "$$m" >/dev/null || exit 1; done; echo "ansible-doc: $(words $(MODULES)) modules render"
 
 unit: setup
