@@ -63,26 +63,25 @@ def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None):
     rundir = tempfile.mkdtemp(prefix="lvm-verify-")
     os.chown(rundir, os.stat(datadir).st_uid, os.stat(datadir).st_gid)
     sock = os.path.join(rundir, "verify.sock")
-    proc = subprocess.Popen(
-        server_command(server_binary(), datadir, rundir, user),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = server_command(server_binary(), datadir, rundir, user)
     t0 = time.monotonic()
-    conn = None
+    proc = conn = None
     try:
-        while True:
-            if proc.poll() is not None:
-                raise VerifyError(f"the server on the copy exited (rc {proc.returncode}): {_tail(rundir)}")
-            try:
-                conn = connect(sock)
-                break
-            except Exception as exc:
-                if time.monotonic() - t0 > start_timeout:
-                    raise VerifyError(
-                        f"the server on the copy did not answer in {start_timeout}s: {_tail(rundir)}"
-                    ) from exc
-                time.sleep(0.5)
+        try:
+            proc, conn = _start(command, sock, rundir, connect, t0, start_timeout)
+        except VerifyError as exc:
+            if "prepared transaction" not in str(exc):
+                raise
+            # A snapshot of a server with the binary log on can hold transactions that InnoDB
+            # had prepared and the binlog had already committed (with the binlog, InnoDB does not
+            # sync its commit record). The snapshot was taken under FLUSH TABLES WITH READ LOCK,
+            # which waits for commits in progress, so every such transaction is in the binlog
+            # before the recorded coordinates: commit them. The server may stop after this
+            # recovery pass; then it is started once more without the option.
+            proc, conn = _start(command + ["--tc-heuristic-recover=COMMIT"], sock, rundir, connect, t0,
+                                start_timeout, exit_ok=True)
+            if conn is None:
+                proc, conn = _start(command, sock, rundir, connect, t0, start_timeout)
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = "
@@ -120,18 +119,48 @@ def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None):
                 conn.close()
             except Exception:
                 pass
-        elif proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            _stop(proc, asked=conn is not None)
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _stop(proc, asked):
+    """Wait for a server asked to SHUTDOWN; terminate (then kill) one that was not or does not stop."""
+    if not asked and proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _start(command, sock, rundir, connect, t0, start_timeout, exit_ok=False):
+    """Start the server and connect. Returns (proc, conn), or (proc, None) when exit_ok and the
+    server stopped by itself (a recovery pass; the next start shows whether it worked).
+    Raises VerifyError otherwise."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            if proc.poll() is not None:
+                if exit_ok:
+                    return proc, None
+                raise VerifyError(f"the server on the copy exited (rc {proc.returncode}): {_tail(rundir)}")
+            try:
+                return proc, connect(sock)
+            except Exception as exc:
+                if time.monotonic() - t0 > start_timeout:
+                    raise VerifyError(
+                        f"the server on the copy did not answer in {start_timeout}s: {_tail(rundir)}"
+                    ) from exc
+                time.sleep(0.5)
+    except BaseException:
+        _stop(proc, asked=False)
+        raise
 
 
 def _tail(rundir, n=8):
