@@ -19,6 +19,7 @@ for a in "$@"; do
     --tc-heuristic-recover=*) mode="${a#--tc-heuristic-recover=}" ;;
   esac
 done
+rm -f "$datadir/../up"
 echo "$@" >> "$datadir/../calls"
 if [ -n "$mode" ]; then
   echo "$mode" > "$datadir/../recovered"
@@ -28,6 +29,7 @@ if [ ! -e "$datadir/../recovered" ] && [ -e "$datadir/../prepared" ]; then
   echo "[ERROR] Found 1 prepared transactions! It means that server was not shut down" >> "$log"
   exit 1
 fi
+touch "$datadir/../up"  # accepting connections from here on
 exec sleep 2  # "shuts down" soon after the checks
 """
 
@@ -80,8 +82,7 @@ def datadir(tmp_path, monkeypatch):
 
 def slow_connect(tmp_path):
     def connect(sock):
-        calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
-        if not calls or "--tc-heuristic-recover" in calls[-1]:
+        if not (tmp_path / "up").exists():
             raise OSError("not up yet")
         return FakeConnection()
     return connect
