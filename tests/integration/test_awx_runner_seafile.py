@@ -62,7 +62,7 @@ def test_seafile_backup_server_job_seeds_and_replicates(tmp_path, monkeypatch):
         assert result.status == "successful" and result.rc == 0, text[-4000:]
         stats = next(e for e in result.events if e.get("event") == "playbook_on_stats")
         runs = stats["event_data"]["artifact_data"]["backup_runs"]
-        assert [run["result"] for run in runs] == ["ok"], runs
+        assert [(run["strategy"], run["result"]) for run in runs] == [("seafile_backup_server", "ok")], runs
         assert runs[0]["host"] == backup
         threads = podman("exec", backup, "mariadb", "-N", "-B", "-e",
                          "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'system user'")

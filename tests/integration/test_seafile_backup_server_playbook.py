@@ -113,7 +113,7 @@ def assert_failed_run(result, lab, expected):
     assert result.returncode != 0, "a failed backup must fail the play"
     assert expected in failures, failures
     assert [run["result"] for run in runs] == ["failed"], runs
-    assert runs[0]["strategy"] == "seafile_replication"
+    assert runs[0]["strategy"] == "seafile_backup_server"
     assert runs[0]["host"] == lab["backup"]
     assert expected in runs[0]["details"]["error"], runs[0]
 
