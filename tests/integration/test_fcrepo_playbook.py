@@ -97,7 +97,8 @@ def test_hot_strategy_backs_up_a_live_store_and_publishes_the_run(fcrepo):
     rc, runs, _ = run_playbook(fcrepo, PLAYBOOK, fcrepo_backup_strategy="hot")
     assert rc == 0
     [run] = runs
-    assert run["result"] == "ok" and run["strategy"] == "hot" and run["host"] == "localhost"
+    assert run["result"] == "ok" and run["host"] == "localhost"
+    assert run["strategy"] == "fcrepo_backup" and run["mode"] == "hot"
     assert run["location"].startswith(os.path.join(fcrepo["dest"], "leveldb", "leveldb-"))
     assert run["size_bytes"] > 0 and run["duration_seconds"] > 0
     assert run["details"]["records"] >= before
@@ -141,6 +142,7 @@ def test_unknown_strategy_and_bad_source_fail_the_play_and_publish_failed(fcrepo
     rc, runs, _ = run_playbook(fcrepo, PLAYBOOK, fcrepo_backup_strategy="snapshot")
     assert rc != 0
     assert runs[0]["result"] == "failed" and "snapshot" in runs[0]["details"]["error"]
+    assert runs[0]["strategy"] == "fcrepo_backup" and runs[0]["mode"] == "snapshot"
     rc, runs, _ = run_playbook(fcrepo, PLAYBOOK, fcrepo_backup_strategy="hot",
                                fcrepo_backup_leveldb_dir=str(fcrepo["tmp"]))
     assert rc != 0
