@@ -20,6 +20,8 @@ description:
   - Unmounts in a C(finally); on failure the partial directory is removed and earlier backups stay.
   - Keeps the newest O(keep) backups in O(dest) (0 keeps all).
   - Check mode validates the snapshots and the destination, copies nothing.
+  - For a long copy, run it with C(async) and C(poll=0), write a O(progress_file) and follow it with
+    C(roles/backup_progress) (tasks_from C(poll)), as C(roles/lvm_snapshot_backup/tasks/copy.yml) does.
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
@@ -83,6 +85,28 @@ options:
     type: list
     elements: str
     default: []
+  progress_file:
+    description:
+      - Write progress to this file (JSON, rewritten at most once a second) for
+        C(roles/backup_progress) to poll while the module runs with C(async) and C(poll=0).
+      - Phases, one after the other - C(copy from the snapshots) (done - bytes in the new backup so far,
+        total - what the copy writes, measured on the mounted snapshots before the copy starts - the
+        regular files' sizes for rsync, the archive size GNU tar writes for tar), C(verification of the
+        copy) (with O(verify_mysql_label); no bytes), C(checksums of the copy) (bytes hashed of the
+        bytes in the backup), then done, or failed with the error message.
+      - Holds no credentials. Put it in a private directory (for example one made by
+        M(ansible.builtin.tempfile)) and remove it afterwards; its directory must exist (else the
+        module fails before anything is mounted). Not written in check mode.
+    type: path
+  timeout:
+    description:
+      - Seconds the whole run (mount, copy, verification, checksums) may take; past it the copy is
+        stopped, the snapshots unmounted, the partial copy removed and the module fails. 0 - no limit.
+      - When the module runs with C(async), make the C(async) limit a little longer, so that this
+        clean stop comes first (the async limit kills the module without cleanup; the playbook's
+        cleanup step then unmounts and removes what is left).
+    type: int
+    default: 0
 requirements:
   - rsync or tar, util-linux (mount, blkid), lvm2
 """
@@ -99,6 +123,16 @@ EXAMPLES = r"""
     metadata:
       coordinates: "{{ lock.coordinates }}"
       lock_seconds: "{{ lock.lock_seconds }}"
+
+- name: The same as an async job with progress (the role's tasks/copy.yml does this)
+  lvm_snapshot_copy:
+    snapshots: "{{ lock.snapshots }}"
+    dest: /srv/backup/lvm
+    progress_file: "{{ progress_dir.path }}/copy.progress"
+    timeout: 21600
+  async: 21720
+  poll: 0
+  register: copy_job
 """
 
 RETURN = r"""
@@ -165,10 +199,14 @@ def main():
             verify_mysql_label=dict(type="str"),
             verify_mysql_subdir=dict(type="str", default="."),
             verify_count_tables=dict(type="list", elements="str", default=[]),
+            progress_file=dict(type="path"),
+            timeout=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    if p["timeout"] < 0:
+        module.fail_json(msg=f"timeout must be 0 (no limit) or a number of seconds, not {p['timeout']}")
     if p["verify_mysql_label"] and p["method"] != "rsync":
         module.fail_json(msg="verify_mysql_label needs method=rsync (a tree to start the server on)")
     snapshots = []
@@ -215,6 +253,8 @@ def main():
         keep=p["keep"],
         metadata=p["metadata"],
         verify=verify,
+        progress_file=None if module.check_mode else p["progress_file"],
+        timeout=p["timeout"],
     )
     try:
         if module.check_mode:

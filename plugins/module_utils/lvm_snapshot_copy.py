@@ -9,6 +9,14 @@ Layout of a destination:
     <dest>/<ts>/<label>.tar      tar method: one archive per snapshot
     <dest>/<ts>/MANIFEST.sha256  `sha256sum -c` compatible, relative paths
     <dest>/<ts>/metadata.json    coordinates, lock time, sizes, durations, snapshot fill
+
+With a progress file (``progress_file``), the run reports for roles/backup_progress to poll while
+the module runs as an async job: ``copy from the snapshots`` (done: bytes in the new backup so
+far, measured on the destination every second or less often on large trees; total: the bytes to
+copy, measured on the mounted snapshots before the copy starts: regular files for rsync, the
+archive size GNU tar will write for tar), then ``verification of the copy`` (no bytes) and
+``checksums of the copy`` (bytes hashed / bytes in the backup), then done or failed with the
+error. A ``timeout`` stops the copy cleanly (child stopped, unmounted, partial copy removed).
 """
 
 import datetime
@@ -21,6 +29,7 @@ import subprocess
 import time
 
 from ansible.module_utils.lvm_snapshot import FillWatcher, LvmError, find_lv, is_invalid, read_lvs
+from ansible.module_utils.progress import ProgressError, ProgressFile
 
 BACKUP_NAME_RE = re.compile(r"^\d{8}T\d{6}Z$")
 PARTIAL_PREFIX = ".partial-"
@@ -30,6 +39,186 @@ METADATA = "metadata.json"
 
 class CopyError(Exception):
     """The copy failed or the snapshot became invalid; no backup was published."""
+
+
+COPY_STEP = "copy from the snapshots"
+VERIFY_STEP = "verification of the copy"
+MANIFEST_STEP = "checksums of the copy"
+TAR_BLOCK = 512
+TAR_RECORD = 10240
+
+
+class _Progress:
+    """Optional progress reporting (a ProgressFile per phase). Only creating the first file can fail
+    the run (a bad path, before anything changes); later writes are for the operator and a failing
+    one (full /tmp) never fails the backup. Without a path every call does nothing."""
+
+    def __init__(self, path=None, factory=ProgressFile):
+        self.path = path
+        self.factory = factory
+        self.current = None
+
+    def start(self, step):
+        if self.path:
+            try:
+                self.current = self.factory(self.path, step)
+            except (ProgressError, OSError) as exc:
+                raise CopyError(f"cannot write the progress file: {exc}") from exc
+
+    def phase(self, step, total=None):
+        if self.path:
+            try:
+                self.current = self.factory(self.path, step, total_bytes=total)
+            except (ProgressError, OSError):
+                self.current = None
+
+    def update(self, done, total=None):
+        if self.current is not None:
+            try:
+                self.current.update(done, total_bytes=total)
+            except OSError:
+                pass
+
+    def finish(self, ok=True, message=None):
+        if self.current is not None:
+            try:
+                self.current.finish(ok=ok, message=message)
+            except OSError:
+                pass
+
+
+NO_PROGRESS = _Progress()
+
+
+def _tar_round(size):
+    return -(-size // TAR_BLOCK) * TAR_BLOCK
+
+
+def _tar_long_name(length):
+    """Extra bytes GNU tar writes for a name (or link target) longer than the 100-byte header field."""
+    return TAR_BLOCK + _tar_round(length + 1) if length > 100 else 0
+
+
+def measure_source(path):
+    """What copying the tree at path will write, measured with one metadata walk (no data read).
+
+    Returns {'files', 'bytes', 'tar_bytes'}: regular files and the sum of their sizes (what rsync
+    writes; a hard-linked file counts once per name, as du_bytes counts the copy), and the size of
+    the archive GNU tar writes for ``tar -C path -cf - .`` (a header per entry, data in 512-byte
+    blocks, long names, hard links stored once, end blocks, padding to 10 KiB records)."""
+    files = size = 0
+    tar = TAR_BLOCK  # "./"
+    seen = set()
+    stack = [(path, ".")]
+    while stack:
+        directory, rel = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            raise CopyError(f"cannot read {directory} to measure the copy: {exc}") from exc
+        for entry in entries:
+            name = f"{rel}/{entry.name}"
+            st = entry.stat(follow_symlinks=False)
+            tar += TAR_BLOCK
+            if entry.is_dir(follow_symlinks=False):
+                tar += _tar_long_name(len(name) + 1)
+                stack.append((entry.path, name))
+                continue
+            tar += _tar_long_name(len(name))
+            if entry.is_symlink():
+                tar += _tar_long_name(len(os.readlink(entry.path)))
+            elif entry.is_file(follow_symlinks=False):
+                files += 1
+                size += st.st_size
+                if st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen:
+                        continue  # stored as a link to the first name
+                    seen.add(key)
+                tar += _tar_round(st.st_size)
+    tar = -(-(tar + 2 * TAR_BLOCK) // TAR_RECORD) * TAR_RECORD
+    return {"files": files, "bytes": size, "tar_bytes": tar}
+
+
+def tree_bytes(path):
+    """Bytes of the regular files under path (rsync's temporary files included), one lstat each."""
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue  # removed while we looked (rsync renames its temporary files)
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
+
+
+class TargetMeter:
+    """Bytes written so far into a copy's target (a tree for rsync, an archive for tar).
+
+    Walking a large tree costs time: a new walk starts only when ``spacing`` times the last walk's
+    duration has passed (the reading stays a cheap fraction of the copy), otherwise the last
+    reading is returned."""
+
+    def __init__(self, target, clock=time.monotonic, spacing=10.0):
+        self.target = target
+        self.clock = clock
+        self.spacing = spacing
+        self.value = 0
+        self._next = None
+
+    def measure(self):
+        now = self.clock()
+        if self._next is not None and now < self._next:
+            return self.value
+        if os.path.isdir(self.target):
+            self.value = tree_bytes(self.target)
+        else:
+            try:
+                self.value = os.path.getsize(self.target)
+            except OSError:
+                self.value = 0
+        end = self.clock()
+        self._next = end + self.spacing * (end - now)
+        return self.value
+
+
+def run_copy(argv, target, popen=subprocess.Popen, progress=NO_PROGRESS, base=0, total=None,
+             interval=1.0, deadline=None, clock=time.monotonic, on_start=None):
+    """Run one copy child (argv, no shell) to its end, reporting base + the bytes in target every
+    interval seconds, capped at total (tar's estimate is a few blocks off at worst).
+
+    on_start(proc) is called once the child runs (the fill watcher stops it through the caller).
+    Past deadline (a clock() value) the child is terminated. Returns (returncode, stderr text,
+    timed_out)."""
+    proc = popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if on_start is not None:
+        on_start(proc)
+    meter = TargetMeter(target, clock=clock)
+    timed_out = False
+    try:
+        while True:
+            try:
+                _out, err = proc.communicate(timeout=interval)
+                break
+            except subprocess.TimeoutExpired:
+                if deadline is not None and clock() >= deadline and not timed_out:
+                    timed_out = True
+                    proc.terminate()
+                done = base + meter.measure()
+                progress.update(min(done, total) if total is not None else done)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, (err or b"").decode("utf-8", "replace"), timed_out
 
 
 def timestamp(now=None):
@@ -101,16 +290,20 @@ def copy_command(method, source, target_base, label):
     raise CopyError(f"unknown copy method {method!r} (rsync or tar)")
 
 
-def sha256_file(path, bufsize=1024 * 1024):
+def sha256_file(path, bufsize=1024 * 1024, on_bytes=None):
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(bufsize), b""):
             h.update(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
     return h.hexdigest()
 
 
-def write_manifest(root):
-    """sha256 of every regular file under root (but the manifest and metadata); returns (files, bytes)."""
+def write_manifest(root, on_bytes=None):
+    """sha256 of every regular file under root (but the manifest and metadata); returns (files, bytes).
+
+    on_bytes(n) is called after every chunk hashed (progress; it may raise to stop the run)."""
     entries, total = [], 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -120,7 +313,7 @@ def write_manifest(root):
             if rel in (MANIFEST, METADATA) or os.path.islink(path) or not os.path.isfile(path):
                 continue
             total += os.path.getsize(path)
-            entries.append(f"{sha256_file(path)}  {rel}\n")
+            entries.append(f"{sha256_file(path, on_bytes=on_bytes)}  {rel}\n")
     tmp = os.path.join(root, MANIFEST + ".tmp")
     with open(tmp, "w") as f:
         f.writelines(entries)
@@ -206,6 +399,9 @@ class SnapshotCopy:
 
     snapshots: [{'vg', 'name', 'path', 'label', 'origin_path', 'thin', optional 'fstype'}]
     verify: optional callable(partial_dir) -> dict, raising CopyError when the copy is not usable.
+    progress_file: optional path of the progress file (see the module docstring); progress_factory
+    makes its writer (ProgressFile). timeout: seconds for the whole run (0/None: no limit); past it
+    the copy is stopped and the run fails cleanly.
     """
 
     def __init__(
@@ -225,6 +421,10 @@ class SnapshotCopy:
         now=None,
         clock=time.monotonic,
         popen=subprocess.Popen,
+        progress_file=None,
+        progress_factory=ProgressFile,
+        progress_interval=1.0,
+        timeout=None,
     ):
         self.runner = runner
         self.snapshots = snapshots
@@ -243,6 +443,11 @@ class SnapshotCopy:
         self.name = timestamp(now)
         self.clock = clock
         self.popen = popen
+        self.progress_file = progress_file
+        self.progress_factory = progress_factory
+        self.progress_interval = progress_interval
+        self.timeout = timeout or None
+        self.deadline = None
         self.current = None
         self.mounted = []
 
@@ -250,6 +455,8 @@ class SnapshotCopy:
     def preflight(self):
         if self.method not in ("rsync", "tar"):
             raise CopyError(f"unknown copy method {self.method!r} (rsync or tar)")
+        if self.timeout is not None and self.timeout < 0:
+            raise CopyError(f"timeout must be 0 (no limit) or a number of seconds, not {self.timeout}")
         labels = [s["label"] for s in self.snapshots]
         if len(set(labels)) != len(labels) or any(not re.match(r"^[A-Za-z0-9_.-]+$", x) for x in labels):
             raise CopyError(f"snapshot labels must be unique simple names: {labels}")
@@ -302,22 +509,55 @@ class SnapshotCopy:
         if proc is not None and proc.poll() is None:
             proc.terminate()
 
-    def _copy_one(self, source, partial, label, watcher):
+    def _timeout_error(self, what):
+        return CopyError(
+            f"{what} did not finish within the time limit of {self.timeout:g} s (timeout); stopped"
+        )
+
+    def _check_deadline(self, what):
+        if self.deadline is not None and self.clock() >= self.deadline:
+            raise self._timeout_error(what)
+
+    def _copy_one(self, source, partial, label, watcher, progress=NO_PROGRESS, base=0, total=None):
         argv, target = copy_command(self.method, source, partial, label)
-        self.current = self.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _out, err = self.current.communicate()
-        rc = self.current.returncode
-        self.current = None
+
+        def started(proc):
+            self.current = proc
+
+        try:
+            rc, err, timed_out = run_copy(
+                argv, target, popen=self.popen, progress=progress, base=base, total=total,
+                interval=self.progress_interval, deadline=self.deadline, clock=self.clock,
+                on_start=started,
+            )
+        finally:
+            self.current = None
         if watcher.failure:
             raise CopyError(watcher.failure)
+        if timed_out:
+            raise self._timeout_error(f"the {self.method} copy of {source}")
         if rc != 0:
-            text = (err or b"").decode("utf-8", "replace").strip()[-500:]
+            text = err.strip()[-500:]
             raise CopyError(
                 f"{self.method} of {source} stopped with exit code {rc} (killed or failed): {text}"
             )
         return target
 
     def run(self):
+        """The whole run; returns the metadata (with path and retention_removed). With a progress
+        file, its last state is done, or failed with the error message."""
+        progress = _Progress(self.progress_file, self.progress_factory)
+        progress.start(f"{COPY_STEP} (preparing)")
+        try:
+            result = self._run(progress)
+        except BaseException as exc:
+            message = str(exc) or type(exc).__name__
+            progress.finish(ok=False, message=f"backup NOT published: {message}")
+            raise
+        progress.finish()
+        return result
+
+    def _run(self, progress):
         self.preflight()
         partial = os.path.join(self.dest, PARTIAL_PREFIX + self.name)
         final = os.path.join(self.dest, self.name)
@@ -333,13 +573,27 @@ class SnapshotCopy:
         watcher = FillWatcher(self.runner, self.snapshots, on_abort=self._abort_copy, **self.watch)
         published = False
         t_start = self.clock()
+        if self.timeout:
+            self.deadline = t_start + self.timeout
         copies = []
         try:
             watcher.start()
+            # mount every snapshot first: the total to copy is known before the first byte moves
+            mounts = []
             for snap in self.snapshots:
-                t0 = self.clock()
                 mountpoint, fstype = self._mount(snap)
-                target = self._copy_one(mountpoint, partial, snap["label"], watcher)
+                size = measure_source(mountpoint)
+                size = size["tar_bytes" if self.method == "tar" else "bytes"]
+                mounts.append((snap, mountpoint, fstype, size))
+            total = sum(m[3] for m in mounts)
+            progress.phase(COPY_STEP, total)
+            done = 0
+            for snap, mountpoint, fstype, size in mounts:
+                self._check_deadline("the copy")
+                t0 = self.clock()
+                target = self._copy_one(mountpoint, partial, snap["label"], watcher, progress, done, total)
+                done += size
+                progress.update(done)
                 copies.append(
                     dict(
                         label=snap["label"],
@@ -364,11 +618,22 @@ class SnapshotCopy:
             copy_seconds = round(self.clock() - t_start, 3)
             verification = None
             if self.verify:
+                self._check_deadline("the copy")
+                progress.phase(VERIFY_STEP)
                 t0 = self.clock()
                 verification = self.verify(partial)
                 verification["seconds"] = round(self.clock() - t0, 3)
+            self._check_deadline("the verification of the copy")
             t0 = self.clock()
-            files, size = write_manifest(partial)
+            progress.phase(MANIFEST_STEP, du_bytes(partial))
+            hashed = [0]
+
+            def on_bytes(n):
+                hashed[0] += n
+                progress.update(hashed[0])
+                self._check_deadline("the checksums of the copy")
+
+            files, size = write_manifest(partial, on_bytes)
             metadata = dict(self.metadata)
             metadata.update(
                 name=self.name,
