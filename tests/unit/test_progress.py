@@ -1,5 +1,11 @@
-"""Progress file core: throttled atomic writes, rate and ETA, the operator's line, async job state."""
+"""Progress file core: throttled atomic writes, rate and ETA, the operator's line, async job state;
+SIGTERM turned into an exception (finally blocks run) and cancel of a job, with real processes."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from ansible.module_utils import progress as pg
@@ -82,3 +88,178 @@ def test_progress_file_is_private(tmp_path):
     progress = ProgressFile(str(path), "copy", total_bytes=10)
     progress.finish()
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+# -- SIGTERM and cancel, with real processes ------------------------------------------------------
+MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "plugins", "module_utils")
+
+# A stand-in for a core: writes a progress file, works in a loop, cleans up in finally.
+WORKER = r"""
+import os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import progress as pg
+work, mode = sys.argv[2], sys.argv[3]
+if mode == "ignore":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = None
+try:
+    ctx = pg.terminable() if mode == "terminable" else open(os.devnull)
+    with ctx:
+        p = pg.ProgressFile(os.path.join(work, "p"), "work", total_bytes=100, min_interval=0)
+        part = os.path.join(work, "out.part")
+        open(part, "w").close()
+        if mode == "orphan":
+            child = subprocess.Popen(["sleep", "300"])
+            open(os.path.join(work, "child"), "w").write(str(child.pid))
+        open(os.path.join(work, "ready"), "w").close()
+        try:
+            for i in range(600):
+                p.update(i)
+                time.sleep(0.1)
+        except pg.Terminated as exc:
+            p.finish(ok=False, message="cancelled: " + str(exc))
+            raise
+        finally:
+            os.unlink(part)
+            open(os.path.join(work, "finally-ran"), "w").close()
+except pg.Terminated:
+    sys.exit(3)
+"""
+
+
+def start_worker(tmp_path, mode):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    proc = subprocess.Popen([sys.executable, str(script), MODULE_UTILS, str(tmp_path), mode])
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "worker did not start"
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.parametrize("mode", ["progress", "terminable"])
+def test_sigterm_becomes_an_exception_and_the_finally_runs(tmp_path, mode):
+    proc = start_worker(tmp_path, mode)
+    data = pg.read_progress(str(tmp_path / "p"))
+    assert data["pid"] == proc.pid and data["sigterm_handled"] is True
+    assert pg.same_process(data)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 3  # Terminated reached the top: exit 3, not killed by the signal
+    assert (tmp_path / "finally-ran").exists() and not (tmp_path / "out.part").exists()
+    data = pg.read_progress(str(tmp_path / "p"))
+    assert data["state"] == "failed"
+    assert data["message"] == "cancelled: received SIGTERM: the job was cancelled"
+    assert not pg.same_process(data)
+
+
+def test_terminable_restores_the_previous_handler_and_progress_disarms_on_finish(tmp_path):
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pg.terminable():
+            assert pg.sigterm_handled()
+            pg.ProgressFile(str(tmp_path / "a"), "x").finish()  # someone handles SIGTERM: left alone
+            assert pg.sigterm_handled()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        prog = pg.ProgressFile(str(tmp_path / "b"), "x")
+        assert pg.sigterm_handled() and pg.read_progress(str(tmp_path / "b"))["sigterm_handled"]
+        prog.finish()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        pg.ProgressFile(str(tmp_path / "c"), "x", terminable=False)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_cancel_stops_the_job_its_cleanup_runs_and_a_second_cancel_is_a_no_op(tmp_path):
+    proc = start_worker(tmp_path, "progress")
+    path = str(tmp_path / "p")
+    preview = pg.cancel_job(path, check_mode=True)
+    assert preview["changed"] and preview["pid"] == proc.pid and preview["signals"] == []
+    assert "would send SIGTERM to work (pid" in preview["msg"]
+    assert proc.poll() is None  # check mode sent nothing
+    result = pg.cancel_job(path, grace_seconds=20)
+    assert proc.wait(5) == 3
+    assert result["changed"] and result["cancelled"] and result["signals"] == ["SIGTERM"]
+    assert result["msg"].startswith(f"cancelled work (pid {proc.pid}): SIGTERM, exited after ")
+    assert ", its cleanup ran; the job says: cancelled: received SIGTERM" in result["msg"]
+    assert result["progress"]["state"] == "failed" and not (tmp_path / "out.part").exists()
+    again = pg.cancel_job(path)
+    assert not again["changed"] and again["msg"] == "nothing to cancel: work has already ended (failed)"
+
+
+def test_cancel_sigkills_a_job_that_ignores_sigterm_and_says_its_cleanup_did_not_run(tmp_path):
+    proc = start_worker(tmp_path, "ignore")
+    assert pg.read_progress(str(tmp_path / "p"))["sigterm_handled"] is False
+    result = pg.cancel_job(str(tmp_path / "p"), grace_seconds=0.5)
+    assert proc.wait(5) == -signal.SIGKILL
+    assert result["signals"] == ["SIGTERM", "SIGKILL"] and result["cancelled"]
+    assert "SIGKILL sent: its cleanup did NOT run" in result["msg"]
+    assert (tmp_path / "out.part").exists()  # what a SIGKILL leaves: the reason for the grace period
+    # the progress file still says running, but its process is gone: nothing more to cancel
+    again = pg.cancel_job(str(tmp_path / "p"))
+    assert not again["changed"] and "is gone" in again["msg"]
+
+
+def test_cancel_resumes_a_stopped_job_so_it_can_clean_up(tmp_path):
+    proc = start_worker(tmp_path, "progress")
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        result = pg.cancel_job(str(tmp_path / "p"), grace_seconds=20)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert proc.wait(5) == 3 and result["signals"] == ["SIGTERM"]
+    assert not (tmp_path / "out.part").exists()
+
+
+def test_cancel_kills_children_the_job_left_running(tmp_path):
+    proc = start_worker(tmp_path, "orphan")
+    child = int((tmp_path / "child").read_text())
+    child_identity = pg.process_identity(child)
+    result = pg.cancel_job(str(tmp_path / "p"), grace_seconds=20)
+    assert proc.wait(5) == 3
+    assert result["killed_children"] == [child]
+    assert "killed 1 process(es) it had left running" in result["msg"]
+    assert not pg.same_process(child_identity)
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    # A progress file left by a dead job whose pid now belongs to another process (here: pytest)
+    me = pg.process_identity()
+    stale = dict(me, pid_start=me["pid_start"] - 1)
+    data = {"step": "copy", "state": "running", "done_bytes": 1, "total_bytes": None, **stale}
+    (tmp_path / "p").write_text(json.dumps(data))
+    result = pg.cancel_job(str(tmp_path / "p"))
+    assert not result["changed"] and "is gone" in result["msg"]
+    other_boot = dict(data, pid_start=me["pid_start"], boot_id="00000000-0000-0000-0000-000000000000")
+    (tmp_path / "p").write_text(json.dumps(other_boot))
+    assert not pg.cancel_job(str(tmp_path / "p"))["changed"]
+
+
+def test_cancel_of_a_finished_or_unknown_job_changes_nothing(tmp_path):
+    job = tmp_path / "j1.123"
+    job.write_text(json.dumps({"rc": 0, "changed": True}))
+    assert pg.cancel_job(results_file=str(job))["msg"] == "nothing to cancel: the job has already finished"
+    result = pg.cancel_job(path=str(tmp_path / "missing"), results_file=str(tmp_path / "j2.1"))
+    assert not result["changed"] and not result["job_result_file_exists"]
+    with pytest.raises(pg.ProgressError, match="give the progress file"):
+        pg.cancel_job()
+
+
+def test_proc_stat_parses_names_with_spaces_and_parentheses(tmp_path):
+    exe = tmp_path / "a b) (c"
+    os.symlink("/bin/sleep", exe)
+    proc = subprocess.Popen([str(exe), "30"])
+    try:
+        time.sleep(0.2)
+        state, ppid, start = pg.proc_stat(proc.pid)
+        assert ppid == os.getpid() and start > 0 and state in "RSD"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert pg.proc_stat(proc.pid) is None
