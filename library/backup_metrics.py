@@ -10,8 +10,14 @@ description:
     C(backup_last_result), C(backup_last_duration_seconds), C(backup_last_size_bytes) and, where
     given, C(backup_last_lock_seconds) and C(backup_last_downtime_seconds), labelled by
     C(strategy) and C(set), into one file of node_exporter's textfile collector directory.
-  - The file is rewritten atomically (temporary file in the same directory, then rename) under a
-    lock; series of other strategies and sets already in the file are kept.
+  - C(strategy) is the run_backup strategy name the playbooks publish (C(seafile_backup_server),
+    C(lvm_snapshot_backup), C(fcrepo_backup), C(fs_backup), C(db_backup), C(offsite_sync); the
+    operational playbooks their own names). Series still under the labels used before (C(btw_fs),
+    C(btw_db), C(btw_offsite), C(seafile_replication), C(lvm_snapshot), fcrepo's C(hot), C(pause),
+    C(shutdown), C(rest)) are moved to the current name, keeping their last success.
+  - The file is rewritten atomically (temporary file in the same directory, then rename, mode
+    0644) under a lock by the writer shared with M(seafile_backup_metrics); series of other
+    strategies and sets already in the file are kept.
   - A failed run updates result, duration and last-run time, and keeps the last success time and
     size of the previous good backup, so staleness alerts keep working.
   - Give either O(runs) (the C(backup_runs) list the strategy playbooks publish with set_stats) or

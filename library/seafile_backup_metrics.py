@@ -8,8 +8,9 @@ short_description: Write Seafile backup status and replication health for node_e
 description:
   - Renders library counts per state, replication health and lag, the time of this check and the
     time of the last successful check as Prometheus metrics, and writes them to a C(.prom) file.
-  - The file is written to a temporary name in the same directory and renamed into place, so the
-    collector never reads half a file.
+  - The file is written through the project's one textfile writer (plugins/module_utils/backup_metrics.py,
+    shared with M(backup_metrics)) to a temporary name in the same directory and renamed into place,
+    so the collector never reads half a file.
   - The last-success timestamp advances only when C(check_ok) is true; otherwise it is carried
     over from the previous file, so C(time() - seafile_backup_last_success_timestamp_seconds)
     keeps growing while checks fail.
@@ -35,7 +36,7 @@ options:
     description: Unix time of the check (default the module's clock); for tests.
     type: float
   mode:
-    description: Permissions of the file.
+    description: Permissions of the file, in octal (C(0644), or C("0644") quoted); symbolic modes are refused.
     type: raw
     default: "0644"
 author:
@@ -59,11 +60,23 @@ metrics:
 """
 
 import os
-import tempfile
 import time
 
+from ansible.module_utils.backup_metrics import write_textfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.seafile_backup import render_metrics
+
+
+def octal_mode(value):
+    """The file mode as an int: 0o644, 420 (YAML 0644 unquoted) or the string "0644"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            return None
+    return mode if 0 <= mode <= 0o7777 else None
 
 
 def main():
@@ -80,6 +93,9 @@ def main():
     )
     p = module.params
     path = p["path"]
+    mode = octal_mode(p["mode"])
+    if mode is None:
+        module.fail_json(msg=f"mode must be an octal file mode such as 0644, got {p['mode']!r}")
     previous = None
     if os.path.exists(path):
         try:
@@ -95,18 +111,10 @@ def main():
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         module.fail_json(msg=f"directory {directory} does not exist (is the textfile collector set up?)")
-    fd, tmp = tempfile.mkstemp(prefix=".seafile_backup.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        file_args = module.load_file_common_arguments(dict(path=tmp, mode=p["mode"]))
-        module.set_mode_if_different(tmp, file_args["mode"], False)
-        os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        write_textfile(path, text, mode)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {path}: {exc}")
     module.exit_json(changed=True, metrics=text)
 
 

@@ -1,26 +1,122 @@
-"""Prometheus textfile-collector metrics for every backup strategy.
+"""Prometheus textfile-collector metrics: the one writer of the project's ``.prom`` files.
 
-One file (default ``backup_toolkit.prom``) in node_exporter's textfile collector directory holds
-the series of every strategy and set. Recording a run reads the file, replaces only the series of
-that (strategy, set) and writes the whole file to a temporary name in the same directory, then
-renames it into place, so node_exporter never reads a half-written file and the other strategies'
-metrics are kept. A lock file serialises two runs finishing at the same moment.
+Two parts:
 
-A failed run updates result, duration and last-run time, but keeps the last success time and size
-of the previous good backup: alerting on ``time() - backup_last_success_timestamp_seconds`` keeps
-working.
+- The exposition writer every metrics file goes through (``backup_toolkit.prom`` below and the
+  Seafile check's ``seafile_backup.prom``, plugins/module_utils/seafile_backup.py):
+  ``render_family`` (HELP and TYPE lines, label values escaped, one value format), ``render_text``
+  and ``write_textfile`` (temporary file in the same directory, fsync, mode 0644 so node_exporter,
+  running as its own user, can read it, then rename into place: the collector never reads half a
+  file; the temporary file is removed on failure).
+- The backup runs of every strategy. One file (default ``backup_toolkit.prom``) in node_exporter's
+  textfile collector directory holds the series of every strategy and set. Recording a run reads
+  the file, replaces only the series of that (strategy, set) and rewrites the whole file, so the
+  other strategies' metrics are kept. A lock file serialises two runs finishing at the same moment.
+  A failed run updates result, duration and last-run time, but keeps the last success time and
+  size of the previous good backup: alerting on ``time() - backup_last_success_timestamp_seconds``
+  keeps working.
 """
 import fcntl
 import math
+import numbers
 import os
 import re
 import tempfile
 import time
 
+
+class MetricsError(Exception):
+    """Bad input or an unwritable collector directory; the message is meant for the operator."""
+
+
+# --------------------------------------------------------------------------------------------
+# Exposition format writer (shared by every metrics file)
+# --------------------------------------------------------------------------------------------
+METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+METRIC_TYPES = ("gauge", "counter", "untyped")
+TEXTFILE_MODE = 0o644
+
+
+def escape_label(value):
+    """A label value for the text format: backslash, double quote and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def unescape_label(value):
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+def format_value(value):
+    """A sample value: booleans 1/0, integers as such, floats as Python's repr, None and NaN as
+    NaN, infinities as +Inf/-Inf."""
+    if value is None:
+        return "NaN"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    return repr(number)
+
+
+def render_family(name, help_text, samples, metric_type="gauge"):
+    """The lines of one metric family: HELP, TYPE, then one line per (labels, value) sample.
+
+    ``labels`` is a mapping or a sequence of (name, value) pairs (written in that order), or
+    empty/None for a series without labels."""
+    if not METRIC_NAME_RE.match(name):
+        raise MetricsError(f"invalid metric name {name!r}")
+    if metric_type not in METRIC_TYPES:
+        raise MetricsError(f"invalid metric type {metric_type!r}")
+    help_text = str(help_text).replace("\\", "\\\\").replace("\n", "\\n")
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {metric_type}"]
+    for labels, value in samples:
+        pairs = list(labels.items()) if isinstance(labels, dict) else list(labels or ())
+        for label, _ in pairs:
+            if not LABEL_NAME_RE.match(str(label)) or str(label).startswith("__"):
+                raise MetricsError(f"invalid label name {label!r} for {name}")
+        text = ",".join(f'{label}="{escape_label(label_value)}"' for label, label_value in pairs)
+        lines.append(f"{name}{{{text}}} {format_value(value)}" if pairs else f"{name} {format_value(value)}")
+    return lines
+
+
+def render_text(families):
+    """Join the lines of render_family() calls into the file's text ("" when there is nothing)."""
+    lines = [line for family in families for line in family]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def write_textfile(path, text, mode=TEXTFILE_MODE):
+    """Write text to path atomically: temporary file in the same directory, fsync, chmod, rename.
+
+    Raises OSError (the caller words it); the temporary file is removed whatever fails."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# Backup runs (backup_toolkit.prom)
+# --------------------------------------------------------------------------------------------
 PREFIX = "backup_"
 DEFAULT_FILE = "backup_toolkit.prom"
 
-# name -> (help text, written on failure too?)
+# name (after PREFIX) -> help text
 METRICS = {
     "last_success_timestamp_seconds": "Unix time of the last successful backup.",
     "last_run_timestamp_seconds": "Unix time the last backup run finished (success or failure).",
@@ -37,18 +133,6 @@ ON_SUCCESS = ("last_success_timestamp_seconds", "last_size_bytes", "last_lock_se
 RESULTS = ("ok", "failed")
 LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 LINE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\d+)?$")
-
-
-class MetricsError(Exception):
-    """Bad input or an unwritable collector directory; the message is meant for the operator."""
-
-
-def _escape(value):
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _unescape(value):
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
 def _number(name, value, required=False):
@@ -108,7 +192,7 @@ def parse(text):
         metric = match.group(1)[len(PREFIX):]
         if metric not in METRICS:
             continue
-        labels = {k: _unescape(v) for k, v in LABEL_RE.findall(match.group(2) or "")}
+        labels = {k: unescape_label(v) for k, v in LABEL_RE.findall(match.group(2) or "")}
         if "strategy" not in labels:
             continue
         try:
@@ -119,24 +203,18 @@ def parse(text):
     return state
 
 
-def _format(value):
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
 def render(state):
     """Text exposition format, one HELP/TYPE block per metric, series sorted for stable diffs."""
-    out = []
+    families = []
     for metric in ORDER:
         series = [(key, values[metric]) for key, values in sorted(state.items()) if metric in values]
-        if not series:
-            continue
-        name = PREFIX + metric
-        out.append(f"# HELP {name} {METRICS[metric]}")
-        out.append(f"# TYPE {name} gauge")
-        for (strategy, backup_set), value in series:
-            labels = f'strategy="{_escape(strategy)}",set="{_escape(backup_set)}"'
-            out.append(f"{name}{{{labels}}} {_format(value)}")
-    return "\n".join(out) + "\n" if out else ""
+        if series:
+            # values are floats once parsed; whole numbers are written without a fraction
+            families.append(render_family(PREFIX + metric, METRICS[metric], [
+                ((("strategy", strategy), ("set", backup_set)),
+                 int(value) if float(value).is_integer() else float(value))
+                for (strategy, backup_set), value in series]))
+    return render_text(families)
 
 
 def merge(state, runs, now=None):
@@ -149,6 +227,43 @@ def merge(state, runs, now=None):
             for metric in ON_SUCCESS:  # a success without lock/downtime clears stale figures
                 current.pop(metric, None)
         current.update(values)
+    return new
+
+
+# Strategy labels of the runs published before backup_runs used the run_backup strategy names
+# (November 2026; fcrepo published its method). Series found under them in the file are moved to
+# the current name when a run is recorded, so the history (last success, size) carries on and no
+# series is left behind to go stale and trip a staleness alert.
+RENAMED_STRATEGIES = {
+    "btw_fs": "fs_backup",
+    "btw_db": "db_backup",
+    "btw_offsite": "offsite_sync",
+    "seafile_replication": "seafile_backup_server",
+    "lvm_snapshot": "lvm_snapshot_backup",
+    "shutdown": "fcrepo_backup",
+    "pause": "fcrepo_backup",
+    "hot": "fcrepo_backup",
+    "rest": "fcrepo_backup",
+}
+
+
+def _combine(a, b):
+    """One series from two found for the same (strategy, set): the last run's result, duration and
+    time; the last success's time and figures."""
+    last_run, last_ok = "last_run_timestamp_seconds", "last_success_timestamp_seconds"
+    newer = a if a.get(last_run, 0) >= b.get(last_run, 0) else b
+    succeeded = a if a.get(last_ok, -1) >= b.get(last_ok, -1) else b
+    combined = {metric: newer[metric] for metric in ALWAYS if metric in newer}
+    combined.update({metric: succeeded[metric] for metric in ON_SUCCESS if metric in succeeded})
+    return combined
+
+
+def migrate(state):
+    """Return a new state with the series of renamed strategy labels under their current name."""
+    new = {}
+    for (strategy, backup_set), values in sorted(state.items()):
+        key = (RENAMED_STRATEGIES.get(strategy, strategy), backup_set)
+        new[key] = _combine(new[key], values) if key in new else dict(values)
     return new
 
 
@@ -172,29 +287,13 @@ def record(collector_dir, runs, file_name=DEFAULT_FILE, now=None, check_mode=Fal
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 before = handle.read()
-        after = render(merge(parse(before), runs, now))
+        after = render(merge(migrate(parse(before)), runs, now))
         changed = after != before
         if changed and not check_mode:
-            _write_atomic(path, after)
+            write_textfile(path, after)
         return changed, before, after, path
     except OSError as exc:
         raise MetricsError(f"cannot write metrics in {collector_dir}: {exc}") from exc
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
-
-
-def _write_atomic(path, text):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter runs as its own user and must read it
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)

@@ -19,6 +19,8 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from ansible.module_utils.backup_metrics import render_family, render_text
+
 
 class SeafileBackupError(Exception):
     """Anything wrong with input, output of the tools, or the configuration file."""
@@ -420,18 +422,9 @@ def _running(value):
     return bool(value)
 
 
-def _number(value):
-    if value is None:
-        return "NaN"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "NaN"
-    return str(int(value))
-
-
 def render_metrics(now, check_ok, status=None, replication=None, previous_text=None):
-    """Exposition text for node_exporter's textfile collector.
+    """Exposition text for node_exporter's textfile collector (written by the shared writer of
+    plugins/module_utils/backup_metrics.py: HELP/TYPE lines, escaping, value format).
 
     ``status`` is a ``parse_status`` result (or None when the status command failed),
     ``replication`` the health facts (healthy, io_running, sql_running, seconds_behind) or None.
@@ -440,39 +433,35 @@ def render_metrics(now, check_ok, status=None, replication=None, previous_text=N
     over from ``previous_text`` (the file written by the previous run).
     """
     last_success = now if check_ok else previous_last_success(previous_text)
-    p = METRIC_PREFIX
-    out = []
+    families = []
 
     def metric(name, help_text, samples):
-        out.append(f"# HELP {p}_{name} {help_text}")
-        out.append(f"# TYPE {p}_{name} gauge")
-        for labels, value in samples:
-            out.append(f"{p}_{name}{labels} {_number(value)}")
+        families.append(render_family(f"{METRIC_PREFIX}_{name}", help_text, samples))
 
     metric("check_success",
            "1 if the last check read the status, replication was healthy and no library failed.",
-           [("", bool(check_ok))])
-    metric("status_up", "1 if seaf-backup-cmd.sh status could be run and parsed.", [("", status is not None)])
+           [((), bool(check_ok))])
+    metric("status_up", "1 if seaf-backup-cmd.sh status could be run and parsed.", [((), status is not None)])
     if status is not None:
         metric("libraries", "Libraries per backup state, from seaf-backup-cmd.sh status.",
-               [(f'{{state="{state}"}}', status[state]) for state in STATES])
-    metric("replication_up", "1 if the replication health could be read.", [("", replication is not None)])
+               [((("state", state),), status[state]) for state in STATES])
+    metric("replication_up", "1 if the replication health could be read.", [((), replication is not None)])
     if replication is not None:
         metric("replication_healthy", "1 if the database replication to the backup server is healthy.",
-               [("", _running(replication.get("healthy")))])
+               [((), _running(replication.get("healthy")))])
         metric("replication_io_running", "1 if the replica IO thread runs.",
-               [("", _running(replication.get("io_running")))])
+               [((), _running(replication.get("io_running")))])
         metric("replication_sql_running", "1 if the replica SQL thread runs.",
-               [("", _running(replication.get("sql_running")))])
+               [((), _running(replication.get("sql_running")))])
         lag = replication.get("seconds_behind")
         metric("replication_lag_seconds", "Seconds_Behind_Master of the backup server (NaN when unknown).",
-               [("", None if lag in (None, "") else float(lag))])
-    metric("last_check_timestamp_seconds", "Unix time of the last check.", [("", float(now))])
+               [((), None if lag in (None, "") else float(lag))])
+    metric("last_check_timestamp_seconds", "Unix time of the last check.", [((), float(now))])
     if last_success is not None:
         metric("last_success_timestamp_seconds",
                "Unix time of the last successful check; alert on time() minus this.",
-               [("", float(last_success))])
+               [((), float(last_success))])
     metric("seconds_since_last_success",
            "Seconds from the last successful check to the last check (NaN if never).",
-           [("", None if last_success is None else float(now) - float(last_success))])
-    return "\n".join(out) + "\n"
+           [((), None if last_success is None else float(now) - float(last_success))])
+    return render_text(families)

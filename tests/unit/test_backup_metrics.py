@@ -139,3 +139,88 @@ def test_missing_collector_dir_is_a_clear_error(tmp_path):
         bm.record(str(tmp_path / "nope"), [ok_run()])
     with pytest.raises(bm.MetricsError, match="ending in .prom"):
         bm.record(str(tmp_path), [ok_run()], file_name="../x.prom")
+
+
+# -- the shared exposition writer (also used for seafile_backup.prom) ---------------------------
+def test_render_family_help_type_escaping_and_values():
+    lines = bm.render_family("x_value", "Help with \\ and\nnewline.", [
+        ((("a", 'q"\\\n'), ("b", "2")), 3),
+        ({"a": "v"}, 0.25),
+        ((), None),
+        ((), True),
+        ((), float("inf")),
+        ((), 7.0),
+    ])
+    assert lines == [
+        "# HELP x_value Help with \\\\ and\\nnewline.",
+        "# TYPE x_value gauge",
+        'x_value{a="q\\"\\\\\\n",b="2"} 3',
+        'x_value{a="v"} 0.25',
+        "x_value NaN",
+        "x_value 1",
+        "x_value +Inf",
+        "x_value 7.0",
+    ]
+    assert bm.unescape_label(bm.escape_label('q"\\\n')) == 'q"\\\n'
+    rc, out = promtool_check(bm.render_text([lines[:4]]))
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("name, labels, message", [
+    ("bad-name", (), "invalid metric name"),
+    ("ok_name", (("bad-label", "v"),), "invalid label name"),
+    ("ok_name", (("__reserved", "v"),), "invalid label name"),
+])
+def test_render_family_refuses_bad_names(name, labels, message):
+    with pytest.raises(bm.MetricsError, match=message):
+        bm.render_family(name, "help", [(labels, 1)])
+
+
+def test_write_textfile_is_0644_under_a_strict_umask_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "x.prom"
+    old = os.umask(0o077)
+    try:
+        bm.write_textfile(str(path), "x 1\n")
+    finally:
+        os.umask(old)
+    assert read(path) == "x 1\n" and oct(os.stat(path).st_mode & 0o777) == "0o644"
+
+    def broken_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(bm.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="Input/output"):
+        bm.write_textfile(str(path), "x 2\n")
+    assert read(path) == "x 1\n" and os.listdir(tmp_path) == ["x.prom"]
+
+
+# -- strategy labels renamed to the run_backup strategy names -----------------------------------
+def test_series_of_renamed_strategy_labels_move_to_the_current_name(tmp_path):
+    old = bm.render({
+        ("btw_fs", "etc"): {"last_success_timestamp_seconds": 100, "last_run_timestamp_seconds": 100,
+                            "last_result": 1, "last_duration_seconds": 2, "last_size_bytes": 10},
+        ("hot", "fc1"): {"last_success_timestamp_seconds": 50, "last_run_timestamp_seconds": 300,
+                         "last_result": 0, "last_duration_seconds": 1, "last_size_bytes": 5},
+        ("pause", "fc1"): {"last_success_timestamp_seconds": 200, "last_run_timestamp_seconds": 200,
+                           "last_result": 1, "last_duration_seconds": 4, "last_size_bytes": 7,
+                           "last_lock_seconds": 0.5},
+        ("seafile_replication", "bk"): {"last_run_timestamp_seconds": 100, "last_result": 0,
+                                        "last_duration_seconds": 3},
+    })
+    (tmp_path / "backup_toolkit.prom").write_text(old)
+    _, _, after, _ = bm.record(str(tmp_path), [ok_run("db_backup", "wiki")], now=400)
+    state = bm.parse(after)
+    assert sorted(state) == [("db_backup", "wiki"), ("fcrepo_backup", "fc1"), ("fs_backup", "etc"),
+                             ("seafile_backup_server", "bk")]
+    assert state[("fs_backup", "etc")]["last_success_timestamp_seconds"] == 100
+    # hot (failed at 300) and pause (ok at 200) were two labels of one fcrepo backup: the last run's
+    # result and time, the last success's time and figures
+    assert state[("fcrepo_backup", "fc1")] == {
+        "last_run_timestamp_seconds": 300, "last_result": 0, "last_duration_seconds": 1,
+        "last_success_timestamp_seconds": 200, "last_size_bytes": 7, "last_lock_seconds": 0.5}
+    rc, out = promtool_check(after)
+    assert rc == 0, out
+    # a run under the current name continues the migrated series
+    _, _, again, _ = bm.record(str(tmp_path), [ok_run("fs_backup", "etc")], now=500)
+    assert bm.parse(again)[("fs_backup", "etc")]["last_success_timestamp_seconds"] == 500
+    assert "btw_fs" not in again
