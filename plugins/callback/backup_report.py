@@ -6,9 +6,12 @@ type: aggregate
 short_description: Print one table of the backups made and write it as JSON
 description:
   - At the end of the playbook, collects the C(backup_runs) lists the strategy playbooks publish
-    with C(ansible.builtin.set_stats) (run-wide and per-host), prints one table (strategy, host,
-    result, size, duration, lock and downtime where they apply, location) and writes the same runs
-    as JSON.
+    with C(ansible.builtin.set_stats) (run-wide and per-host), prints one table (strategy, mode,
+    host, result, size, duration, lock and downtime where they apply, location) and writes the same
+    runs as JSON.
+  - C(strategy) is the run_backup strategy name (C(fs_backup), C(fcrepo_backup)...), C(mode) the
+    strategy's variant where it has one (fcrepo's C(hot)/C(pause)/C(shutdown)/C(rest), a btw set's
+    type); C(-) when a run has none.
   - The JSON goes to O(path) when set (extra variable C(backup_report_path) wins over the option);
     otherwise into the directory holding the first run's C(location) when that is a directory on
     the controller (runs on localhost); otherwise no JSON is written and the table says so.
@@ -47,8 +50,9 @@ import time
 
 from ansible.plugins.callback import CallbackBase
 
-COLUMNS = (("strategy", "STRATEGY"), ("host", "HOST"), ("result", "RESULT"), ("size", "SIZE"),
-           ("duration", "DURATION"), ("lock", "LOCK"), ("downtime", "DOWNTIME"), ("location", "LOCATION"))
+COLUMNS = (("strategy", "STRATEGY"), ("mode", "MODE"), ("host", "HOST"), ("result", "RESULT"),
+           ("size", "SIZE"), ("duration", "DURATION"), ("lock", "LOCK"), ("downtime", "DOWNTIME"),
+           ("location", "LOCATION"))
 
 
 def human_size(value):
@@ -97,6 +101,7 @@ def table_rows(runs):
     for run in runs:
         rows.append({
             "strategy": str(run.get("strategy", "?")),
+            "mode": str(run.get("mode") or "-"),
             "host": str(run.get("host", "?")),
             "result": str(run.get("result", "?")).upper(),
             "size": human_size(run.get("size_bytes")),

@@ -19,7 +19,7 @@ WITH_RUNS = """
       ansible.builtin.set_stats:
         data:
           backup_runs:
-            - {strategy: fs_backup, host: web1, result: ok, location: "LOCATION",
+            - {strategy: fs_backup, mode: tar, host: web1, result: ok, location: "LOCATION",
                size_bytes: 3145728, duration_seconds: 75.5, lock_seconds: 0.4}
     - name: Publish backup_runs (per host, aggregated with the first)
       ansible.builtin.set_stats:
@@ -41,7 +41,7 @@ WITHOUT_RUNS = """
 """
 
 
-def run_playbook(tmp_path, text, env_extra=None, args=()):
+def run_playbook(tmp_path, text, env_extra=None, args=(), umask=-1):
     playbook = tmp_path / "play.yml"
     playbook.write_text(text)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
@@ -51,7 +51,7 @@ def run_playbook(tmp_path, text, env_extra=None, args=()):
     env.update(env_extra or {})
     proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
                            str(playbook), *args], cwd=TOP, env=env, text=True, capture_output=True,
-                          check=False, timeout=300)
+                          check=False, timeout=300, umask=umask)
     return proc
 
 
@@ -63,13 +63,14 @@ def test_table_and_json_for_a_run_with_backup_runs(tmp_path):
     out = proc.stdout
     assert out.count("BACKUP REPORT") == 1
     header = next(line for line in out.splitlines() if line.startswith("STRATEGY"))
-    for title in ("HOST", "RESULT", "SIZE", "DURATION", "LOCK", "DOWNTIME", "LOCATION"):
-        assert title in header
+    assert header.split() == ["STRATEGY", "MODE", "HOST", "RESULT", "SIZE", "DURATION", "LOCK", "DOWNTIME",
+                              "LOCATION"]
     fs_line = next(line for line in out.splitlines() if line.startswith("fs_backup"))
-    assert "web1" in fs_line and "OK" in fs_line and "3.0 MiB" in fs_line and "1m16s" in fs_line
+    assert fs_line.split()[:3] == ["fs_backup", "tar", "web1"]
+    assert "OK" in fs_line and "3.0 MiB" in fs_line and "1m16s" in fs_line
     assert "0.4s" in fs_line
     db_line = next(line for line in out.splitlines() if line.startswith("db_backup"))
-    assert "localhost" in db_line and "FAILED" in db_line
+    assert db_line.split()[:4] == ["db_backup", "-", "localhost", "FAILED"]  # no mode: "-"
     assert "2 backup run(s): 1 ok, 1 failed" in out
     document = json.loads(report.read_text())
     assert document["summary"] == {"runs": 2, "ok": 1, "failed": 1}
@@ -143,3 +144,61 @@ def test_json_stdout_stays_parseable(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["global_custom_stats"]["backup_runs"][0]["strategy"] == "fs_backup"
     assert json.loads(report.read_text())["summary"]["runs"] == 2
+
+
+BOTH_WRITERS = """
+- name: The two metrics modules, one writer
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Record a backup run
+      backup_metrics:
+        collector_dir: "COLLECTOR"
+        strategy: fs_backup
+        set: 'vol "a"'
+        result: ok
+        size_bytes: 2048
+    - name: Write the Seafile check
+      seafile_backup_metrics:
+        path: "COLLECTOR/seafile_backup.prom"
+        check_ok: false
+        status: {total: 3, synchronized: 1, syncing: 1, waiting: 0, failed: 1}
+        replication: {healthy: true, io_running: "Yes", sql_running: "Yes", seconds_behind: 4}
+        now: 1000
+"""
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) missing")
+def test_both_metrics_modules_write_through_the_one_writer(tmp_path):
+    """backup_metrics and seafile_backup_metrics under umask 077: both files 0644 (node_exporter
+    reads them as another user), no temporary file left, promtool accepts both."""
+    collector = tmp_path / "textfile"
+    collector.mkdir()
+    proc = run_playbook(tmp_path, BOTH_WRITERS.replace("COLLECTOR", str(collector)), umask=0o077,
+                        args=("-e", f"ansible_python_interpreter={sys.executable}"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(os.listdir(collector)) == [".backup_toolkit.prom.lock", "backup_toolkit.prom",
+                                             "seafile_backup.prom"]
+    for name in ("backup_toolkit.prom", "seafile_backup.prom"):
+        assert oct(os.stat(collector / name).st_mode & 0o777) == "0o644", name
+        text = (collector / name).read_text()
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True, capture_output=True,
+                               check=False)
+        assert check.returncode == 0, name + check.stdout + check.stderr
+    backup = (collector / "backup_toolkit.prom").read_text()
+    assert 'backup_last_size_bytes{strategy="fs_backup",set="vol \\"a\\""} 2048' in backup
+    seafile = (collector / "seafile_backup.prom").read_text()
+    assert 'seafile_backup_libraries{state="failed"} 1' in seafile
+    assert "seafile_backup_check_success 0" in seafile
+    assert "seafile_backup_replication_lag_seconds 4.0" in seafile
+
+
+def test_seafile_metrics_bad_mode_is_refused_before_writing(tmp_path):
+    collector = tmp_path / "textfile"
+    collector.mkdir()
+    text = BOTH_WRITERS.replace("COLLECTOR", str(collector))
+    text = text.replace("        now: 1000\n", "        now: 1000\n        mode: u=rw\n")
+    proc = run_playbook(tmp_path, text, args=("-e", f"ansible_python_interpreter={sys.executable}"))
+    assert proc.returncode != 0
+    assert "mode must be an octal file mode" in proc.stdout
+    assert not (collector / "seafile_backup.prom").exists()
