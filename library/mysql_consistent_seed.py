@@ -31,42 +31,10 @@ description:
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
-  login_host:
-    description: Source server host name or address.
-    type: str
-    default: localhost
-  login_port:
-    description: Source server TCP port.
-    type: int
-    default: 3306
   login_user:
     description:
       - Admin user on the source.
       - Needs SELECT, RELOAD, LOCK TABLES, REPLICATION CLIENT, SHOW VIEW, TRIGGER, PROCESS.
-    type: str
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_unix_socket:
-    description: Unix socket of the source server (instead of host/port).
-    type: str
-  connect_timeout:
-    description: Connection timeout in seconds (module and clients).
-    type: int
-    default: 10
-  config_file:
-    description: Client option file read by the module's own connection when it exists.
-    type: path
-    default: ~/.my.cnf
-  ssl_ca:
-    description: CA certificate for TLS connections to the source.
-    type: path
-  ssl_cert:
-    description: Client certificate for TLS connections to the source.
-    type: path
-  ssl_key:
-    description: Client key for TLS connections to the source.
-    type: path
   databases:
     description: Databases to dump (C(--databases)); each must exist on the source.
     type: list
@@ -147,6 +115,8 @@ options:
         in a private directory (for example one made by M(ansible.builtin.tempfile)) and remove it
         afterwards; its directory must exist. Not written in check mode.
     type: path
+extends_documentation_fragment:
+  - mysql_connection
 notes:
   - Requires PyMySQL and the mysqldump/mysql command-line clients on the host running the module.
   - The module always reports C(changed=true) when it dumps (check mode included), since it is an action.

@@ -28,40 +28,8 @@ description:
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
-  login_host:
-    description: Replica server host.
-    type: str
-    default: localhost
-  login_port:
-    description: Replica server port.
-    type: int
-    default: 3306
   login_user:
     description: Admin user on the replica (SUPER or REPLICATION SLAVE ADMIN, REPLICATION CLIENT).
-    type: str
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_unix_socket:
-    description: Unix socket of the replica server.
-    type: str
-  connect_timeout:
-    description: Connection timeout in seconds.
-    type: int
-    default: 10
-  config_file:
-    description: Client option file read when it exists.
-    type: path
-    default: ~/.my.cnf
-  ssl_ca:
-    description: CA certificate for the module's own TLS connection to the replica.
-    type: path
-  ssl_cert:
-    description: Client certificate for the module's own TLS connection to the replica.
-    type: path
-  ssl_key:
-    description: Client key for the module's own TLS connection to the replica.
-    type: path
   source_host:
     description: Replication source host, as the replica reaches it. Required unless O(state=absent).
     type: str
@@ -126,6 +94,8 @@ options:
     type: str
     choices: [auto, mariadb, mysql]
     default: auto
+extends_documentation_fragment:
+  - mysql_connection
 notes:
   - Requires PyMySQL on the host running the module. Check mode computes the statements without
     issuing them (and does not wait).

@@ -26,58 +26,10 @@ description:
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
-  login_host:
-    description: Replica server host.
-    type: str
-    default: localhost
-  login_port:
-    description: Replica server port.
-    type: int
-    default: 3306
   login_user:
     description: User on the replica (REPLICATION CLIENT / SLAVE MONITOR and SELECT on information_schema).
-    type: str
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_unix_socket:
-    description: Unix socket of the replica server.
-    type: str
-  connect_timeout:
-    description: Connection timeout in seconds (both servers).
-    type: int
-    default: 10
-  config_file:
-    description: Client option file read when it exists (both connections).
-    type: path
-    default: ~/.my.cnf
-  ssl_ca:
-    description: CA certificate for TLS connections.
-    type: path
-  ssl_cert:
-    description: Client certificate for TLS connections.
-    type: path
-  ssl_key:
-    description: Client key for TLS connections.
-    type: path
-  source_host:
-    description:
-      - Source server host, as reached from the host running the module.
-      - One of O(source_host), O(source_unix_socket) is required.
-    type: str
-  source_port:
-    description: Source server port.
-    type: int
-    default: 3306
   source_user:
     description: Admin user on the source (REPLICATION CLIENT, SELECT on mysql.user for the grant check).
-    type: str
-  source_password:
-    description: Password of O(source_user).
-    type: str
-  source_unix_socket:
-    description: Unix socket of the source (when the module runs on the source host, e.g. in tests).
-    type: str
   mode:
     description: C(preflight) (before/while seeding) or C(health) (replication must run).
     type: str
@@ -115,6 +67,9 @@ options:
     description: Fail the task when a check fails.
     type: bool
     default: true
+extends_documentation_fragment:
+  - mysql_connection
+  - mysql_connection.source
 notes:
   - Requires PyMySQL on the host running the module. Read-only, so safe in check mode.
 seealso:

@@ -19,56 +19,10 @@ description:
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
-  login_host:
-    description: Replica server host.
-    type: str
-    default: localhost
-  login_port:
-    description: Replica server port.
-    type: int
-    default: 3306
   login_user:
     description: User on the replica (SELECT on the databases).
-    type: str
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_unix_socket:
-    description: Unix socket of the replica server.
-    type: str
-  connect_timeout:
-    description: Connection timeout in seconds.
-    type: int
-    default: 10
-  config_file:
-    description: Client option file read when it exists.
-    type: path
-    default: ~/.my.cnf
-  ssl_ca:
-    description: CA certificate for TLS connections.
-    type: path
-  ssl_cert:
-    description: Client certificate for TLS connections.
-    type: path
-  ssl_key:
-    description: Client key for TLS connections.
-    type: path
-  source_host:
-    description: Source server host. One of O(source_host), O(source_unix_socket) is required.
-    type: str
-  source_port:
-    description: Source server port.
-    type: int
-    default: 3306
   source_user:
     description: User on the source (SELECT, REPLICATION CLIENT / BINLOG MONITOR).
-    type: str
-  source_password:
-    description: Password of O(source_user).
-    type: str
-  source_unix_socket:
-    description: Unix socket of the source server.
-    type: str
   databases:
     description: Databases to compare.
     type: list
@@ -99,6 +53,9 @@ options:
     description: Fail when a table differs or is missing on the replica.
     type: bool
     default: true
+extends_documentation_fragment:
+  - mysql_connection
+  - mysql_connection.source
 notes:
   - Requires PyMySQL on the host running the module.
 seealso:
