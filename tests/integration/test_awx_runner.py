@@ -109,6 +109,8 @@ def test_successful_job_publishes_backup_runs_in_the_artifacts(job):
     assert len(runs) == 1, runs
     run = runs[0]
     assert run["result"] == "ok" and run["host"] == "backup1"
+    # the job's strategy name, what a workflow's next node and the metrics key on
+    assert run["strategy"] == "fs_backup" and run["mode"] == "tar"
     assert run["location"].startswith(str(job.root / "fs" / "data"))
     assert os.path.isfile(run["location"]) and os.path.getsize(run["location"]) == run["size_bytes"] > 0
     assert run["duration_seconds"] >= 0
@@ -197,6 +199,7 @@ def test_db_backup_with_the_password_from_a_vault(job, mariadb_factory):
     assert result.status == "successful", result.text
     run = artifact_runs(result)[0]
     assert run["result"] == "ok" and run["size_bytes"] > 0
+    assert run["strategy"] == "db_backup" and run["mode"] == "mysqldump"
     dump = os.path.join(run["location"], "app.sql")
     with open(dump) as handle:
         assert "(1,'a')" in handle.read()
@@ -213,7 +216,8 @@ def test_fs_backup_and_offsite_sync_with_s3_keys_in_the_environment(job, moto_s3
     result = job(extravars, envvars=env)
     assert result.status == "successful", result.text
     runs = artifact_runs(result)
-    assert [run["result"] for run in runs] == ["ok", "ok"], runs
+    assert [(run["strategy"], run["result"]) for run in runs] == [
+        ("fs_backup", "ok"), ("offsite_sync", "ok")], runs
     keys = [obj["Key"] for obj in moto_s3.client().list_objects_v2(Bucket="offsite").get("Contents", [])]
     assert any(key.startswith("backup1/fs/data/") for key in keys), keys
     # the same keys for the off-site strategy on its own: nothing new to send, still a good run
@@ -221,7 +225,7 @@ def test_fs_backup_and_offsite_sync_with_s3_keys_in_the_environment(job, moto_s3
                  "btw_backup_s3_bucket": "offsite", "btw_backup_s3_prefix": "backup1",
                  "btw_backup_s3_endpoint_url": moto_s3.endpoint}, envvars=env)
     assert again.status == "successful", again.text
-    assert [run["result"] for run in artifact_runs(again)] == ["ok"]
+    assert [(run["strategy"], run["result"]) for run in artifact_runs(again)] == [("offsite_sync", "ok")]
     # env/envvars (the input) and the runner's record of the command's environment hold the key,
     # as with AWX's credential injection (AWX masks it in job_env); stdout and events never do
     leaks = [path for path in secret_in_artifacts(result, secret)
@@ -252,6 +256,7 @@ def test_fcrepo_backup_hot_on_a_real_leveldb(job, tmp_path):
     runs = artifact_runs(result)
     assert runs and all(run["result"] == "ok" for run in runs), runs
     assert all(run["host"] == "backup1" for run in runs)
+    assert all(run["strategy"] == "fcrepo_backup" and run["mode"] == "hot" for run in runs), runs
     copies = [os.path.join(run["location"], "data") for run in runs
               if os.path.isfile(os.path.join(run["location"], "data", "CURRENT"))]
     assert len(copies) == 1 and copies[0].startswith(str(dest)), runs

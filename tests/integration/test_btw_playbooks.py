@@ -73,6 +73,7 @@ def test_failed_set_fails_the_play_and_is_published(tmp_path, tree):
     )
     assert rc != 0
     by_set = {r["set"]: r for r in runs}
+    assert {(r["strategy"], r["mode"]) for r in runs} == {("fs_backup", "rdiff"), ("fs_backup", "tar")}
     assert by_set["good"]["result"] == "ok" and by_set["good"]["host"] == "localhost"
     assert by_set["bad"]["result"] == "failed" and "does not exist" in by_set["bad"]["details"]
     assert os.path.isdir(os.path.join(root, "fs", "good"))
@@ -89,7 +90,7 @@ def test_invalid_set_is_refused_before_anything_runs(tmp_path, tree):
             "btw_backup_sets": [{"name": "x", "type": "zip", "source": src, "destination": "fs/x"}],
         },
     )
-    assert rc != 0 and runs[0]["result"] == "failed"
+    assert rc != 0 and runs[0]["result"] == "failed" and runs[0]["strategy"] == "fs_backup"
     assert "backup set x is invalid" in " ".join(runs[0]["details"]["item_errors"])
     assert os.listdir(root) == []
 
@@ -107,7 +108,9 @@ def test_backup_and_sync_then_unchanged(tmp_path, tree, moto_s3):  # noqa: F811
     }
     rc, runs, _out = run_playbook(tmp_path, "fs_backup.yml", host_vars)
     assert rc == 0, runs
-    assert [(r["strategy"], r["result"]) for r in runs] == [("btw_fs", "ok"), ("btw_offsite", "ok")]
+    # strategy is the run_backup name (the sync after the backups is an offsite_sync run), mode the type
+    assert [(r["strategy"], r.get("mode"), r["result"]) for r in runs] == [
+        ("fs_backup", "rdiff", "ok"), ("offsite_sync", None, "ok")]
     assert runs[0]["details"].startswith("stored")
     rc, runs, _out = run_playbook(tmp_path, "fs_backup.yml", host_vars)
     assert rc == 0 and runs[0]["details"].startswith("not stored: unchanged")
@@ -136,5 +139,5 @@ def test_unreachable_s3_fails_the_sync_play(tmp_path, tree):
         },
     )
     assert rc != 0
-    assert runs[0]["strategy"] == "btw_offsite" and runs[0]["result"] == "failed"
+    assert runs[0]["strategy"] == "offsite_sync" and runs[0]["result"] == "failed"
     assert "unreachable" in runs[0]["details"] and "1 file(s) pending" in runs[0]["details"]
