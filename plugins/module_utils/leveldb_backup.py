@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 
-from ansible.module_utils.progress import ProgressError, ProgressFile
+from ansible.module_utils.progress import ProgressError, ProgressFile, Terminated, terminable
 
 META_FILE = "backup.json"
 BACKUP_PREFIX = "leveldb-"
@@ -691,7 +691,20 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
 
     With progress_file, progress goes there through progress_factory (a ProgressFile per phase):
     "LevelDB copy" (done: bytes copied, total: bytes to copy, linked tables excluded), then
-    "LevelDB verification" (bytes of the records read, no total), then done or failed."""
+    "LevelDB verification" (bytes of the records read, no total), then done or failed.
+
+    SIGTERM (roles/backup_progress cancel) is a failure like any other: the .tmp- directory (partial
+    copy, verification scratch) is removed, the previous backups stay as they were, then
+    LevelDBBackupError "backup cancelled"."""
+    with terminable():  # SIGTERM (a cancelled job) raises Terminated: the partial copy is removed
+        return _backup_reporting(source, dest, name, attempts, incremental, keep_exact, verify, repair,
+                                 fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged,
+                                 fsync, rehash, clock, progress_file, progress_factory)
+
+
+def _backup_reporting(source, dest, name, attempts, incremental, keep_exact, verify, repair,
+                      fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged, fsync,
+                      rehash, clock, progress_file, progress_factory):
     progress = _Progress(progress_file, progress_factory)
     if progress_file:
         try:
@@ -699,9 +712,14 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
         except (ProgressError, OSError) as exc:
             raise LevelDBBackupError(f"cannot write the progress file: {exc}") from exc
     try:
-        report = _backup(source, dest, name, attempts, incremental, keep_exact, verify, repair,
-                         fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged, fsync,
-                         rehash, clock, progress)
+        try:
+            report = _backup(source, dest, name, attempts, incremental, keep_exact, verify, repair,
+                             fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged, fsync,
+                             rehash, clock, progress)
+        except Terminated as exc:
+            raise LevelDBBackupError(
+                f"backup cancelled ({exc}); the partial copy was removed and the previous backups are "
+                "untouched") from exc
     except BaseException as exc:
         if progress.current is None:
             progress.phase("LevelDB copy")

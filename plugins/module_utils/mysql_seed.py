@@ -31,7 +31,7 @@ from ansible.module_utils.mysql_connection import (
     query,
 )
 from ansible.module_utils.mysql_dialect import Dialect, DialectError, parse_client_version
-from ansible.module_utils.progress import ProgressError, ProgressFile
+from ansible.module_utils.progress import ProgressError, ProgressFile, Terminated, terminable
 
 TRANSACTIONAL_ENGINES = frozenset({"innodb", "xtradb", "tokudb", "rocksdb", "ndbcluster", "ndb"})
 # Processlist commands that are not client queries holding or waiting for table locks.
@@ -444,7 +444,16 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen, progress_factory=
 
     With params["progress_file"] (not in check mode) the dump's progress is written there through
     progress_factory (a ProgressFile): total the estimate, done the bytes of the dump stream, then
-    done or failed with the error message."""
+    done or failed with the error message.
+
+    SIGTERM (roles/backup_progress cancel) stops the seed like any failure: the dump and client
+    processes are killed and waited for, the option files and the partial dump file removed, then
+    SeedError "seed cancelled" (details cancelled=True)."""
+    with terminable():  # SIGTERM (a cancelled job) raises Terminated: _run_seed's finally runs
+        return _run_seed_reporting(params, check_mode, popen, progress_factory)
+
+
+def _run_seed_reporting(params, check_mode, popen, progress_factory):
     progress = None
     if params.get("progress_file") and not check_mode:
         step = "seed import" if (params.get("mode") or "file") == "import" else "seed dump"
@@ -453,7 +462,15 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen, progress_factory=
         except (ProgressError, OSError) as exc:
             raise SeedError(f"cannot write the progress file: {exc}") from exc
     try:
-        result = _run_seed(params, check_mode, popen, progress)
+        try:
+            result = _run_seed(params, check_mode, popen, progress)
+        except Terminated as exc:
+            import_mode = (params.get("mode") or "file") == "import"
+            raise SeedError(
+                f"seed cancelled ({exc}); the dump and its client processes were stopped"
+                + ("; the target server now holds PARTIAL data from this import: do not point a replica "
+                   "at it, reseed" if import_mode else "; no dump file was written"),
+                cancelled=True, target_partial=import_mode) from exc
     except BaseException as exc:
         if progress is not None:
             try:
