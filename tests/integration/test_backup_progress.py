@@ -1,8 +1,12 @@
-"""Progress on long steps: a real async module, polled by roles/backup_progress/tasks/poll.yml."""
+"""Progress on long steps: a real async module, polled by roles/backup_progress/tasks/poll.yml, and
+cancelled by roles/backup_progress/tasks/cancel.yml."""
+import json
 import os
 import re
 import subprocess
 import sys
+
+from ansible.module_utils.progress import read_progress
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -76,3 +80,120 @@ def test_failed_job_fails_the_play_with_its_message(tmp_path):
     assert "failed: disk full (simulated)" in out
     assert "demo copy failed at 131072 bytes" in out
     assert "copied" not in out
+
+
+CANCEL_PLAYBOOK = """
+- name: A long step cancelled from the play (as a rescue section does)
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Start the long copy (about a minute)
+      progress_demo:
+        dest: "{{ work }}/out.bin"
+        size: 10485760
+        chunk: 16384
+        pause: 0.1
+        progress_file: "{{ progress | default(omit) }}"
+        ignore_sigterm: "{{ ignore_sigterm | default(false) }}"
+        child: "{{ child | default(false) }}"
+      async: 600
+      poll: 0
+      register: copy_job
+
+    - name: Wait until it writes
+      ansible.builtin.wait_for:
+        path: "{{ work }}/out.bin.part"
+        timeout: 60
+
+    - name: Cancel in check mode
+      backup_progress:
+        state: cancelled
+        results_file: "{{ copy_job.results_file }}"
+        path: "{{ progress | default(omit) }}"
+      check_mode: true
+      register: preview
+
+    - name: Report the preview
+      ansible.builtin.debug:
+        msg: "preview: {{ preview.msg }}; changed={{ preview.changed }}"
+
+    - name: Cancel
+      ansible.builtin.include_role:
+        name: backup_progress
+        tasks_from: cancel
+      vars:
+        backup_progress_job: "{{ copy_job }}"
+        backup_progress_file: "{{ progress | default('') }}"
+        backup_progress_label: demo copy
+        backup_progress_cancel_grace: "{{ grace | default(30) }}"
+
+    - name: Report the cancel
+      ansible.builtin.debug:
+        msg: >-
+          cancel: changed={{ backup_progress_cancel.changed }}
+          signals={{ backup_progress_cancel.signals | join(',') }}
+
+    - name: Cancel again
+      ansible.builtin.include_role:
+        name: backup_progress
+        tasks_from: cancel
+      vars:
+        backup_progress_job: "{{ copy_job }}"
+        backup_progress_file: "{{ progress | default('') }}"
+        backup_progress_label: demo copy
+
+    - name: Report the second cancel
+      ansible.builtin.debug:
+        msg: "again: changed={{ backup_progress_cancel.changed }}"
+"""
+
+
+def run_cancel(tmp_path, **extra):
+    (tmp_path / "cancel.yml").write_text(CANCEL_PLAYBOOK)
+    library = [os.path.join(TOP, "library"), os.path.join(TOP, "tests", "integration", "progress_library")]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LIBRARY=os.pathsep.join(library),
+               ANSIBLE_ROLES_PATH=os.path.join(TOP, "roles"), ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
+               PATH=BIN + os.pathsep + os.environ["PATH"])
+    extra = dict(extra, ansible_python_interpreter=sys.executable, work=str(tmp_path))
+    proc = subprocess.run(
+        [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         str(tmp_path / "cancel.yml"), "-e", json.dumps(extra)],
+        cwd=TOP, env=env, text=True, capture_output=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_cancel_with_a_progress_file_runs_the_job_cleanup_and_is_idempotent(tmp_path):
+    out = run_cancel(tmp_path, progress=str(tmp_path / "copy.progress"), child=True)
+    assert re.search(r"preview: would send SIGTERM to demo copy \(pid \d+\), then SIGKILL after 30 s; "
+                     r"changed=True", out), out
+    pid = re.search(r"cancelled demo copy \(pid (\d+)\): SIGTERM, exited after [\d.]+ s, its cleanup ran; "
+                    r"killed 1 process\(es\) it had left running; the job says: demo copy cancelled at \d+ "
+                    r"bytes, partial file removed", out)
+    assert pid, out
+    assert "cancel: changed=True signals=SIGTERM" in out
+    assert "nothing to cancel: demo copy has already ended (failed)" in out and "again: changed=False" in out
+    assert not (tmp_path / "out.bin.part").exists() and not (tmp_path / "out.bin").exists()
+    child = int((tmp_path / "out.bin.child").read_text())
+    assert not os.path.exists(f"/proc/{child}") or b"600" not in open(f"/proc/{child}/cmdline", "rb").read()
+    assert read_progress(str(tmp_path / "copy.progress"))["state"] == "failed"
+    assert os.listdir(tmp_path / "async") == []  # the async job file was cleaned up
+
+
+def test_cancel_without_a_progress_file_finds_the_async_job_process(tmp_path):
+    out = run_cancel(tmp_path)
+    assert re.search(r"preview: would send SIGTERM to the job \(pid \d+\)", out), out
+    assert re.search(r"cancelled the job \(pid \d+\): SIGTERM, exited after [\d.]+ s; the job says: "
+                     r"demo copy cancelled at \d+ bytes, partial file removed", out), out
+    assert "again: changed=False" in out and "nothing to cancel: no running job found for" in out
+    assert not (tmp_path / "out.bin.part").exists()
+
+
+def test_a_job_ignoring_sigterm_is_killed_after_the_grace_and_the_play_says_its_cleanup_did_not_run(tmp_path):
+    out = run_cancel(tmp_path, progress=str(tmp_path / "copy.progress"), ignore_sigterm=True, grace=1)
+    assert re.search(r"cancelled demo copy \(pid \d+\): no exit within 1 s of SIGTERM, SIGKILL sent: its "
+                     r"cleanup did NOT run", out), out
+    assert "cancel: changed=True signals=SIGTERM,SIGKILL" in out
+    assert (tmp_path / "out.bin.part").exists()  # what SIGKILL leaves behind, and why cores handle SIGTERM
+    assert "again: changed=False" in out
