@@ -144,35 +144,9 @@ backup_run:
   type: dict
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.btw_db import db_backup
-from ansible.module_utils.btw_fs import BtwError
-
-
-def connection_from(p):
-    conn = {
-        "host": p["login_host"],
-        "port": p["login_port"],
-        "user": p["login_user"],
-        "password": p["login_password"],
-        "socket": p["login_unix_socket"],
-    }
-    if p["credentials_file"]:
-        conn["defaults_file" if p["type"] == "mysqldump" else "passfile"] = p["credentials_file"]
-    return conn
-
-
-CONNECTION_SPEC = dict(
-    login_host=dict(type="str"),
-    login_port=dict(type="int"),
-    login_user=dict(type="str"),
-    login_password=dict(type="str", no_log=True),
-    login_unix_socket=dict(type="path"),
-    credentials_file=dict(type="path"),
-    pg_bin_dir=dict(type="path"),
-)
+from ansible.module_utils.btw_module import CONNECTION_SPEC, ModuleRun, connection_from
 
 
 def main():
@@ -191,39 +165,26 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    started = time.time()
-    run = {"strategy": "btw_db", "set": p["name"], "type": p["type"], "database": p["database"]}
-    try:
-        result = db_backup(
-            p["name"],
-            p["type"],
-            p["root"],
-            p["destination"],
-            database=p["database"],
-            connection=connection_from(p),
-            pg_bin_dir=p["pg_bin_dir"],
-            max_incremental_count=p["max_incremental_count"],
-            max_incremental_span=p["max_incremental_span"],
-            owner=p["owner"],
-            check_mode=module.check_mode,
-        )
-    except (BtwError, OSError) as exc:
-        run.update(
-            result="failed",
-            location=None,
-            size_bytes=0,
-            duration_seconds=round(time.time() - started, 3),
-            details=str(exc),
-        )
-        module.fail_json(msg=f"database backup {p['name']} failed: {exc}", backup_run=run)
-    run.update(
-        result="ok",
-        location=result["location"],
-        size_bytes=result["size_bytes"],
-        duration_seconds=result["duration_seconds"],
-        details=("stored: " if result["stored"] else "not stored: ") + result["reason"],
+    run = ModuleRun(
+        module,
+        f"database backup {p['name']} failed: ",
+        {"strategy": "btw_db", "set": p["name"], "type": p["type"], "database": p["database"]},
     )
-    module.exit_json(backup_run=run, **result)
+    result = run.call(
+        db_backup,
+        p["name"],
+        p["type"],
+        p["root"],
+        p["destination"],
+        database=p["database"],
+        connection=connection_from(p),
+        pg_bin_dir=p["pg_bin_dir"],
+        max_incremental_count=p["max_incremental_count"],
+        max_incremental_span=p["max_incremental_span"],
+        owner=p["owner"],
+        check_mode=module.check_mode,
+    )
+    run.exit_stored(result)
 
 
 if __name__ == "__main__":

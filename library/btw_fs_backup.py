@@ -136,10 +136,9 @@ backup_run:
            size_bytes: 123456, duration_seconds: 1.2, details: "stored: 1 modified"}
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.btw_fs import BtwError, fs_backup
+from ansible.module_utils.btw_fs import fs_backup
+from ansible.module_utils.btw_module import ModuleRun
 
 
 def main():
@@ -160,40 +159,27 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    started = time.time()
-    run = {"strategy": "btw_fs", "set": p["name"], "type": p["type"]}
-    try:
-        result = fs_backup(
-            p["name"],
-            p["source"],
-            p["root"],
-            p["destination"],
-            p["type"],
-            p["exclude_tag"] or None,
-            p["max_incremental_count"],
-            p["max_incremental_span"],
-            p["owner"],
-            p["compression"],
-            p["hash_all"],
-            check_mode=module.check_mode,
-        )
-    except (BtwError, OSError) as exc:
-        run.update(
-            result="failed",
-            location=None,
-            size_bytes=0,
-            duration_seconds=round(time.time() - started, 3),
-            details=str(exc),
-        )
-        module.fail_json(msg=f"file-system backup {p['name']} failed: {exc}", backup_run=run)
-    run.update(
-        result="ok",
-        location=result["location"],
-        size_bytes=result["size_bytes"],
-        duration_seconds=result["duration_seconds"],
-        details=("stored: " if result["stored"] else "not stored: ") + result["reason"],
+    run = ModuleRun(
+        module,
+        f"file-system backup {p['name']} failed: ",
+        {"strategy": "btw_fs", "set": p["name"], "type": p["type"]},
     )
-    module.exit_json(backup_run=run, **result)
+    result = run.call(
+        fs_backup,
+        p["name"],
+        p["source"],
+        p["root"],
+        p["destination"],
+        p["type"],
+        p["exclude_tag"] or None,
+        p["max_incremental_count"],
+        p["max_incremental_span"],
+        p["owner"],
+        p["compression"],
+        p["hash_all"],
+        check_mode=module.check_mode,
+    )
+    run.exit_stored(result)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,15 @@ total_bytes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.btw_fs import BtwError, resolve_destination
+from ansible.module_utils.btw_fs import resolve_destination
+from ansible.module_utils.btw_module import ModuleRun
 from ansible.module_utils.btw_retention import list_backups, list_sets
+
+
+def backup_sets(root, destination=None):
+    if destination:
+        return {destination: list_backups(resolve_destination(root, destination))}
+    return list_sets(root)
 
 
 def main():
@@ -61,14 +68,7 @@ def main():
         argument_spec=dict(root=dict(type="path", required=True), destination=dict(type="str")),
         supports_check_mode=True,
     )
-    p = module.params
-    try:
-        if p["destination"]:
-            sets = {p["destination"]: list_backups(resolve_destination(p["root"], p["destination"]))}
-        else:
-            sets = list_sets(p["root"])
-    except (BtwError, OSError) as exc:
-        module.fail_json(msg=str(exc))
+    sets = ModuleRun(module).call(backup_sets, module.params["root"], module.params["destination"])
     for backups in sets.values():
         for backup in backups:
             for key in ("path", "time", "last"):

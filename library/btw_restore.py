@@ -117,7 +117,8 @@ session:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.btw_db import db_restore
-from ansible.module_utils.btw_fs import BtwError, fs_restore
+from ansible.module_utils.btw_fs import fs_restore
+from ansible.module_utils.btw_module import CONNECTION_SPEC, ModuleRun, connection_from
 
 
 def main():
@@ -132,13 +133,7 @@ def main():
             target=dict(type="path"),
             target_database=dict(type="str"),
             create_database=dict(type="bool", default=False),
-            login_host=dict(type="str"),
-            login_port=dict(type="int"),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
-            login_unix_socket=dict(type="path"),
-            credentials_file=dict(type="path"),
-            pg_bin_dir=dict(type="path"),
+            **CONNECTION_SPEC,
         ),
         required_if=[
             ("type", "fs", ("target",)),
@@ -149,35 +144,31 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    try:
-        if p["type"] == "fs":
-            result = fs_restore(
-                p["root"], p["destination"], p["target"], p["at"], p["backup"], check_mode=module.check_mode
-            )
-        else:
-            conn = {
-                "host": p["login_host"],
-                "port": p["login_port"],
-                "user": p["login_user"],
-                "password": p["login_password"],
-                "socket": p["login_unix_socket"],
-            }
-            if p["credentials_file"]:
-                conn["defaults_file" if p["type"] == "mysqldump" else "passfile"] = p["credentials_file"]
-            result = db_restore(
-                p["name"],
-                p["type"],
-                p["root"],
-                p["destination"],
-                p["target_database"],
-                p["at"],
-                conn,
-                p["pg_bin_dir"],
-                p["create_database"],
-                check_mode=module.check_mode,
-            )
-    except (BtwError, OSError) as exc:
-        module.fail_json(msg=f"restore failed: {exc}")
+    run = ModuleRun(module, "restore failed: ")
+    if p["type"] == "fs":
+        result = run.call(
+            fs_restore,
+            p["root"],
+            p["destination"],
+            p["target"],
+            p["at"],
+            p["backup"],
+            check_mode=module.check_mode,
+        )
+    else:
+        result = run.call(
+            db_restore,
+            p["name"],
+            p["type"],
+            p["root"],
+            p["destination"],
+            p["target_database"],
+            p["at"],
+            connection_from(p),
+            p["pg_bin_dir"],
+            p["create_database"],
+            check_mode=module.check_mode,
+        )
     module.exit_json(**result)
 
 

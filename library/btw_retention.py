@@ -75,7 +75,7 @@ freed_bytes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.btw_fs import BtwError
+from ansible.module_utils.btw_module import ModuleRun
 from ansible.module_utils.btw_retention import apply_retention
 
 
@@ -92,17 +92,15 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    try:
-        result = apply_retention(
-            p["root"],
-            p["destination"],
-            p["keep_count"],
-            p["max_age"],
-            p["require_synced"],
-            check_mode=module.check_mode,
-        )
-    except (BtwError, OSError) as exc:
-        module.fail_json(msg=str(exc))
+    result = ModuleRun(module).call(
+        apply_retention,
+        p["root"],
+        p["destination"],
+        p["keep_count"],
+        p["max_age"],
+        p["require_synced"],
+        check_mode=module.check_mode,
+    )
     module.exit_json(**result)
 
 
