@@ -87,6 +87,20 @@ options:
         ctime and inode) is unchanged.
     type: bool
     default: false
+  progress_file:
+    description:
+      - Write progress to this file (JSON, rewritten at most once a second) for
+        C(roles/backup_progress) to poll while the module runs with C(async) and C(poll=0)
+        (O(state=synced) only).
+      - Phases, one after the other - C(S3 sync (comparing)) (bytes of the files hashed, no total),
+        then C(S3 sync) (done - bytes sent, counted per chunk as boto3 reads them, so a multipart
+        upload reports within the file and a retried upload starts its file again from 0; total - bytes of
+        the files the comparison found to send, less those the bucket turns out to hold already),
+        then done or failed with the error message.
+      - Holds no credentials. Put it in a private directory (for example one made by
+        M(ansible.builtin.tempfile)) and remove it afterwards; its directory must exist (checked
+        before anything else). Not written in check mode.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -108,6 +122,16 @@ EXAMPLES = r"""
     AWS_ACCESS_KEY_ID: "{{ vault_s3_key }}"
     AWS_SECRET_ACCESS_KEY: "{{ vault_s3_secret }}"
   no_log: true
+
+- name: Sync as an async job, then follow it with progress lines (see roles/backup_progress)
+  btw_s3_sync:
+    root: /srv/backups
+    bucket: example-backups
+    prefix: "{{ inventory_hostname }}"
+    progress_file: "{{ progress_dir.path }}/s3.progress"
+  async: 43200
+  poll: 0
+  register: sync_job
 
 - name: What is not synced yet
   btw_s3_sync:
@@ -133,6 +157,15 @@ bytes_uploaded:
   description: Bytes uploaded.
   returned: state is synced
   type: int
+to_sync:
+  description: Files the comparison with the journal found to sync (in check mode, what would be synced).
+  returned: state is synced
+  type: list
+  elements: str
+bytes_to_sync:
+  description: Their size in bytes (the total of the progress file's C(S3 sync) phase at its start).
+  returned: state is synced
+  type: int
 pending:
   description: Files not synced, each with path and reason.
   returned: always
@@ -148,10 +181,17 @@ backup_run:
   type: dict
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.btw_s3 import BtwS3Error, S3Target, list_pending, reset, sync
+from ansible.module_utils.btw_module import ERRORS, ModuleRun
+from ansible.module_utils.btw_s3 import S3Target, list_pending, reset, sync
+
+
+def still_pending(where):
+    """What is left to sync after a failed sync ([] when even that cannot be read)."""
+    try:
+        return list_pending(*where)["pending"]
+    except ERRORS:
+        return []
 
 
 def main():
@@ -173,24 +213,25 @@ def main():
             multipart_threshold_mb=dict(type="int", default=64),
             multipart_chunk_mb=dict(type="int", default=16),
             rehash_all=dict(type="bool", default=False),
+            progress_file=dict(type="path"),
         ),
         required_together=[("access_key", "secret_key")],
         supports_check_mode=True,
     )
     p = module.params
     where = (p["root"], p["bucket"], p["prefix"], p["endpoint_url"])
-    try:
-        if p["state"] == "pending":
-            result = list_pending(*where, rehash_all=p["rehash_all"])
-            module.exit_json(changed=False, **result)
-        if p["state"] == "reset":
-            changed, details = reset(*where, check_mode=module.check_mode)
-            module.exit_json(changed=changed, pending=[], **details)
-    except (BtwS3Error, OSError) as exc:
-        module.fail_json(msg=str(exc))
+    if p["state"] == "pending":
+        result = ModuleRun(module).call(list_pending, *where, rehash_all=p["rehash_all"])
+        module.exit_json(changed=False, **result)
+    if p["state"] == "reset":
+        changed, details = ModuleRun(module).call(reset, *where, check_mode=module.check_mode)
+        module.exit_json(changed=changed, pending=[], **details)
 
-    started = time.time()
-    run = {"strategy": "btw_offsite", "set": p["prefix"] or p["bucket"], "location": None}
+    run = ModuleRun(
+        module,
+        "off-site sync failed: ",
+        {"strategy": "btw_offsite", "set": p["prefix"] or p["bucket"], "location": None},
+    )
     try:
         target = S3Target(
             p["bucket"],
@@ -207,35 +248,30 @@ def main():
             multipart_threshold_mb=p["multipart_threshold_mb"],
             multipart_chunk_mb=p["multipart_chunk_mb"],
         )
-        run["location"] = target.url
-        summary = sync(p["root"], target, rehash_all=p["rehash_all"], check_mode=module.check_mode)
-    except (BtwS3Error, OSError) as exc:
-        left = []
-        try:
-            left = list_pending(*where)["pending"]
-        except (BtwS3Error, OSError):
-            pass
-        run.update(
-            result="failed",
-            size_bytes=0,
-            duration_seconds=round(time.time() - started, 3),
-            details=f"{exc}; {len(left)} file(s) pending",
+        run.run["location"] = target.url
+        summary = sync(
+            p["root"],
+            target,
+            rehash_all=p["rehash_all"],
+            check_mode=module.check_mode,
+            progress_file=p["progress_file"],
         )
-        module.fail_json(msg=f"off-site sync failed: {exc}", backup_run=run, pending=left)
+    except ERRORS as exc:
+        left = still_pending(where)
+        run.fail(exc, details=f"{exc}; {len(left)} file(s) pending", pending=left)
     changed = bool(summary["uploaded"] or summary["confirmed_without_upload"] or summary["aborted_multipart"])
     if module.check_mode:
         changed = bool(summary["to_sync"])
-    run.update(
-        result="ok",
-        size_bytes=summary["bytes_uploaded"],
-        duration_seconds=summary["duration_seconds"],
-        details=f"{len(summary['uploaded'])} uploaded, {len(summary['confirmed_without_upload'])} "
+    run.ok(
+        summary["bytes_uploaded"],
+        summary["duration_seconds"],
+        f"{len(summary['uploaded'])} uploaded, {len(summary['confirmed_without_upload'])} "
         f"confirmed already there, {summary['unchanged']} unchanged",
     )
     pending = [{"path": rel, "reason": "not synced"} for rel in summary["pending_after"]]
     module.exit_json(
         changed=changed,
-        backup_run=run,
+        backup_run=run.run,
         pending=pending,
         **{k: v for k, v in summary.items() if k != "pending_after"},
     )

@@ -18,6 +18,11 @@ this.
 
 boto3 is imported lazily so that the journal helpers (list pending, reset, retention) work
 without it.
+
+With a progress file (``sync(progress_file=...)``, plugins/module_utils/progress.py), the sync
+reports two phases for roles/backup_progress to poll while the module runs as an async job:
+"S3 sync (comparing)" (bytes hashed, no total), then "S3 sync" (done: bytes sent, total: bytes of
+the files the comparison found to send, see ``SyncProgress``), then done or failed.
 """
 
 import errno
@@ -27,7 +32,10 @@ import json
 import os
 import random
 import stat
+import threading
 import time
+
+from ansible.module_utils.progress import ProgressError, ProgressFile
 
 STATE_DIR = ".btw-sync"
 LOCK_NAME = "lock"
@@ -52,6 +60,106 @@ NO_RETRY_CODES = {
 
 class BtwS3Error(Exception):
     """An operator-facing error of the S3 sync."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+class SyncProgress:
+    """Progress of one sync for a progress file: bytes sent against bytes to send.
+
+    * total: the bytes of the files the comparison found to send (``begin``); a file the bucket
+      turns out to hold already (confirmed by HEAD, nothing sent) is taken off the total
+      (``skipped``), so the rate and the time left are about bytes really sent.
+    * done: the bytes of the files sent, plus what boto3 reports for the upload in flight (its
+      ``Callback``, per chunk read, also within the parts of a multipart upload; negative when
+      boto3 rewinds a part to retry it).  Each attempt of an upload (``attempt``) starts that
+      file again from 0, so a retried upload is not counted twice.
+
+    Without a path nothing is written.  A ProgressFile per phase, so the rate of the upload phase
+    does not include the comparison.  Reporting is for the operator: once the first file is
+    written, a failing write (full /tmp) never fails the sync.  Thread-safe: boto3 calls back from
+    its transfer threads.
+    """
+
+    def __init__(self, path=None, factory=ProgressFile):
+        self.path = path
+        self.factory = factory
+        self.writer = None
+        self.total = 0
+        self.completed = 0
+        self.current = 0
+        self.current_size = 0
+        self._lock = threading.Lock()
+
+    @property
+    def done(self):
+        return self.completed + self.current
+
+    def phase(self, step, total=None, strict=False):
+        if not self.path:
+            return
+        try:
+            self.writer = self.factory(self.path, step, total_bytes=total)
+        except (ProgressError, OSError) as exc:
+            if strict:
+                raise BtwS3Error(f"cannot write the progress file {self.path}: {exc}") from exc
+            self.writer = None
+
+    def begin(self, total):
+        """The comparison is over: start the upload phase with the bytes to send."""
+        with self._lock:
+            self.total, self.completed, self.current = total, 0, 0
+            self.phase("S3 sync", total)
+
+    def hashed(self, size):
+        """Comparison phase: a file of this size was hashed."""
+        with self._lock:
+            self.completed += size
+            self._push(with_total=False)
+
+    def attempt(self, size):
+        """An attempt to upload a file of this size starts (again): its bytes count from 0."""
+        with self._lock:
+            self.current, self.current_size = 0, size
+            self._push()
+
+    def add(self, nbytes):
+        """boto3's upload Callback: bytes read for sending since the last call."""
+        with self._lock:
+            self.current = min(max(self.current + nbytes, 0), self.current_size)
+            self._push()
+
+    def sent(self, size):
+        with self._lock:
+            self.completed += size
+            self.current = self.current_size = 0
+            self._push()
+
+    def skipped(self, size):
+        with self._lock:
+            self.total = max(self.total - size, 0)
+            self.current = self.current_size = 0
+            self._push()
+
+    def finish(self, ok=True, message=None):
+        with self._lock:
+            if self.writer is None:
+                return
+            try:
+                self.writer.update(self.done)  # the phase's total stays as it was
+                self.writer.finish(ok=ok, message=message)
+            except OSError:
+                pass
+
+    def _push(self, with_total=True):
+        if self.writer is None:
+            return
+        try:
+            self.writer.update(self.done, self.total if with_total else None)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,19 +592,26 @@ class S3Target:
             "sse": resp.get("ServerSideEncryption"),
         }
 
-    def upload(self, path, rel, sha):
+    def upload(self, path, rel, sha, on_attempt=None, on_bytes=None):
+        """Upload a file (multipart from the threshold).  on_attempt() is called before each
+        attempt, on_bytes(n) by boto3 as chunks are read for sending (from its threads)."""
         extra = {"Metadata": {META_SHA: sha}, "ServerSideEncryption": self.sse}
         if self.kms_key_id:
             extra["SSEKMSKeyId"] = self.kms_key_id
-        self.call(
-            f"uploading {rel}",
-            self.client.upload_file,
-            path,
-            self.bucket,
-            self.key(rel),
-            ExtraArgs=extra,
-            Config=self.transfer_config,
-        )
+
+        def _attempt():
+            if on_attempt is not None:
+                on_attempt()
+            self.client.upload_file(
+                path,
+                self.bucket,
+                self.key(rel),
+                ExtraArgs=extra,
+                Config=self.transfer_config,
+                Callback=on_bytes,
+            )
+
+        self.call(f"uploading {rel}", _attempt)
 
     def confirms(self, head, size, sha, md5):
         if head is None or head["size"] != size or head["sha256"] != sha:
@@ -507,11 +622,37 @@ class S3Target:
         return md5 is None or "-" in etag or etag == md5
 
 
-def sync(root, target, rehash_all=False, check_mode=False, progress=None):
+def sync(
+    root,
+    target,
+    rehash_all=False,
+    check_mode=False,
+    progress=None,
+    progress_file=None,
+    progress_factory=ProgressFile,
+):
     """Upload every local file whose content is not confirmed in the bucket.  Returns a summary.
 
     Raises BtwS3Error on failure; the journal then records exactly what was confirmed.
+    progress(rel) is called after each file.  With progress_file (ignored in check mode), progress
+    goes there through progress_factory (see SyncProgress); a progress file that cannot be written
+    fails the sync before anything else.  The file always ends done or failed (with the error).
     """
+    report = SyncProgress(None if check_mode else progress_file, progress_factory)
+    report.phase("S3 sync (comparing)", strict=True)
+    ok, message = False, None
+    try:
+        summary = _sync(root, target, rehash_all, check_mode, progress, report)
+        ok = True
+        return summary
+    except BaseException as exc:
+        message = str(exc) or type(exc).__name__
+        raise
+    finally:
+        report.finish(ok=ok, message=message)
+
+
+def _sync(root, target, rehash_all, check_mode, progress, report):
     _check_root(root)
     started = time.time()
     summary = {
@@ -535,11 +676,15 @@ def sync(root, target, rehash_all=False, check_mode=False, progress=None):
                 todo.append((rel, None, None, None))
                 continue
             sha, md5 = journal.current_hash(root, rel, st, rehash_all)
+            if md5 is not None:  # hashed now (not taken from the journal's stat cache)
+                report.hashed(st.st_size)
             if rel not in journal.inflight and journal.synced.get(rel, {}).get("sha256") == sha:
                 summary["unchanged"] += 1
                 continue
             todo.append((rel, st, sha, md5))
         summary["to_sync"] = [t[0] for t in todo]
+        summary["bytes_to_sync"] = sum(t[1].st_size for t in todo if t[1] is not None)
+        report.begin(summary["bytes_to_sync"])
         if check_mode or not todo:
             summary["pending_after"] = summary["to_sync"] if check_mode else []
             summary["duration_seconds"] = round(time.time() - started, 3)
@@ -561,7 +706,7 @@ def sync(root, target, rehash_all=False, check_mode=False, progress=None):
                 if st is None:
                     journal.append({"op": "abandoned", "path": rel, "reason": "local file no longer exists"})
                     continue
-                _sync_one(root, target, journal, rel, st, sha, md5, summary)
+                _sync_one(root, target, journal, rel, st, sha, md5, summary, report)
                 if progress:
                     progress(rel)
         finally:
@@ -572,7 +717,7 @@ def sync(root, target, rehash_all=False, check_mode=False, progress=None):
     return summary
 
 
-def _sync_one(root, target, journal, rel, st, sha, md5, summary):
+def _sync_one(root, target, journal, rel, st, sha, md5, summary, report):
     local = os.path.join(root, rel)
     size = st.st_size
     head = target.head(rel)
@@ -581,11 +726,12 @@ def _sync_one(root, target, journal, rel, st, sha, md5, summary):
             {"op": "done", "path": rel, "sha256": sha, "size": size, "stat": stat_key(st), "uploaded": False}
         )
         summary["confirmed_without_upload"].append(rel)
+        report.skipped(size)
         return
     if md5 is None:  # hash came from the stat cache: we need the md5 for the ETag check
         sha, md5 = hash_file(local)
     journal.append({"op": "start", "path": rel, "sha256": sha, "size": size})
-    target.upload(local, rel, sha)
+    target.upload(local, rel, sha, on_attempt=lambda: report.attempt(size), on_bytes=report.add)
     after = os.lstat(local)
     if stat_key(after) != stat_key(st):
         journal.append({"op": "failed", "path": rel, "reason": "file changed during upload"})
@@ -599,3 +745,4 @@ def _sync_one(root, target, journal, rel, st, sha, md5, summary):
     )
     summary["uploaded"].append(rel)
     summary["bytes_uploaded"] += size
+    report.sent(size)

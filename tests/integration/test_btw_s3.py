@@ -90,9 +90,9 @@ def test_same_size_same_mtime_change_is_detected_and_synced(tmp_path, s3):
 
 
 SYNC_SCRIPT = """
-import sys
-sys.path.insert(0, {mu!r})
-import btw_s3
+import ansible.module_utils
+ansible.module_utils.__path__.append({mu!r})
+from ansible.module_utils import btw_s3
 t = btw_s3.S3Target({bucket!r}, prefix="site1", endpoint_url={endpoint!r}, access_key="testing",
                     secret_key="testing", multipart_threshold_mb=5, multipart_chunk_mb=5)
 btw_s3.sync({root!r}, t)
