@@ -16,7 +16,8 @@ far, measured on the destination every second or less often on large trees; tota
 copy, measured on the mounted snapshots before the copy starts: regular files for rsync, the
 archive size GNU tar will write for tar), then ``verification of the copy`` (no bytes) and
 ``checksums of the copy`` (bytes hashed / bytes in the backup), then done or failed with the
-error. A ``timeout`` stops the copy cleanly (child stopped, unmounted, partial copy removed).
+error. A ``timeout`` stops the copy cleanly (child stopped, unmounted, partial copy removed), and
+so does SIGTERM (roles/backup_progress cancelling the job): CopyError "copy cancelled".
 """
 
 import datetime
@@ -25,11 +26,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import time
 
 from ansible.module_utils.lvm_snapshot import FillWatcher, LvmError, find_lv, is_invalid, read_lvs
-from ansible.module_utils.progress import ProgressError, ProgressFile
+from ansible.module_utils.progress import ProgressError, ProgressFile, Terminated, terminable
 
 BACKUP_NAME_RE = re.compile(r"^\d{8}T\d{6}Z$")
 PARTIAL_PREFIX = ".partial-"
@@ -198,7 +201,10 @@ def run_copy(argv, target, popen=subprocess.Popen, progress=NO_PROGRESS, base=0,
     on_start(proc) is called once the child runs (the fill watcher stops it through the caller).
     Past deadline (a clock() value) the child is terminated. Returns (returncode, stderr text,
     timed_out)."""
-    proc = popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # a process group of its own, so that stopping it reaches the processes rsync forks
+    group_kw = {"process_group": 0} if sys.version_info >= (3, 11) else {}
+    proc = popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **group_kw)
+    group = bool(group_kw) and _leads_group(proc)
     if on_start is not None:
         on_start(proc)
     meter = TargetMeter(target, clock=clock)
@@ -211,14 +217,67 @@ def run_copy(argv, target, popen=subprocess.Popen, progress=NO_PROGRESS, base=0,
             except subprocess.TimeoutExpired:
                 if deadline is not None and clock() >= deadline and not timed_out:
                     timed_out = True
-                    proc.terminate()
+                    signal_copy(proc, signal.SIGTERM, group)
                 done = base + meter.measure()
                 progress.update(min(done, total) if total is not None else done)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_child(proc, group=group)
     return proc.returncode, (err or b"").decode("utf-8", "replace"), timed_out
+
+
+def _leads_group(proc):
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def signal_copy(proc, signum, group=None):
+    """Send signum to a copy child and, when it runs in a process group of its own (run_copy starts
+    it so), to every process of that group: rsync's receiver and generator too."""
+    if proc is None:
+        return
+    group = _leads_group(proc) if group is None else group
+    try:
+        if group:
+            os.killpg(proc.pid, signum)
+        elif proc.poll() is None:
+            proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop_child(proc, grace=10.0, group=None, sleep=time.sleep, clock=time.monotonic):
+    """Stop a copy child that still runs, with the processes it forked (its process group): SIGTERM,
+    then SIGKILL after grace s. Returns once none of them runs (they would otherwise go on writing
+    into the partial copy that is about to be removed)."""
+    if proc is None:
+        return
+    group = _leads_group(proc) if group is None else group
+
+    def running():
+        if proc.poll() is None:
+            return True
+        if not group:
+            return False
+        try:
+            os.killpg(proc.pid, 0)  # a fork of the child still in its group
+            return True
+        except ProcessLookupError:
+            return False
+
+    if not running():
+        return
+    signal_copy(proc, signal.SIGTERM, group)
+    deadline = clock() + grace
+    while running() and clock() < deadline:
+        sleep(0.05)
+    if running():
+        signal_copy(proc, signal.SIGKILL, group)
+        proc.wait()
+        deadline = clock() + grace
+        while running() and clock() < deadline:
+            sleep(0.05)
 
 
 def timestamp(now=None):
@@ -505,9 +564,7 @@ class SnapshotCopy:
             raise CopyError("could not unmount " + "; ".join(problems))
 
     def _abort_copy(self, _reason):
-        proc = self.current
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        signal_copy(self.current, signal.SIGTERM)
 
     def _timeout_error(self, what):
         return CopyError(
@@ -545,17 +602,26 @@ class SnapshotCopy:
 
     def run(self):
         """The whole run; returns the metadata (with path and retention_removed). With a progress
-        file, its last state is done, or failed with the error message."""
-        progress = _Progress(self.progress_file, self.progress_factory)
-        progress.start(f"{COPY_STEP} (preparing)")
-        try:
-            result = self._run(progress)
-        except BaseException as exc:
-            message = str(exc) or type(exc).__name__
-            progress.finish(ok=False, message=f"backup NOT published: {message}")
-            raise
-        progress.finish()
-        return result
+        file, its last state is done, or failed with the error message. SIGTERM (a cancelled async
+        job) stops it like any failure (copy stopped, unmounted, partial copy removed), then
+        CopyError "copy cancelled"."""
+        with terminable():  # SIGTERM raises Terminated in the main thread: _run's finally runs
+            progress = _Progress(self.progress_file, self.progress_factory)
+            progress.start(f"{COPY_STEP} (preparing)")
+            try:
+                try:
+                    result = self._run(progress)
+                except Terminated as exc:
+                    raise CopyError(
+                        f"copy cancelled ({exc}); the copy was stopped, the snapshots unmounted and "
+                        "the partial copy removed"
+                    ) from exc
+            except BaseException as exc:
+                message = str(exc) or type(exc).__name__
+                progress.finish(ok=False, message=f"backup NOT published: {message}")
+                raise
+            progress.finish()
+            return result
 
     def _run(self, progress):
         self.preflight()
@@ -656,9 +722,7 @@ class SnapshotCopy:
             raise CopyError(str(exc)) from exc
         finally:
             watcher.stop()
-            if self.current is not None and self.current.poll() is None:
-                self.current.kill()
-                self.current.wait()
+            stop_child(self.current)
             umount_error = None
             try:
                 self._umount_all()

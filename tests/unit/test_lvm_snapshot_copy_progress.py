@@ -9,7 +9,9 @@ tests (tests/integration/test_lvm_runner.py, test_lvm_vm_faults.py, molecule lvm
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -253,6 +255,7 @@ def test_timeout_stops_the_copy_cleanly(lab):
     assert state["state"] == "failed" and "time limit" in state["message"]
     assert state["step"] == C.COPY_STEP and state["done_bytes"] < state["total_bytes"]
     assert leftovers(lab) == ([], []) and os.listdir(lab["dest"]) == []
+    # no rsync left: neither the child nor the receiver and generator it forked
     assert subprocess.run(["pgrep", "-f", str(lab["dest"])], capture_output=True).returncode == 1
 
 
@@ -269,3 +272,54 @@ def test_without_a_progress_file_nothing_is_written(lab):
                          poll_interval=0.2)
     result = job.run()
     assert os.listdir(lab["work"]) == [] and os.path.isdir(result["path"])
+
+
+CANCELLED_CHILD = """
+import json, os, sys
+top, lab = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, top)
+import ansible.module_utils
+ansible.module_utils.__path__.append(os.path.join(top, "plugins", "module_utils"))
+from ansible.module_utils import lvm_snapshot_copy as C
+from tests.unit.test_lvm_snapshot_copy_progress import LvmStandIn, snapshots, throttled
+job = C.SnapshotCopy(LvmStandIn(lab["sources"]), snapshots(), lab["dest"], mount_root=lab["mounts"],
+                     poll_interval=0.2, progress_file=lab["progress"], progress_interval=0.2, popen=throttled)
+try:
+    job.run()
+except C.CopyError as exc:
+    print("CopyError:", exc)
+    sys.exit(3)
+"""
+
+
+def test_sigterm_stops_the_copy_cleanly(lab):
+    """A cancelled async job (roles/backup_progress sends SIGTERM to the module process): the copy
+    child is stopped, the snapshots unmounted, the partial copy removed, the progress file says so."""
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    args = {k: str(lab[k]) for k in ("dest", "mounts", "progress")}
+    args["sources"] = lab["sources"]
+    child = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", CANCELLED_CHILD, top, json.dumps(args)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = read_progress(lab["progress"]) if os.path.exists(lab["progress"]) else None
+            if state and state["step"] == C.COPY_STEP and state["done_bytes"] > 0:
+                break
+            assert child.poll() is None, child.stdout.read()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the copy never reported progress")
+        child.send_signal(signal.SIGTERM)
+        out = child.communicate(timeout=60)[0]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 3 and "copy cancelled (received SIGTERM" in out, out
+    state = read_progress(lab["progress"])
+    assert state["state"] == "failed" and "copy cancelled" in state["message"]
+    assert leftovers(lab) == ([], []) and os.listdir(lab["dest"]) == []
+    # no rsync left: neither the child nor the receiver and generator it forked
+    assert subprocess.run(["pgrep", "-f", str(lab["dest"])], capture_output=True).returncode == 1
