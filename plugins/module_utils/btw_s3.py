@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 
-from ansible.module_utils.progress import ProgressError, ProgressFile
+from ansible.module_utils.progress import ProgressError, ProgressFile, Terminated, terminable
 
 STATE_DIR = ".btw-sync"
 LOCK_NAME = "lock"
@@ -637,19 +637,29 @@ def sync(
     progress(rel) is called after each file.  With progress_file (ignored in check mode), progress
     goes there through progress_factory (see SyncProgress); a progress file that cannot be written
     fails the sync before anything else.  The file always ends done or failed (with the error).
+
+    SIGTERM (a cancel by roles/backup_progress) raises in the main thread: boto3 cancels the
+    transfers in flight, the journal is closed and the lock released (the journal records exactly
+    what was confirmed, the next run resumes), and the sync fails with BtwS3Error.
     """
     report = SyncProgress(None if check_mode else progress_file, progress_factory)
-    report.phase("S3 sync (comparing)", strict=True)
     ok, message = False, None
-    try:
-        summary = _sync(root, target, rehash_all, check_mode, progress, report)
-        ok = True
-        return summary
-    except BaseException as exc:
-        message = str(exc) or type(exc).__name__
-        raise
-    finally:
-        report.finish(ok=ok, message=message)
+    with terminable():
+        report.phase("S3 sync (comparing)", strict=True)
+        try:
+            summary = _sync(root, target, rehash_all, check_mode, progress, report)
+            ok = True
+            return summary
+        except Terminated as exc:
+            message = (
+                f"sync cancelled ({exc}); the journal records what was confirmed, the next run resumes"
+            )
+            raise BtwS3Error(message) from exc
+        except BaseException as exc:
+            message = str(exc) or type(exc).__name__
+            raise
+        finally:
+            report.finish(ok=ok, message=message)
 
 
 def _sync(root, target, rehash_all, check_mode, progress, report):

@@ -8,6 +8,7 @@ transient network failure), or stop for good after some bytes (the server gone h
 import hashlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -299,6 +300,27 @@ def test_failure_is_reported_and_bad_progress_path_refused_first(tmp_path, s3):
     assert not os.path.exists(path)  # check mode writes nothing
 
 
+def test_sigterm_cancels_the_sync_cleanly(tmp_path, s3):
+    root = make_root(tmp_path)
+    path = str(tmp_path / "s3.progress")
+    before = signal.getsignal(signal.SIGTERM)
+
+    def after_file(rel):  # the cancel of roles/backup_progress arrives after the first file
+        if rel == "set2/small0.txt":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(btw_s3.BtwS3Error, match=r"sync cancelled \(received SIGTERM"):
+        btw_s3.sync(root, target(s3.endpoint), progress=after_file, progress_file=path)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    final = read_progress(path)
+    assert final["state"] == "failed" and "sync cancelled" in final["message"]
+    with btw_s3.SyncLock(root):  # released
+        pass
+    pending = [p["path"] for p in btw_s3.list_pending(root, BUCKET, "site1", s3.endpoint)["pending"]]
+    assert pending == ["set2/small1.txt", "set2/small2.txt"]
+    assert btw_s3.sync(root, target(s3.endpoint))["uploaded"] == pending
+
+
 # ---------------------------------------------------------------------------------------------
 # The playbook: async job followed by roles/backup_progress
 
@@ -388,5 +410,31 @@ def test_playbook_fails_when_the_server_stops_half_way_and_the_next_run_resumes(
     assert set(result["uploaded"]) | set(result["confirmed_without_upload"]) == pending
     assert not set(result["uploaded"]) & done_before  # what was confirmed is not sent again
     assert btw_s3.list_pending(root, BUCKET, "site1", proxy.endpoint)["pending"] == []
+    assert bucket_state(s3) == local_state(root)
+    assert s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_playbook_timeout_cancels_the_sync_cleanly_and_the_next_run_resumes(
+    tmp_path, monkeypatch, s3, proxies
+):
+    root = make_root(tmp_path, big=[2 * MIB] * 6)
+    proxy = proxies(s3.port, rate=1 * MIB)  # about 12 s to send: well past the 3 s timeout
+    rc, runs, results = sync_play(tmp_path, monkeypatch, root, proxy.endpoint, btw_backup_offsite_timeout=3)
+    assert rc != 0
+    error = runs[0]["details"]["error"]
+    assert runs[0]["result"] == "failed" and "still running after 3 s" in error
+    # the poll sent SIGTERM: boto3's transfers were cancelled, the journal closed, the lock released
+    assert "SIGTERM" in error and "its cleanup ran" in error and "sync cancelled" in error, error
+    assert os.listdir(tmp_path / "tmp") == []
+    with btw_s3.SyncLock(root):
+        pass
+    pending = {p["path"] for p in btw_s3.list_pending(root, BUCKET, "site1", proxy.endpoint)["pending"]}
+    assert pending and len(pending) < len(btw_s3.local_files(root))  # some done, some left
+
+    proxy.rate = None
+    rc, runs, results = sync_play(tmp_path, monkeypatch, root, proxy.endpoint)
+    assert rc == 0 and runs[0]["result"] == "ok"
+    result = results["Result of S3 sync"]
+    assert set(result["uploaded"]) | set(result["confirmed_without_upload"]) == pending
     assert bucket_state(s3) == local_state(root)
     assert s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
