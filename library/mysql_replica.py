@@ -173,12 +173,9 @@ version:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
-    MYSQL_ERRORS,
     PYMYSQL_IMPORT_ERROR,
-    MySQLConnectionError,
-    connect,
+    connections,
     login_argument_spec,
-    login_params,
 )
 from ansible.module_utils.mysql_replica import ReplicaError, ensure_replica
 
@@ -216,18 +213,11 @@ def main():
     )
     if not HAS_PYMYSQL:
         module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
-    try:
-        conn = connect(login_params(module.params))
-    except MySQLConnectionError as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        result = ensure_replica(conn, module.params, check_mode=module.check_mode)
-    except ReplicaError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except MYSQL_ERRORS as exc:
-        module.fail_json(msg=f"reading or changing the replica state failed: {exc}")
-    finally:
-        conn.close()
+    with connections(module, "reading or changing the replica state failed", replica="login") as (conn,):
+        try:
+            result = ensure_replica(conn, module.params, check_mode=module.check_mode)
+        except ReplicaError as exc:
+            module.fail_json(msg=str(exc), **exc.details)
     module.exit_json(**result)
 
 

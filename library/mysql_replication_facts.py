@@ -171,12 +171,9 @@ last_sql_error:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
-    MYSQL_ERRORS,
     PYMYSQL_IMPORT_ERROR,
-    MySQLConnectionError,
-    connect,
+    connections,
     login_argument_spec,
-    login_params,
     source_argument_spec,
 )
 from ansible.module_utils.mysql_health import HealthError, gather_facts
@@ -203,19 +200,12 @@ def main():
     )
     if not HAS_PYMYSQL:
         module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
-    replica = source = None
-    try:
-        replica = connect(login_params(module.params))
-        source = connect(login_params(module.params, "source"))
-        facts = gather_facts(replica, source, module.params)
-    except (MySQLConnectionError, HealthError) as exc:
-        module.fail_json(msg=str(exc))
-    except MYSQL_ERRORS as exc:
-        module.fail_json(msg=f"reading replication facts failed: {exc}")
-    finally:
-        for conn in (replica, source):
-            if conn is not None:
-                conn.close()
+    failure = "reading replication facts failed"
+    with connections(module, failure, replica="login", source="source") as (replica, source):
+        try:
+            facts = gather_facts(replica, source, module.params)
+        except HealthError as exc:
+            module.fail_json(msg=str(exc))
     if module.params["fail_on_problems"] and facts["problems"]:
         module.fail_json(
             msg="replication checks failed: " + "; ".join(facts["problems"]), changed=False, **facts

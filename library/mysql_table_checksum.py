@@ -110,12 +110,9 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.mysql_checksum import ChecksumError, compare_tables
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
-    MYSQL_ERRORS,
     PYMYSQL_IMPORT_ERROR,
-    MySQLConnectionError,
-    connect,
+    connections,
     login_argument_spec,
-    login_params,
     source_argument_spec,
 )
 
@@ -138,19 +135,12 @@ def main():
     )
     if not HAS_PYMYSQL:
         module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
-    replica = source = None
-    try:
-        replica = connect(login_params(module.params))
-        source = connect(login_params(module.params, "source"))
-        result = compare_tables(replica, source, module.params)
-    except (MySQLConnectionError, ChecksumError) as exc:
-        module.fail_json(msg=str(exc))
-    except MYSQL_ERRORS as exc:
-        module.fail_json(msg=f"comparing tables failed: {exc}")
-    finally:
-        for conn in (replica, source):
-            if conn is not None:
-                conn.close()
+    failure = "comparing tables failed"
+    with connections(module, failure, replica="login", source="source") as (replica, source):
+        try:
+            result = compare_tables(replica, source, module.params)
+        except ChecksumError as exc:
+            module.fail_json(msg=str(exc))
     bad = result["mismatched"] + result["missing_on_replica"]
     if module.params["fail_on_mismatch"] and bad:
         module.fail_json(

@@ -1,12 +1,14 @@
 """Connections to MySQL/MariaDB servers, shared by the mysql_* modules.
 
-Pure Python (no AnsibleModule): the option dicts below are merged into each module's argument_spec,
-``connect()`` opens a pymysql connection from those options and ``client_defaults_file()`` writes the
-0600 option file that hands credentials to the command-line clients (mysqldump, mysql) without
-putting them on a command line.
+Pure Python (no AnsibleModule import): the option dicts below are merged into each module's
+argument_spec (documented once, in plugins/doc_fragments/mysql_connection.py), ``connect()`` opens a
+pymysql connection from those options, ``connections()`` opens the servers a module needs and
+closes them whatever happens, and ``client_defaults_file()`` writes the 0600 option file that hands
+credentials to the command-line clients (mysqldump, mysql) without putting them on a command line.
 """
 
 import configparser
+import contextlib
 import os
 import tempfile
 
@@ -25,7 +27,16 @@ except ImportError as exc:  # pragma: no cover - reported by the module with mis
 
 
 class MySQLConnectionError(Exception):
-    """The server could not be reached or refused the login."""
+    """The server could not be reached or refused the login.
+
+    ``where`` is user@host:port (or user@socket) of the server, ``error`` the driver's message; neither
+    holds the password.
+    """
+
+    def __init__(self, message, where=None, error=None):
+        super().__init__(message)
+        self.where = where
+        self.error = error if error is not None else message
 
 
 def login_argument_spec():
@@ -137,7 +148,54 @@ def connect(conn_params, database=None):
     try:
         return pymysql.connect(**kwargs)
     except pymysql.err.MySQLError as exc:
-        raise MySQLConnectionError(f"cannot connect to MySQL server {describe(conn_params)}: {exc}") from exc
+        where = describe(conn_params)
+        raise MySQLConnectionError(f"cannot connect to MySQL server {where}: {exc}", where, str(exc)) from exc
+
+
+def _close_quietly(conn):
+    """Close a connection; one already closed or whose server went away is not an error here."""
+    if conn is None or not getattr(conn, "open", False):
+        return
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing must never hide the task's own result or error
+        pass
+
+
+@contextlib.contextmanager
+def connections(module, failure=None, **servers):
+    """Open one connection per server, yield them as a tuple (in the order given), close them all.
+
+    ``servers`` maps a name used in messages to the option prefix of that server, for example
+    ``connections(module, "reading replication facts failed", replica="login", source="source")``
+    yields ``(replica_conn, source_conn)``. ``module`` is the AnsibleModule (its ``params`` and
+    ``fail_json`` are used).
+
+    - A server that cannot be reached or refuses the login ends the task with one fail_json message
+      naming it: "cannot connect to the source server repl@db1:3306 (source_* options): <error>"
+      (never the password).
+    - With ``failure``, a MySQL error raised in the ``with`` body ends the task with
+      ``failure + ": " + error``; other exceptions (fail_json's SystemExit included) pass through.
+    - Every connection opened is closed in all cases (normal end, fail_json, exception).
+    """
+    opened = []
+    try:
+        for name, prefix in servers.items():
+            try:
+                opened.append(connect(login_params(module.params, prefix)))
+            except MySQLConnectionError as exc:
+                module.fail_json(  # exits; the finally below closes what was already open
+                    msg=f"cannot connect to the {name} server {exc.where} ({prefix}_* options): {exc.error}"
+                )
+        try:
+            yield tuple(opened)
+        except MYSQL_ERRORS as exc:
+            if failure is None:
+                raise
+            module.fail_json(msg=f"{failure}: {exc}")
+    finally:
+        for conn in opened:
+            _close_quietly(conn)
 
 
 def query(conn, sql, args=None):
