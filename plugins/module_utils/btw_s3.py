@@ -314,15 +314,26 @@ class Journal:
 
 
 class SyncLock:
-    """Exclusive, non-blocking fcntl lock on <root>/.btw-sync/lock."""
+    """Exclusive, non-blocking fcntl lock on <root>/.btw-sync/lock.
 
-    def __init__(self, root):
+    create=False (check mode) writes nothing: it locks the file when it exists (so a check still
+    sees a sync running) and otherwise holds no lock (no state yet, nothing to protect).
+    """
+
+    def __init__(self, root, create=True):
         self.path = os.path.join(root, STATE_DIR, LOCK_NAME)
+        self.create = create
         self.fd = None
 
     def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        if not self.create:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return self
+        else:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -336,11 +347,14 @@ class SyncLock:
                     f"{holder}); try again when it has finished"
                 ) from exc
             raise
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        if self.create:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         return self
 
     def __exit__(self, *exc):
+        if self.fd is None:
+            return
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None
@@ -386,7 +400,7 @@ def reset(root, bucket, prefix="", endpoint_url=None, check_mode=False):
     """Empty the journal; refuses while anything is pending.  Returns (changed, details)."""
     _check_root(root)
     path = _journal_for(root, bucket, prefix, endpoint_url)
-    with SyncLock(root):
+    with SyncLock(root, create=not check_mode):
         journal = Journal(path)
         left = pending(root, journal)
         if left:
@@ -472,7 +486,7 @@ class S3Target:
         )
         if client is None:
             config = Config(
-                retries={"max_attempts": 1, "mode": "standard"},
+                retries={"total_max_attempts": 1, "mode": "standard"},
                 connect_timeout=connect_timeout,
                 read_timeout=120,
                 s3={"addressing_style": "path"} if endpoint_url else None,
@@ -676,7 +690,7 @@ def _sync(root, target, rehash_all, check_mode, progress, report):
         "retries": 0,
     }
     path = _journal_for(root, target.bucket, target.prefix, target.endpoint_url)
-    with SyncLock(root):
+    with SyncLock(root, create=not check_mode):
         journal = Journal(path)
         files = local_files(root)
         todo = []

@@ -164,6 +164,31 @@ def test_two_syncs_cannot_run_at_once(tmp_path, s3):
             btw_s3.sync(root, target(s3))
 
 
+def test_check_mode_writes_nothing_and_still_sees_a_running_sync(tmp_path, s3):
+    root = make_root(tmp_path)
+    summary = btw_s3.sync(root, target(s3), check_mode=True)
+    assert sorted(summary["to_sync"]) == sorted(btw_s3.local_files(root))
+    assert not os.path.exists(os.path.join(root, btw_s3.STATE_DIR))
+    assert bucket_state(s3)[0] == {}
+    btw_s3.sync(root, target(s3))
+    with btw_s3.SyncLock(root):
+        with pytest.raises(btw_s3.BtwS3Error, match="another sync .* is running"):
+            btw_s3.sync(root, target(s3), check_mode=True)
+
+
+def test_one_request_per_attempt(tmp_path):
+    """botocore's own retries are off: btw_backup_s3_retries counts the requests actually sent."""
+    from tests.lib.ports import free_port
+
+    t = btw_s3.S3Target(BUCKET, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key="x",
+                        secret_key="y", retries=2, backoff_base=0.01, connect_timeout=1)
+    sent = []
+    t.client.meta.events.register("before-send", lambda **kw: sent.append(kw["request"].url))
+    with pytest.raises(btw_s3.BtwS3Error, match="unreachable after 2 attempt"):
+        btw_s3.sync(make_root(tmp_path), t)
+    assert len(sent) == 2, sent
+
+
 def test_torn_last_journal_line_is_ignored_and_cut(tmp_path, s3):
     root = make_root(tmp_path)
     btw_s3.sync(root, target(s3))
