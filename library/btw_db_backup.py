@@ -168,7 +168,8 @@ def main():
     run = ModuleRun(
         module,
         f"database backup {p['name']} failed: ",
-        {"strategy": "btw_db", "set": p["name"], "type": p["type"], "database": p["database"]},
+        {"strategy": "db_backup", "mode": p["type"], "set": p["name"], "type": p["type"],
+         "database": p["database"]},
     )
     result = run.call(
         db_backup,

@@ -132,8 +132,9 @@ backup_run:
   description: The run as the strategy playbooks publish it in C(backup_runs).
   returned: always, also on failure
   type: dict
-  sample: {strategy: btw_fs, set: etc, result: ok, location: /srv/backups/fs/etc/chain-20261122T013000Z,
-           size_bytes: 123456, duration_seconds: 1.2, details: "stored: 1 modified"}
+  sample: {strategy: fs_backup, mode: rdiff, set: etc, result: ok,
+           location: /srv/backups/fs/etc/chain-20261122T013000Z, size_bytes: 123456,
+           duration_seconds: 1.2, details: "stored: 1 modified"}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -162,7 +163,7 @@ def main():
     run = ModuleRun(
         module,
         f"file-system backup {p['name']} failed: ",
-        {"strategy": "btw_fs", "set": p["name"], "type": p["type"]},
+        {"strategy": "fs_backup", "mode": p["type"], "set": p["name"], "type": p["type"]},
     )
     result = run.call(
         fs_backup,

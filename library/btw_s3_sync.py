@@ -230,7 +230,7 @@ def main():
     run = ModuleRun(
         module,
         "off-site sync failed: ",
-        {"strategy": "btw_offsite", "set": p["prefix"] or p["bucket"], "location": None},
+        {"strategy": "offsite_sync", "set": p["prefix"] or p["bucket"], "location": None},
     )
     try:
         target = S3Target(

@@ -38,7 +38,8 @@ class Clock:
 def test_failure_publishes_a_failed_backup_run():
     module, clock = Module(), Clock()
     run = btw_module.ModuleRun(
-        module, "file-system backup www failed: ", {"strategy": "btw_fs", "set": "www", "type": "tar"}, clock
+        module, "file-system backup www failed: ", {"strategy": "fs_backup", "set": "www", "type": "tar"},
+        clock,
     )
 
     def core():
@@ -51,7 +52,7 @@ def test_failure_publishes_a_failed_backup_run():
         "failed": True,
         "msg": "file-system backup www failed: source /srv/www does not exist",
         "backup_run": {
-            "strategy": "btw_fs",
+            "strategy": "fs_backup",
             "set": "www",
             "type": "tar",
             "location": None,
@@ -65,7 +66,7 @@ def test_failure_publishes_a_failed_backup_run():
 
 def test_failure_keeps_a_known_location_and_takes_details_and_extra_keys():
     module = Module()
-    run = btw_module.ModuleRun(module, "off-site sync failed: ", {"strategy": "btw_offsite", "set": "h1"})
+    run = btw_module.ModuleRun(module, "off-site sync failed: ", {"strategy": "offsite_sync", "set": "h1"})
     run.run["location"] = "s3://b/h1"
     with pytest.raises(Exited):
         run.fail(BtwS3Error("S3 endpoint unreachable"), details="unreachable; 2 pending", pending=["a"])
@@ -90,13 +91,13 @@ def test_other_exceptions_are_not_swallowed():
 
 def test_success_returns_the_core_result_and_exit_stored_publishes_ok():
     module = Module()
-    run = btw_module.ModuleRun(module, "x", {"strategy": "btw_db", "set": "wiki", "type": "pg_dump"})
+    run = btw_module.ModuleRun(module, "x", {"strategy": "db_backup", "set": "wiki", "type": "pg_dump"})
     result = run.call(dict, stored=False, reason="unchanged", location="/b/db/wiki", size_bytes=0,
                       duration_seconds=0.4, changed=False)
     with pytest.raises(Exited):
         run.exit_stored(result)
     assert module.result["backup_run"] == {
-        "strategy": "btw_db",
+        "strategy": "db_backup",
         "set": "wiki",
         "type": "pg_dump",
         "result": "ok",
