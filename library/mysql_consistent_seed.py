@@ -235,14 +235,13 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.mysql_connection import (
     HAS_PYMYSQL,
     PYMYSQL_IMPORT_ERROR,
-    login_argument_spec,
+    connection_argument_spec,
 )
 from ansible.module_utils.mysql_seed import SeedError, run_seed
 
 
 def main():
-    argument_spec = login_argument_spec()
-    argument_spec.update(
+    argument_spec = connection_argument_spec(
         databases=dict(type="list", elements="str", required=True),
         ignore_tables=dict(type="list", elements="str", default=[]),
         mode=dict(type="str", choices=["file", "import"], default="file"),

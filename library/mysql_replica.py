@@ -170,19 +170,16 @@ version:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mysql_connection import (
-    HAS_PYMYSQL,
-    PYMYSQL_IMPORT_ERROR,
+    connection_argument_spec,
     connections,
-    login_argument_spec,
 )
 from ansible.module_utils.mysql_replica import ReplicaError, ensure_replica
 
 
 def main():
-    argument_spec = login_argument_spec()
-    argument_spec.update(
+    argument_spec = connection_argument_spec(
         source_host=dict(type="str"),
         source_port=dict(type="int", default=3306),
         source_user=dict(type="str"),
@@ -211,13 +208,10 @@ def main():
         ],
         required_together=[("source_log_file", "source_log_pos")],
     )
-    if not HAS_PYMYSQL:
-        module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
-    with connections(module, "reading or changing the replica state failed", replica="login") as (conn,):
-        try:
-            result = ensure_replica(conn, module.params, check_mode=module.check_mode)
-        except ReplicaError as exc:
-            module.fail_json(msg=str(exc), **exc.details)
+    with connections(
+        module, "reading or changing the replica state failed", (ReplicaError,), replica="login"
+    ) as (conn,):
+        result = ensure_replica(conn, module.params, check_mode=module.check_mode)
     module.exit_json(**result)
 
 

@@ -168,21 +168,17 @@ last_sql_error:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mysql_connection import (
-    HAS_PYMYSQL,
-    PYMYSQL_IMPORT_ERROR,
+    connection_argument_spec,
     connections,
-    login_argument_spec,
-    source_argument_spec,
 )
 from ansible.module_utils.mysql_health import HealthError, gather_facts
 
 
 def main():
-    argument_spec = login_argument_spec()
-    argument_spec.update(source_argument_spec())
-    argument_spec.update(
+    argument_spec = connection_argument_spec(
+        source=True,
         mode=dict(type="str", choices=["preflight", "health"], default="preflight"),
         databases=dict(type="list", elements="str", default=[]),
         ignore_tables=dict(type="list", elements="str"),
@@ -198,14 +194,10 @@ def main():
         supports_check_mode=True,
         required_one_of=[("source_host", "source_unix_socket")],
     )
-    if not HAS_PYMYSQL:
-        module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
-    failure = "reading replication facts failed"
-    with connections(module, failure, replica="login", source="source") as (replica, source):
-        try:
-            facts = gather_facts(replica, source, module.params)
-        except HealthError as exc:
-            module.fail_json(msg=str(exc))
+    with connections(
+        module, "reading replication facts failed", (HealthError,), replica="login", source="source"
+    ) as (replica, source):
+        facts = gather_facts(replica, source, module.params)
     if module.params["fail_on_problems"] and facts["problems"]:
         module.fail_json(
             msg="replication checks failed: " + "; ".join(facts["problems"]), changed=False, **facts

@@ -106,21 +106,17 @@ source_position:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mysql_checksum import ChecksumError, compare_tables
 from ansible.module_utils.mysql_connection import (
-    HAS_PYMYSQL,
-    PYMYSQL_IMPORT_ERROR,
+    connection_argument_spec,
     connections,
-    login_argument_spec,
-    source_argument_spec,
 )
 
 
 def main():
-    argument_spec = login_argument_spec()
-    argument_spec.update(source_argument_spec())
-    argument_spec.update(
+    argument_spec = connection_argument_spec(
+        source=True,
         databases=dict(type="list", elements="str", required=True),
         ignore_tables=dict(type="list", elements="str", default=[]),
         wait_timeout=dict(type="int", default=120),
@@ -133,14 +129,10 @@ def main():
         supports_check_mode=True,
         required_one_of=[("source_host", "source_unix_socket")],
     )
-    if not HAS_PYMYSQL:
-        module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
-    failure = "comparing tables failed"
-    with connections(module, failure, replica="login", source="source") as (replica, source):
-        try:
-            result = compare_tables(replica, source, module.params)
-        except ChecksumError as exc:
-            module.fail_json(msg=str(exc))
+    with connections(
+        module, "comparing tables failed", (ChecksumError,), replica="login", source="source"
+    ) as (replica, source):
+        result = compare_tables(replica, source, module.params)
     bad = result["mismatched"] + result["missing_on_replica"]
     if module.params["fail_on_mismatch"] and bad:
         module.fail_json(

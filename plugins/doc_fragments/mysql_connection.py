@@ -3,14 +3,15 @@
 The options match the argument specs of plugins/module_utils/mysql_connection.py:
 ``DOCUMENTATION`` documents ``login_argument_spec()`` (the server the module talks to) and
 ``SOURCE`` documents ``source_argument_spec()`` (an admin login on the replication source, for the
-modules that run on the replica side). A module uses them with
+modules that run on the replica side); a module builds its spec with
+``connection_argument_spec(source=..., **its_own_options)`` and its documentation with
 
     extends_documentation_fragment:
       - mysql_connection
       - mysql_connection.source
 
 (ansible.cfg: doc_fragment_plugins = ./plugins/doc_fragments). A module may restate the
-C(description) of one option (for example the privileges its login_user needs); its own keys win
+description of one option (for example the privileges its login_user needs); its own keys win
 over the fragment's, the type and default stay here.
 """
 

@@ -12,6 +12,8 @@ import contextlib
 import os
 import tempfile
 
+from ansible.module_utils.basic import missing_required_lib
+
 try:
     import pymysql
     import pymysql.cursors
@@ -64,6 +66,17 @@ def source_argument_spec():
         source_password=dict(type="str", no_log=True),
         source_unix_socket=dict(type="str"),
     )
+
+
+def connection_argument_spec(source=False, **options):
+    """A module's argument_spec: the login_* options, with ``source=True`` the source_* admin login,
+    then the module's own ``options`` (documented by the doc fragments mysql_connection and
+    mysql_connection.source)."""
+    spec = login_argument_spec()
+    if source:
+        spec.update(source_argument_spec())
+    spec.update(options)
+    return spec
 
 
 def login_params(params, prefix="login"):
@@ -163,21 +176,26 @@ def _close_quietly(conn):
 
 
 @contextlib.contextmanager
-def connections(module, failure=None, **servers):
+def connections(module, failure=None, core_errors=(), **servers):
     """Open one connection per server, yield them as a tuple (in the order given), close them all.
 
     ``servers`` maps a name used in messages to the option prefix of that server, for example
-    ``connections(module, "reading replication facts failed", replica="login", source="source")``
-    yields ``(replica_conn, source_conn)``. ``module`` is the AnsibleModule (its ``params`` and
-    ``fail_json`` are used).
+    ``connections(module, "reading replication facts failed", (HealthError,), replica="login",
+    source="source")`` yields ``(replica_conn, source_conn)``. ``module`` is the AnsibleModule (its
+    ``params`` and ``fail_json`` are used).
 
+    - Without PyMySQL the task fails with Ansible's missing_required_lib message, before anything.
     - A server that cannot be reached or refuses the login ends the task with one fail_json message
       naming it: "cannot connect to the source server repl@db1:3306 (source_* options): <error>"
       (never the password).
-    - With ``failure``, a MySQL error raised in the ``with`` body ends the task with
-      ``failure + ": " + error``; other exceptions (fail_json's SystemExit included) pass through.
+    - An exception of ``core_errors`` raised in the ``with`` body ends the task with its message (and
+      its ``details`` dict, when it has one, as extra result keys).
+    - With ``failure``, a MySQL error raised in the body ends the task with ``failure + ": " + error``.
+    - Other exceptions (fail_json's SystemExit included) pass through.
     - Every connection opened is closed in all cases (normal end, fail_json, exception).
     """
+    if not HAS_PYMYSQL:
+        module.fail_json(msg=missing_required_lib("pymysql"), exception=str(PYMYSQL_IMPORT_ERROR))
     opened = []
     try:
         for name, prefix in servers.items():
@@ -189,6 +207,8 @@ def connections(module, failure=None, **servers):
                 )
         try:
             yield tuple(opened)
+        except core_errors as exc:
+            module.fail_json(msg=str(exc), **getattr(exc, "details", {}))
         except MYSQL_ERRORS as exc:
             if failure is None:
                 raise

@@ -6,6 +6,8 @@ import contextlib
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pymysql
@@ -15,6 +17,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mysql_connection import (
     MySQLConnectionError,
     connect,
+    connection_argument_spec,
     connections,
     login_argument_spec,
     login_params,
@@ -49,6 +52,14 @@ def test_fragment_documents_exactly_the_argument_spec(fragment_var, spec):
         assert doc.get("default") == opt.get("default"), name
         assert doc["description"], name
         assert opt.get("no_log", False) == name.endswith("_password"), name
+
+
+def test_connection_argument_spec_is_login_then_source_then_the_modules_own():
+    own = dict(databases=dict(type="list", elements="str", required=True))
+    assert connection_argument_spec(**own) == dict(login_argument_spec(), **own)
+    spec = connection_argument_spec(source=True, **own)
+    assert list(spec) == list(login_argument_spec()) + list(source_argument_spec()) + ["databases"]
+    assert spec["source_password"]["no_log"] is True and spec["login_password"]["no_log"] is True
 
 
 def _module_spec(name, capsys):
@@ -241,6 +252,30 @@ def test_other_exceptions_and_fail_json_pass_through_and_connections_close(serve
     assert not any(c.open for c in conns)
 
 
+class CoreError(Exception):
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.details = details
+
+
+def test_core_errors_become_the_failure_with_their_details(server, make_module, capsys):
+    module = make_module(**socket_login(server), **tcp_source(server))
+    before = client_ids(server)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        with connections(module, "x failed", (CoreError,), replica="login", source="source") as conns:
+            raise CoreError("the replica refuses", statements=["STOP SLAVE"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["failed"] is True and result["msg"] == "the replica refuses"
+    assert result["statements"] == ["STOP SLAVE"]
+    assert not any(c.open for c in conns)
+    assert wait_closed(server, before) == set()
+    with pytest.raises(SystemExit):
+        with connections(module, "x failed", (ValueError,), replica="login"):
+            raise ValueError("no details")
+    assert json.loads(capsys.readouterr().out)["msg"] == "no details"
+
+
 def test_a_connection_closed_or_killed_in_the_body_is_not_an_error(server, make_module):
     module = make_module(**socket_login(server), **tcp_source(server))
     before = client_ids(server)
@@ -262,3 +297,57 @@ def test_connect_error_keeps_server_and_driver_message_apart(server):
     assert excinfo.value.error.startswith("(2003,")
     assert str(excinfo.value) == f"cannot connect to MySQL server u@127.0.0.1:{port}: {excinfo.value.error}"
     assert SECRET not in str(excinfo.value)
+
+
+# -- the modules themselves, through ansible-playbook ---------------------------------------------
+
+
+def _play(tmp_path, tasks, python):
+    playbook = tmp_path / "play.yml"
+    for task in tasks:
+        task["ignore_errors"] = True  # a test play: every task runs, each result is checked
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
+            "-c", "local", "-e", f"ansible_python_interpreter={python}", str(playbook)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=TOP, check=False, timeout=300)
+    out = json.loads(proc.stdout[proc.stdout.index("{"):])
+    return proc.stdout + proc.stderr, [t["hosts"]["localhost"] for t in out["plays"][0]["tasks"]]
+
+
+def test_modules_name_the_server_they_cannot_reach(server, tmp_path):
+    port = free_port()
+    cnf = str(tmp_path / "no-such.cnf")
+    down = dict(source_host="127.0.0.1", source_port=port, source_user="root", source_password=SECRET)
+    tasks = [
+        {"mysql_replication_facts": dict(socket_login(server), config_file=cnf, **down)},
+        {"mysql_table_checksum": dict(socket_login(server), config_file=cnf, databases=["mysql"], **down)},
+        {"mysql_replica": dict(login_host="127.0.0.1", login_port=port, login_user="root",
+                               login_password=SECRET, config_file=cnf, source_host="h", source_user="u")},
+    ]
+    output, results = _play(tmp_path, tasks, sys.executable)
+    where = f"root@127.0.0.1:{port}"
+    for result in results[:2]:
+        assert result["failed"] is True
+        assert result["msg"].startswith(f"cannot connect to the source server {where} (source_* options)")
+    assert results[2]["failed"] is True
+    assert results[2]["msg"].startswith(f"cannot connect to the replica server {where} (login_* options)")
+    assert SECRET not in output
+
+
+def test_modules_without_pymysql_say_so(server, tmp_path):
+    bare = tmp_path / "bare-python"  # the system Python in a venv: no PyMySQL whatever the machine has
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python3")
+    assert subprocess.run([python, "-c", "import pymysql"], capture_output=True, check=False).returncode != 0
+    both = dict(socket_login(server), source_unix_socket=server.socket)
+    tasks = [
+        {"mysql_replication_facts": both},
+        {"mysql_table_checksum": dict(both, databases=["mysql"])},
+        {"mysql_replica": dict(socket_login(server), state="absent")},
+    ]
+    _, results = _play(tmp_path, tasks, python)
+    for result in results:
+        assert result["failed"] is True
+        assert "Failed to import the required Python library (pymysql)" in result["msg"], result["msg"]
