@@ -80,6 +80,7 @@ def test_failed_job_fails_the_play_with_its_message(tmp_path):
     assert "failed: disk full (simulated)" in out
     assert "demo copy failed at 131072 bytes" in out
     assert "copied" not in out
+    assert os.listdir(tmp_path / "async") == []  # the failed job's result file was cleaned up too
 
 
 CANCEL_PLAYBOOK = """
