@@ -246,8 +246,7 @@ duration_seconds:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.leveldb_backup import LevelDBBackupError, backup, plan, wait_until_quiet
-from ansible.module_utils.progress import ProgressError, ProgressFile
+from ansible.module_utils.leveldb_backup import LevelDBBackupError, backup, plan, wait_for_quiet
 
 
 def main():
@@ -285,21 +284,7 @@ def main():
                              bytes_copied=0, bytes_linked=0, records=None, repaired=False, keys_lost=None)
         waited = 0.0
         if p["wait_quiet_seconds"] > 0:
-            waiting = None
-            if p["progress_file"]:
-                try:
-                    waiting = ProgressFile(p["progress_file"], "waiting for a quiet LevelDB directory")
-                except (ProgressError, OSError) as exc:
-                    raise LevelDBBackupError(f"cannot write the progress file: {exc}") from exc
-            try:
-                waited = wait_until_quiet(p["src"], p["wait_quiet_seconds"], p["wait_timeout"])
-            except LevelDBBackupError as exc:
-                if waiting is not None:
-                    try:
-                        waiting.finish(ok=False, message=str(exc))
-                    except OSError:
-                        pass
-                raise
+            waited = wait_for_quiet(p["src"], p["wait_quiet_seconds"], p["wait_timeout"], p["progress_file"])
         result = backup(
             p["src"], p["dest"], name=p["name"], attempts=p["attempts"], incremental=p["incremental"],
             keep_exact=p["keep_exact"], verify=p["verify"], repair=p["repair"],

@@ -229,6 +229,31 @@ def wait_until_quiet(path, quiet_seconds=5.0, timeout=300.0, interval=0.5, clock
             last, quiet_since = state, clock()
 
 
+def wait_for_quiet(path, quiet_seconds, timeout, progress_file=None, progress_factory=ProgressFile):
+    """wait_until_quiet, reported in progress_file (step "waiting for a quiet LevelDB directory") and
+    cancellable: SIGTERM ends the wait with a clear error (nothing was copied yet)."""
+    step = "waiting for a quiet LevelDB directory"
+    waiting = None
+    if progress_file:
+        try:
+            waiting = progress_factory(progress_file, step)
+        except (ProgressError, OSError) as exc:
+            raise LevelDBBackupError(f"cannot write the progress file: {exc}") from exc
+    try:
+        with terminable():
+            waited = wait_until_quiet(path, quiet_seconds, timeout)
+    except (LevelDBBackupError, Terminated) as exc:
+        message = str(exc) if isinstance(exc, LevelDBBackupError) else (
+            f"backup cancelled while {step} (received SIGTERM: the job was cancelled); nothing was copied")
+        if waiting is not None:
+            try:
+                waiting.finish(ok=False, message=message)
+            except OSError:
+                pass
+        raise LevelDBBackupError(message) from None
+    return waited
+
+
 # -- destination ------------------------------------------------------------------------------
 def read_meta(backup_dir):
     try:

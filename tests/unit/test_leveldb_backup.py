@@ -252,3 +252,59 @@ def test_progress_file_in_a_missing_directory_fails_before_anything(tmp_path):
     with pytest.raises(lb.LevelDBBackupError, match="progress file"):
         lb.backup(db, str(tmp_path / "b"), name="one", progress_file=str(tmp_path / "no" / "p"))
     assert not os.path.exists(tmp_path / "b")
+
+
+# -- a cancelled wait for a quiet directory ------------------------------------------------------
+WAITER = r"""
+import os, sys, threading, time
+import ansible.module_utils
+ansible.module_utils.__path__.append(sys.argv[1])
+from ansible.module_utils import leveldb_backup as lb
+src, progress = sys.argv[2], sys.argv[3]
+def busy():  # a store that never goes quiet
+    i = 0
+    while True:
+        with open(os.path.join(src, "000005.log"), "a") as handle:
+            handle.write(str(i))
+        i += 1
+        time.sleep(0.05)
+threading.Thread(target=busy, daemon=True).start()
+try:
+    lb.wait_for_quiet(src, 5, 600, progress)
+except lb.LevelDBBackupError as exc:
+    print(exc)
+    sys.exit(4)
+"""
+
+
+def test_wait_for_quiet_cancelled_by_sigterm_fails_clearly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ansible.module_utils.progress import read_progress
+
+    src = tmp_path / "db"
+    src.mkdir()
+    for name in ("CURRENT", "MANIFEST-000002", "000005.log"):
+        (src / name).write_text("x")
+    (src / "CURRENT").write_text("MANIFEST-000002\n")
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    module_utils = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "plugins", "module_utils")
+    progress = tmp_path / "p"
+    proc = subprocess.Popen([sys.executable, str(script), module_utils, str(src), str(progress)],
+                            stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not progress.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the wait did not start"
+        time.sleep(0.02)
+    assert read_progress(str(progress))["step"] == "waiting for a quiet LevelDB directory"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 4, out  # a clean error, not a traceback nor death by the signal
+    assert "backup cancelled while waiting for a quiet LevelDB directory" in out
+    final = read_progress(str(progress))
+    assert final["state"] == "failed" and "nothing was copied" in final["message"]
