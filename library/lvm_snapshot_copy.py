@@ -103,8 +103,11 @@ options:
       - Seconds the whole run (mount, copy, verification, checksums) may take; past it the copy is
         stopped, the snapshots unmounted, the partial copy removed and the module fails. 0 - no limit.
       - When the module runs with C(async), make the C(async) limit a little longer, so that this
-        clean stop comes first (the async limit kills the module without cleanup; the playbook's
-        cleanup step then unmounts and removes what is left).
+        clean stop comes first. The async limit SIGKILLs the module without cleanup, and the copy
+        child (rsync or tar, in a process group of its own so that a stop reaches the processes rsync
+        forks) then runs on to its end; the playbook's cleanup step cannot unmount under it.
+      - SIGTERM to the module (M(backup_progress) with C(state=cancelled)) stops the copy the same
+        clean way.
     type: int
     default: 0
 requirements:
