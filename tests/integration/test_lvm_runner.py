@@ -9,7 +9,6 @@ LVM_VM_TESTS=0 skips it.
 import json
 import os
 import re
-import subprocess
 import sys
 
 import ansible_runner
@@ -17,10 +16,10 @@ import pytest
 import yaml
 from ansible.module_utils.progress import human_bytes
 
+from tests.lib.lvm_vm import booted, ssh
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-VM = os.path.join(TOP, "scripts", "lab", "lvm-vm.sh")
-SETUP = os.path.join(TOP, "molecule", "lvm", "files", "lab-setup.sh")
 DB_PASSWORD = "lvm-runner-Secret-7d1f"  # the AWX credential's password: never in stdout or events
 
 SETTINGS = {
@@ -42,46 +41,24 @@ SETTINGS = {
 pytestmark = [pytest.mark.slow]
 
 
-def vm(*args, check=True, **kw):
-    return subprocess.run(["bash", VM, *args], check=check, capture_output=True, text=True, **kw)
-
-
-def ssh(command, check=True):
-    result = vm("ssh", command, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{command!r} failed in the VM: {result.stdout}{result.stderr}")
-    return result.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if os.environ.get("LVM_VM_TESTS", "1") == "0":
-        pytest.skip("LVM_VM_TESTS=0")
-    if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
-        pytest.skip("qemu-system-x86_64 not installed")
-    if vm("status", check=False).returncode == 0:
-        pytest.skip("the LVM lab VM is already in use (molecule scenario lvm or a benchmark)")
-    inventory = vm("start", timeout=1200).stdout.strip().splitlines()[-1]
-    path = os.environ["PATH"]
-    os.environ["PATH"] = BIN + os.pathsep + path  # the ansible-playbook ansible-runner starts
-    try:
-        with open(SETUP) as f:
-            subprocess.run(
-                ["bash", VM, "ssh", "bash -s"], stdin=f, check=True, capture_output=True, timeout=900
+    with booted(lab_setup=True) as inventory:
+        path = os.environ["PATH"]
+        os.environ["PATH"] = BIN + os.pathsep + path  # the ansible-playbook ansible-runner starts
+        try:
+            # a backup account with the privileges the README lists, and a password (AWX credential)
+            ssh(
+                "mariadb -e \"CREATE USER lvmbackup@localhost IDENTIFIED BY '" + DB_PASSWORD + "'; "
+                'GRANT RELOAD, PROCESS, BINLOG MONITOR ON *.* TO lvmbackup@localhost"'
             )
-        # a backup account with the privileges the README lists, and a password (AWX credential)
-        ssh(
-            "mariadb -e \"CREATE USER lvmbackup@localhost IDENTIFIED BY '" + DB_PASSWORD + "'; "
-            'GRANT RELOAD, PROCESS, BINLOG MONITOR ON *.* TO lvmbackup@localhost"'
-        )
-        # enough data for the copy to last a few progress lines under TCG
-        ssh("head -c 120M /dev/urandom > /srv/app/big.bin")
-        with open(inventory) as f:
-            hosts = f.read()
-        yield {"hosts": hosts, "base": tmp_path_factory.mktemp("lvmrunner")}
-    finally:
-        os.environ["PATH"] = path
-        vm("stop", check=False, timeout=120)
+            # enough data for the copy to last a few progress lines under TCG
+            ssh("head -c 120M /dev/urandom > /srv/app/big.bin")
+            with open(inventory) as f:
+                hosts = f.read()
+            yield {"hosts": hosts, "base": tmp_path_factory.mktemp("lvmrunner")}
+        finally:
+            os.environ["PATH"] = path
 
 
 def run_job(lab, name, extra=None):

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from tests.lib.lvm_vm import booted, ssh
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VM = os.path.join(TOP, "scripts", "lab", "lvm-vm.sh")
-SETUP = os.path.join(TOP, "molecule", "lvm", "files", "lab-setup.sh")
 PLAYBOOK = os.path.join(TOP, "playbooks", "lvm_snapshot_backup.yml")
 
 SETTINGS = {
@@ -31,31 +31,9 @@ SETTINGS = {
 pytestmark = [pytest.mark.slow]
 
 
-def vm(*args, check=True, **kw):
-    return subprocess.run(["bash", VM, *args], check=check, capture_output=True, text=True, **kw)
-
-
-def ssh(command, check=True):
-    result = vm("ssh", command, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{command!r} failed in the VM: {result.stdout}{result.stderr}")
-    return result.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if os.environ.get("LVM_VM_TESTS", "1") == "0":
-        pytest.skip("LVM_VM_TESTS=0")
-    if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
-        pytest.skip("qemu-system-x86_64 not installed")
-    if vm("status", check=False).returncode == 0:
-        pytest.skip("the LVM lab VM is already in use (molecule scenario lvm or a benchmark)")
-    inventory = vm("start", timeout=1200).stdout.strip().splitlines()[-1]
-    try:
-        with open(SETUP) as f:
-            subprocess.run(
-                ["bash", VM, "ssh", "bash -s"], stdin=f, check=True, capture_output=True, timeout=900
-            )
+    with booted(lab_setup=True) as inventory:
         base = tmp_path_factory.mktemp("lvmvm")
         settings = base / "settings.json"
         settings.write_text(json.dumps(SETTINGS))
@@ -65,8 +43,6 @@ def lab(tmp_path_factory):
         lab["good"] = backups()
         assert len(lab["good"]) == 1
         yield lab
-    finally:
-        vm("stop", check=False, timeout=120)
 
 
 def run_backup(lab, extra=None, background=False):

@@ -1,0 +1,51 @@
+"""The LVM lab VM (scripts/lab/lvm-vm.sh) for the tests that need real LVM or a real systemd.
+
+`booted()` skips the test module when the VM cannot or must not run (LVM_VM_TESTS=0, no qemu, the VM
+already in use by molecule or a benchmark), boots it, optionally runs molecule/lvm's lab set-up in
+it, yields the path of its inventory, and stops it whatever happens.
+"""
+import contextlib
+import os
+import subprocess
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VM = os.path.join(TOP, "scripts", "lab", "lvm-vm.sh")
+SETUP = os.path.join(TOP, "molecule", "lvm", "files", "lab-setup.sh")
+
+
+def vm(*args, check=True, **kw):
+    return subprocess.run(["bash", VM, *args], check=check, capture_output=True, text=True, **kw)
+
+
+def ssh_result(command, timeout=600):
+    """Run a shell command in the VM as root: the CompletedProcess, whatever its exit status."""
+    return vm("ssh", command, check=False, timeout=timeout)
+
+
+def ssh(command, check=True):
+    """Run a shell command in the VM as root: its stdout, stripped; fails the test when it fails."""
+    result = ssh_result(command)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} failed in the VM: {result.stdout}{result.stderr}")
+    return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def booted(lab_setup=False):
+    if os.environ.get("LVM_VM_TESTS", "1") == "0":
+        pytest.skip("LVM_VM_TESTS=0")
+    if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
+        pytest.skip("qemu-system-x86_64 not installed")
+    if vm("status", check=False).returncode == 0:
+        pytest.skip("the LVM lab VM is already in use (molecule scenario lvm or a benchmark)")
+    inventory = vm("start", timeout=1200).stdout.strip().splitlines()[-1]
+    try:
+        if lab_setup:
+            with open(SETUP) as script:
+                subprocess.run(["bash", VM, "ssh", "bash -s"], stdin=script, check=True,
+                               capture_output=True, timeout=900)
+        yield inventory
+    finally:
+        vm("stop", check=False, timeout=120)
