@@ -32,7 +32,14 @@ import re
 import shutil
 import time
 
-from ansible.module_utils.progress import ProgressError, ProgressFile, Terminated, terminable
+from ansible.module_utils.progress import (
+    NO_PROGRESS,
+    PhaseProgress,
+    ProgressError,
+    ProgressFile,
+    Terminated,
+    terminable,
+)
 
 META_FILE = "backup.json"
 BACKUP_PREFIX = "leveldb-"
@@ -44,44 +51,6 @@ CHUNK = 1024 * 1024
 
 class LevelDBBackupError(Exception):
     """Operator-facing failure of a LevelDB backup, verification or repair."""
-
-
-class _Progress:
-    """Optional progress reporting (a ProgressFile per phase). Reporting is for the operator: a
-    failing write (full /tmp) never fails the backup. Without a path every call does nothing."""
-
-    def __init__(self, path=None, factory=ProgressFile):
-        self.path = path
-        self.factory = factory
-        self.current = None
-
-    def phase(self, step, total=None):
-        if self.path:
-            try:
-                self.current = self.factory(self.path, step, total_bytes=total)
-            except OSError:
-                self.current = None
-
-    def update(self, done, total=None):
-        if self.current is not None:
-            try:
-                self.current.update(done, total_bytes=total)
-            except OSError:
-                pass
-
-    def advance(self, delta):
-        if self.current is not None:
-            self.update(self.current.done + delta)
-
-    def finish(self, ok=True, message=None):
-        if self.current is not None:
-            try:
-                self.current.finish(ok=ok, message=message)
-            except OSError:
-                pass
-
-
-NO_PROGRESS = _Progress()
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -370,7 +339,7 @@ def _copy_attempt(source, target, previous, rehash=False, progress=NO_PROGRESS):
 def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, retry_delay=0.2,
                     sleep=time.sleep, rehash=False, progress=NO_PROGRESS):
     """Copy source into target (created here) until CURRENT and MANIFEST-* are unchanged across the
-    copy. Returns (files, attempts_used, manifest_fingerprint). progress (a _Progress) counts the
+    copy. Returns (files, attempts_used, manifest_fingerprint). progress (a PhaseProgress) counts the
     bytes copied, from 0 again on each attempt."""
     previous = _previous_tables(previous_dir)
     for attempt in range(1, attempts + 1):
@@ -505,7 +474,7 @@ def verify_db(path, count_keys=False, progress=NO_PROGRESS):
     """Open the LevelDB at path and read every record with checksum verification.
 
     Returns {"ok", "records", "error", "keys"(set, when count_keys)}. Opening replays the log and may
-    write files: call it on copies only. progress (a _Progress) gets the bytes of the records read."""
+    write files: call it on copies only. progress (a PhaseProgress) gets the bytes of the records read."""
     plyvel = _load_plyvel()
     result = {"ok": False, "records": 0, "error": None}
     keys = set() if count_keys else None
@@ -730,12 +699,11 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
 def _backup_reporting(source, dest, name, attempts, incremental, keep_exact, verify, repair,
                       fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged, fsync,
                       rehash, clock, progress_file, progress_factory):
-    progress = _Progress(progress_file, progress_factory)
-    if progress_file:
-        try:
-            progress.factory(progress_file, "LevelDB copy (preparing)")
-        except (ProgressError, OSError) as exc:
-            raise LevelDBBackupError(f"cannot write the progress file: {exc}") from exc
+    progress = PhaseProgress(progress_file, progress_factory)
+    try:
+        progress.start("LevelDB copy (preparing)")
+    except ProgressError as exc:
+        raise LevelDBBackupError(f"cannot write the progress file: {exc}") from exc
     try:
         try:
             report = _backup(source, dest, name, attempts, incremental, keep_exact, verify, repair,

@@ -32,7 +32,14 @@ import sys
 import time
 
 from ansible.module_utils.lvm_snapshot import FillWatcher, LvmError, find_lv, is_invalid, read_lvs
-from ansible.module_utils.progress import ProgressError, ProgressFile, Terminated, terminable
+from ansible.module_utils.progress import (
+    NO_PROGRESS,
+    PhaseProgress,
+    ProgressError,
+    ProgressFile,
+    Terminated,
+    terminable,
+)
 
 BACKUP_NAME_RE = re.compile(r"^\d{8}T\d{6}Z$")
 PARTIAL_PREFIX = ".partial-"
@@ -49,48 +56,6 @@ VERIFY_STEP = "verification of the copy"
 MANIFEST_STEP = "checksums of the copy"
 TAR_BLOCK = 512
 TAR_RECORD = 10240
-
-
-class _Progress:
-    """Optional progress reporting (a ProgressFile per phase). Only creating the first file can fail
-    the run (a bad path, before anything changes); later writes are for the operator and a failing
-    one (full /tmp) never fails the backup. Without a path every call does nothing."""
-
-    def __init__(self, path=None, factory=ProgressFile):
-        self.path = path
-        self.factory = factory
-        self.current = None
-
-    def start(self, step):
-        if self.path:
-            try:
-                self.current = self.factory(self.path, step)
-            except (ProgressError, OSError) as exc:
-                raise CopyError(f"cannot write the progress file: {exc}") from exc
-
-    def phase(self, step, total=None):
-        if self.path:
-            try:
-                self.current = self.factory(self.path, step, total_bytes=total)
-            except (ProgressError, OSError):
-                self.current = None
-
-    def update(self, done, total=None):
-        if self.current is not None:
-            try:
-                self.current.update(done, total_bytes=total)
-            except OSError:
-                pass
-
-    def finish(self, ok=True, message=None):
-        if self.current is not None:
-            try:
-                self.current.finish(ok=ok, message=message)
-            except OSError:
-                pass
-
-
-NO_PROGRESS = _Progress()
 
 
 def _tar_round(size):
@@ -606,8 +571,11 @@ class SnapshotCopy:
         job) stops it like any failure (copy stopped, unmounted, partial copy removed), then
         CopyError "copy cancelled"."""
         with terminable():  # SIGTERM raises Terminated in the main thread: _run's finally runs
-            progress = _Progress(self.progress_file, self.progress_factory)
-            progress.start(f"{COPY_STEP} (preparing)")
+            progress = PhaseProgress(self.progress_file, self.progress_factory)
+            try:
+                progress.start(f"{COPY_STEP} (preparing)")
+            except ProgressError as exc:
+                raise CopyError(f"cannot write the progress file: {exc}") from exc
             try:
                 try:
                     result = self._run(progress)

@@ -209,6 +209,54 @@ class ProgressFile:
         return True
 
 
+class PhaseProgress:
+    """Best-effort progress of a job in phases (copy, verification, ...): a ProgressFile per phase,
+    written through ``factory``. Reporting is for the operator: a failing write (full /tmp) never
+    fails the work. Without a path every call does nothing (``NO_PROGRESS``)."""
+
+    def __init__(self, path=None, factory=ProgressFile):
+        self.path = path
+        self.factory = factory
+        self.current = None
+
+    def start(self, step, total=None):
+        """The first phase. Unlike the later ones, a file that cannot be written is an error
+        (ProgressError, to be raised before anything changes: a bad path is bad input)."""
+        if self.path:
+            try:
+                self.current = self.factory(self.path, step, total_bytes=total)
+            except OSError as exc:
+                raise ProgressError(str(exc)) from exc
+
+    def phase(self, step, total=None):
+        if self.path:
+            try:
+                self.current = self.factory(self.path, step, total_bytes=total)
+            except (ProgressError, OSError):
+                self.current = None
+
+    def update(self, done, total=None):
+        if self.current is not None:
+            try:
+                self.current.update(done, total_bytes=total)
+            except OSError:
+                pass
+
+    def advance(self, delta):
+        if self.current is not None:
+            self.update(self.current.done + delta)
+
+    def finish(self, ok=True, message=None):
+        if self.current is not None:
+            try:
+                self.current.finish(ok=ok, message=message)
+            except OSError:
+                pass
+
+
+NO_PROGRESS = PhaseProgress()
+
+
 def read_progress(path):
     """The last state written, or None when the file does not exist yet."""
     try:

@@ -10,22 +10,15 @@ import sys
 import time
 
 from ansible.module_utils import leveldb_backup as lb
-from ansible.module_utils.progress import ProgressFile, read_progress, same_process
+from ansible.module_utils.progress import read_progress, same_process
 
 from tests.integration.test_leveldb_backup_live import make_db
+from tests.lib.progress import recording
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 
 
-def recording(log):
-    class Recording(ProgressFile):
-        def _write(self, state, force=False, message=None):
-            super()._write(state, force=True, message=message)
-            log.append(self.state(state, message))
-            return True
-
-    return Recording
 
 
 def test_copy_then_verification_progress_on_a_real_store(tmp_path):

@@ -10,24 +10,15 @@ import time
 
 import pytest
 from ansible.module_utils.mysql_seed import SeedError, run_seed
-from ansible.module_utils.progress import ProgressFile, process_identity, read_progress, same_process
+from ansible.module_utils.progress import process_identity, read_progress, same_process
 
 from tests.integration.test_mysql_replication import make_source, seed_params
+from tests.lib.progress import recording
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 
 
-def recording(log):
-    """A real ProgressFile writing on every update (no 1 s throttle) and recording what it wrote."""
-
-    class Recording(ProgressFile):
-        def _write(self, state, force=False, message=None):
-            super()._write(state, force=True, message=message)
-            log.append(self.state(state, message))
-            return True
-
-    return Recording
 
 
 @pytest.fixture

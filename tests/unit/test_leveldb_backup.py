@@ -4,6 +4,8 @@ import os
 import pytest
 from ansible.module_utils import leveldb_backup as lb
 
+from tests.lib.progress import recording
+
 
 def fake_leveldb(path, manifest="MANIFEST-000004", tables=("000005.ldb", "000007.ldb")):
     path.mkdir()
@@ -193,17 +195,6 @@ def test_unchanged_source_table_is_linked_without_reading_it_again(tmp_path, mon
 
 
 # -- progress of the copy (roles/backup_progress polls the file) -------------------------------
-def recording_progress(log):
-    """A real ProgressFile that writes on every update and records each state it wrote."""
-    from ansible.module_utils.progress import ProgressFile
-
-    class Recording(ProgressFile):
-        def _write(self, state, force=False, message=None):
-            super()._write(state, force=True, message=message)
-            log.append(self.state(state, message))
-            return True
-
-    return Recording
 
 
 def test_backup_reports_copy_progress_done_grows_to_the_total_then_done(tmp_path):
@@ -213,7 +204,7 @@ def test_backup_reports_copy_progress_done_grows_to_the_total_then_done(tmp_path
     to_copy = lb.plan(db, str(tmp_path / "b"))["bytes_to_copy"]
     log, path = [], str(tmp_path / "copy.progress")
     report = lb.backup(db, str(tmp_path / "b"), name="one", verify="none", fsync=False, progress_file=path,
-                       progress_factory=recording_progress(log))
+                       progress_factory=recording(log))
     copy = [s for s in log if s["step"] == "LevelDB copy"]
     assert copy and {s["total_bytes"] for s in copy} == {to_copy}
     running = [s["done_bytes"] for s in copy if s["state"] == "running"]
@@ -224,7 +215,7 @@ def test_backup_reports_copy_progress_done_grows_to_the_total_then_done(tmp_path
     # an incremental run counts only what it copies: linked tables are in neither done nor total
     log.clear()
     report = lb.backup(db, str(tmp_path / "b"), name="two", verify="none", fsync=False, progress_file=path,
-                       progress_factory=recording_progress(log))
+                       progress_factory=recording(log))
     assert report["bytes_linked"] > 0
     assert log[-1]["state"] == "done"
     assert log[-1]["done_bytes"] == report["bytes_copied"] == log[-1]["total_bytes"]

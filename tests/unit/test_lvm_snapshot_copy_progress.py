@@ -16,19 +16,9 @@ import time
 
 import pytest
 from ansible.module_utils import lvm_snapshot_copy as C
-from ansible.module_utils.progress import ProgressFile, read_progress
+from ansible.module_utils.progress import read_progress
 
-
-def recording(log):
-    """A ProgressFile writing every update (no 1 s throttle) and keeping each state written."""
-
-    class Recording(ProgressFile):
-        def _write(self, state, force=False, message=None):
-            super()._write(state, force=True, message=message)
-            log.append(self.state(state, message))
-            return True
-
-    return Recording
+from tests.lib.progress import recording
 
 
 def throttled(argv, **kw):
@@ -100,7 +90,7 @@ def test_run_copy_reports_growing_bytes_up_to_the_total(tmp_path, method):
     out = tmp_path / "out"
     out.mkdir()
     log = []
-    progress = C._Progress(str(tmp_path / "p"), recording(log))
+    progress = C.PhaseProgress(str(tmp_path / "p"), recording(log))
     progress.phase(C.COPY_STEP, 1000 + total)
     argv, target = C.copy_command(method, str(src), str(out), "vol")
     rc, err, timed_out = C.run_copy(argv, target, popen=throttled, progress=progress, base=1000,
