@@ -83,31 +83,13 @@ options:
     description: Session lock_wait_timeout for FLUSH TABLES WITH READ LOCK, in seconds.
     type: int
     default: 10
-  login_host:
-    description: MySQL host (used when O(login_unix_socket) is not given).
-    type: str
-    default: localhost
-  login_port:
-    description: MySQL port.
-    type: int
-    default: 3306
   login_user:
-    description: MySQL user (needs RELOAD, PROCESS, and REPLICATION CLIENT / BINLOG MONITOR).
+    description:
+      - MySQL user on the server being snapshotted (needs RELOAD, PROCESS, and REPLICATION CLIENT /
+        BINLOG MONITOR); when not given, the C(user) of O(config_file).
     type: str
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_unix_socket:
-    description: MySQL unix socket.
-    type: str
-  connect_timeout:
-    description: Connection timeout in seconds.
-    type: int
-    default: 10
-  config_file:
-    description: Client option file read when it exists.
-    type: path
-    default: ~/.my.cnf
+extends_documentation_fragment:
+  - mysql_connection
 requirements:
   - lvm2
   - PyMySQL (when O(lock_mysql=true))
@@ -176,6 +158,7 @@ from ansible.module_utils.mysql_connection import (
     PYMYSQL_IMPORT_ERROR,
     MySQLConnectionError,
     connect,
+    connection_argument_spec,
     login_params,
 )
 from ansible.module_utils.mysql_lock import MysqlLockError, lock_and_snapshot, no_lock_snapshot
@@ -183,7 +166,7 @@ from ansible.module_utils.mysql_lock import MysqlLockError, lock_and_snapshot, n
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=connection_argument_spec(
             snapshots=dict(
                 type="list",
                 elements="dict",
@@ -203,13 +186,6 @@ def main():
             long_query_seconds=dict(type="int", default=30),
             long_query_wait_seconds=dict(type="int", default=30),
             lock_wait_timeout=dict(type="int", default=10),
-            login_host=dict(type="str", default="localhost"),
-            login_port=dict(type="int", default=3306),
-            login_user=dict(type="str"),
-            login_password=dict(type="str", no_log=True),
-            login_unix_socket=dict(type="str"),
-            connect_timeout=dict(type="int", default=10),
-            config_file=dict(type="path", default="~/.my.cnf"),
         ),
         supports_check_mode=True,
     )

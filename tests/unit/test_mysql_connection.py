@@ -70,7 +70,8 @@ def _module_spec(name, capsys):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     capsys.readouterr()
-    args = dict(_no_such_option=1, databases=["db"], source_host="h", source_user="u", dest="/nonexistent/x")
+    args = dict(_no_such_option=1, databases=["db"], source_host="h", source_user="u", dest="/nonexistent/x",
+                snapshots=[{"vg": "vg", "lv": "lv"}])
     with patch_module_args(args), pytest.raises(SystemExit):
         mod.main()
     msg = json.loads(capsys.readouterr().out)["msg"]
@@ -78,7 +79,7 @@ def _module_spec(name, capsys):
     return mod, set(msg.split("Supported parameters include: ")[1].rstrip(".").split(", "))
 
 
-@pytest.mark.parametrize("name", MYSQL_MODULES)
+@pytest.mark.parametrize("name", [*MYSQL_MODULES, "lvm_snapshot_lock"])
 def test_each_module_documents_every_option_it_accepts(name, capsys):
     """What ansible-doc renders (module DOCUMENTATION + fragments) is what the module accepts."""
     fragment_loader.add_directory(os.path.join(TOP, "plugins", "doc_fragments"))
