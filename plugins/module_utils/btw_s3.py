@@ -552,8 +552,13 @@ class S3Target:
     def _explain(self, what, exc, attempts):
         code = _error_code(exc)
         b = self._botoexc
+        endpoint = self.endpoint_url or "AWS"
         if isinstance(exc, (b.EndpointConnectionError, b.ConnectTimeoutError, b.ConnectionError)):
-            hint = f"S3 endpoint {self.endpoint_url or 'AWS'} unreachable"
+            hint = f"S3 endpoint {endpoint} unreachable"
+        elif isinstance(exc, (b.ConnectionClosedError, b.ReadTimeoutError)):
+            # the endpoint went away (or stalled) in the middle of a request: the same outage
+            # seen from a connection that was already open
+            hint = f"S3 endpoint {endpoint} unreachable (connection lost mid-request)"
         elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "AccessDenied"):
             hint = f"S3 credentials rejected or access denied to bucket {self.bucket} ({code})"
         elif code in ("NoSuchBucket", "404"):

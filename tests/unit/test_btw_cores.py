@@ -273,6 +273,21 @@ def test_retries_with_backoff_then_success_and_no_retry_on_auth():
         btw_s3.S3Target("b", client=client, sse="none")
 
 
+def test_an_endpoint_lost_mid_request_is_reported_as_unreachable():
+    """A connection closed or stalled mid-upload is the endpoint going away, said as such."""
+    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+
+    for exc in (ConnectionClosedError(endpoint_url="http://s3:9000/b/k"),
+                ReadTimeoutError(endpoint_url="http://s3:9000/b/k")):
+        client = FlakyClient([exc, exc])
+        target = btw_s3.S3Target("b", client=client, endpoint_url="http://s3:9000", retries=2,
+                                 sleep=lambda _: None)
+        lost = r"S3 endpoint http://s3:9000 unreachable \(connection lost mid-request\) after 2"
+        with pytest.raises(btw_s3.BtwS3Error, match=lost):
+            target.preflight()
+        assert client.calls == 2
+
+
 def test_volatile_dump_lines_are_ignored(tmp_path):
     a, b = tmp_path / "a.sql", tmp_path / "b.sql"
     a.write_bytes(
