@@ -41,7 +41,7 @@ unit: setup
 	$(PYTEST) tests/unit -q
 
 integration: setup
-	$(PYTEST) tests/integration -q
+	$(PYTEST) tests/integration -q --durations=15
 
 molecule: lab-image
 	$(ENV) for s in $(SCENARIOS); do echo ">> molecule test -s $$s"; molecule test -s "$$s" || exit 1; done

@@ -73,7 +73,8 @@ printf 'UseDNS no\nPermitRootLogin prohibit-password\n' > "$ROOTFS/etc/ssh/sshd_
 echo ">> root image ($ROOT_SIZE)" >&2
 cp "$(ls "$ROOTFS"/boot/vmlinuz-* | sort -V | tail -n1)" "$WORK/vmlinuz"
 cp "$(ls "$ROOTFS"/boot/initrd.img-* | sort -V | tail -n1)" "$WORK/initrd.img"
-mke2fs -q -t ext4 -L guestroot -d "$ROOTFS" "$WORK/root.img" "$ROOT_SIZE"
+# stdout carries only the result (the last line): mke2fs says "Creating regular file" there even with -q
+mke2fs -q -t ext4 -L guestroot -d "$ROOTFS" "$WORK/root.img" "$ROOT_SIZE" >&2
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

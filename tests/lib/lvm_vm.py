@@ -40,7 +40,11 @@ def booted(lab_setup=False):
         pytest.skip("qemu-system-x86_64 not installed")
     if vm("status", check=False).returncode == 0:
         pytest.skip("the LVM lab VM is already in use (molecule scenario lvm or a benchmark)")
-    inventory = vm("start", timeout=1200).stdout.strip().splitlines()[-1]
+    started = vm("start", check=False, timeout=1200)
+    if started.returncode != 0:  # a CalledProcessError would hide the script's reason (stderr)
+        vm("stop", check=False, timeout=120)
+        raise AssertionError(f"the LVM lab VM did not start (exit {started.returncode}):\n{started.stderr}")
+    inventory = started.stdout.strip().splitlines()[-1]
     try:
         if lab_setup:
             with open(SETUP) as script:
