@@ -6,7 +6,8 @@
 #   scripts/lab/lvm-vm.sh status   running or not, SSH port, inventory path
 #   scripts/lab/lvm-vm.sh ssh CMD  run a command in the guest as root
 # Environment: LVM_VM_DISK_SIZE (blank data disk for the VG, default 6G), LVM_VM_MEM (2048),
-# LVM_VM_SMP (2), LVM_VM_RUN (run-state directory, default $LAB_CACHE/lvm-vm/run).
+# LVM_VM_SMP (2), LVM_VM_RUN (run-state directory, default $LAB_CACHE/lvm-vm/run), LVM_VM_BOOT_TIMEOUT
+# (seconds to wait for SSH, 180), LVM_VM_BOOT_ATTEMPTS (boots tried before giving up, 3).
 # Only one VM runs at a time on this machine: start refuses when one is already up.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,22 +29,12 @@ guest_ssh() {
   ssh $(ssh_opts) root@127.0.0.1 "$@"
 }
 
-start() {
-  if running; then
-    echo "lvm-vm: already running (pid $(cat "$PIDFILE")); stop it first" >&2
-    exit 1
-  fi
-  image=$(bash scripts/lab/build-lvm-vm.sh | tail -n1)
-  if [ ! -s "$image/root.img" ]; then
-    echo "lvm-vm: the image build did not name an image directory (got: $image)" >&2
-    exit 1
-  fi
-  rm -rf "$RUN"
-  mkdir -p "$RUN"
-  echo "$image" > "$RUN/image"
+boot_once() {
+  # Boot the image once; 0 when SSH answers, 1 (qemu gone, console shown) when it does not in time.
+  local image=$1 port t0
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   echo "$port" > "$RUN/port"
-  truncate -s "${LVM_VM_DISK_SIZE:-6G}" "$RUN/lvm.img"
+  rm -f "$PIDFILE" "$RUN/console.log"
   qemu-system-x86_64 -accel tcg -m "${LVM_VM_MEM:-2048}" -smp "${LVM_VM_SMP:-2}" \
     -display none -serial "file:$RUN/console.log" -daemonize -pidfile "$PIDFILE" \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
@@ -57,15 +48,54 @@ start() {
     if ! running; then
       echo "lvm-vm: qemu exited during boot; console:" >&2
       tail -n 30 "$RUN/console.log" >&2
-      exit 1
+      return 1
     fi
-    if [ $(( $(date +%s) - t0 )) -gt "${LVM_VM_BOOT_TIMEOUT:-240}" ]; then
-      echo "lvm-vm: no SSH after ${LVM_VM_BOOT_TIMEOUT:-240}s; console:" >&2
+    if [ $(( $(date +%s) - t0 )) -gt "${LVM_VM_BOOT_TIMEOUT:-180}" ]; then
+      echo "lvm-vm: no SSH after ${LVM_VM_BOOT_TIMEOUT:-180}s; console:" >&2
       tail -n 30 "$RUN/console.log" >&2
+      kill_qemu
+      return 1
+    fi
+    sleep 2
+  done
+  echo "lvm-vm: up in $(( $(date +%s) - t0 ))s on port $port" >&2
+}
+
+kill_qemu() {
+  local pid
+  pid=$(cat "$PIDFILE" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$PIDFILE"
+}
+
+start() {
+  if running; then
+    echo "lvm-vm: already running (pid $(cat "$PIDFILE")); stop it first" >&2
+    exit 1
+  fi
+  image=$(bash scripts/lab/build-lvm-vm.sh | tail -n1)
+  if [ ! -s "$image/root.img" ]; then
+    echo "lvm-vm: the image build did not name an image directory (got: $image)" >&2
+    exit 1
+  fi
+  rm -rf "$RUN"
+  mkdir -p "$RUN"
+  echo "$image" > "$RUN/image"
+  truncate -s "${LVM_VM_DISK_SIZE:-6G}" "$RUN/lvm.img"
+  # A TCG guest now and then wedges at boot (soft lockups, RCU stalls on the console, no SSH ever):
+  # power it off and boot again, a few times, before giving up.
+  attempts=${LVM_VM_BOOT_ATTEMPTS:-3}
+  for attempt in $(seq 1 "$attempts"); do
+    if boot_once "$image"; then
+      break
+    fi
+    if [ "$attempt" -eq "$attempts" ]; then
       stop
       exit 1
     fi
-    sleep 2
+    echo "lvm-vm: boot attempt $attempt of $attempts failed; booting again" >&2
   done
   cat > "$INVENTORY" <<INV
 ---
@@ -75,13 +105,12 @@ all:
       hosts:
         lvmlab:
           ansible_host: 127.0.0.1
-          ansible_port: $port
+          ansible_port: $(cat "$RUN/port")
           ansible_user: root
           ansible_ssh_private_key_file: $image/id_ed25519
           ansible_ssh_common_args: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
           ansible_python_interpreter: /usr/bin/python3
 INV
-  echo "lvm-vm: up in $(( $(date +%s) - t0 ))s on port $port" >&2
   echo "$INVENTORY"
 }
 
@@ -90,9 +119,7 @@ stop() {
     pid=$(cat "$PIDFILE")
     guest_ssh systemctl poweroff >/dev/null 2>&1 || true
     for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    kill -9 "$pid" 2>/dev/null || true
+    kill_qemu
   fi
   rm -rf "$RUN"
   echo "lvm-vm: stopped" >&2
