@@ -75,7 +75,7 @@ start() {
     echo "lvm-vm: already running (pid $(cat "$PIDFILE")); stop it first" >&2
     exit 1
   fi
-  image=$(bash scripts/lab/build-lvm-vm.sh | tail -n1)
+  image=$(bash scripts/lab/build-lvm-vm.sh)
   if [ ! -s "$image/root.img" ]; then
     echo "lvm-vm: the image build did not name an image directory (got: $image)" >&2
     exit 1
