@@ -1,9 +1,9 @@
 """The LVM snapshot backup the way AWX runs it: ansible-runner with a private data dir (inventory,
 env/extravars with the MySQL credential as AWX's credential injection passes it, env/envvars),
 playbooks/run_backup.yml with backup_strategy=lvm_snapshot_backup, against real LVM in the lab VM
-(scripts/lab/lvm-vm.sh, booted once for the module). The copy from the snapshots runs as an async job
-followed with progress lines (roles/lvm_snapshot_backup/tasks/copy.yml). Several minutes under TCG:
-LVM_VM_TESTS=0 skips it.
+(scripts/lab/lvm-vm.sh, booted once for the test session: the lab_vm fixture). The copy from the
+snapshots runs as an async job followed with progress lines (roles/lvm_snapshot_backup/tasks/copy.yml).
+Several minutes under TCG: LVM_VM_TESTS=0 skips it.
 """
 
 import json
@@ -16,7 +16,7 @@ import pytest
 import yaml
 from ansible.module_utils.progress import human_bytes
 
-from tests.lib.lvm_vm import booted, ssh
+from tests.lib.lvm_vm import ssh
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -38,27 +38,27 @@ SETTINGS = {
     "lvm_snapshot_backup_mysql_login_password": DB_PASSWORD,
 }
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with booted(lab_setup=True) as inventory:
-        path = os.environ["PATH"]
-        os.environ["PATH"] = BIN + os.pathsep + path  # the ansible-playbook ansible-runner starts
-        try:
-            # a backup account with the privileges the README lists, and a password (AWX credential)
-            ssh(
-                "mariadb -e \"CREATE USER lvmbackup@localhost IDENTIFIED BY '" + DB_PASSWORD + "'; "
-                'GRANT RELOAD, PROCESS, BINLOG MONITOR ON *.* TO lvmbackup@localhost"'
-            )
-            # enough data for the copy to last a few progress lines under TCG
-            ssh("head -c 120M /dev/urandom > /srv/app/big.bin")
-            with open(inventory) as f:
-                hosts = f.read()
-            yield {"hosts": hosts, "base": tmp_path_factory.mktemp("lvmrunner")}
-        finally:
-            os.environ["PATH"] = path
+def lab(tmp_path_factory, lab_vm):
+    path = os.environ["PATH"]
+    os.environ["PATH"] = BIN + os.pathsep + path  # the ansible-playbook ansible-runner starts
+    try:
+        # a backup account with the privileges the README lists, and a password (AWX credential)
+        ssh(
+            "mariadb -e \"CREATE USER lvmbackup@localhost IDENTIFIED BY '" + DB_PASSWORD + "'; "
+            'GRANT RELOAD, PROCESS, BINLOG MONITOR ON *.* TO lvmbackup@localhost"'
+        )
+        # enough data for the copy to last a few progress lines under TCG
+        ssh("head -c 120M /dev/urandom > /srv/app/big.bin")
+        with open(lab_vm) as f:
+            hosts = f.read()
+        yield {"hosts": hosts, "base": tmp_path_factory.mktemp("lvmrunner")}
+    finally:
+        os.environ["PATH"] = path
+        ssh("rm -f /srv/app/big.bin; mariadb -e 'DROP USER IF EXISTS lvmbackup@localhost'", check=False)
 
 
 def run_job(lab, name, extra=None):
@@ -122,6 +122,7 @@ def assert_clean():
 
 
 def test_job_succeeds_with_progress_lines_and_backup_runs(lab):
+    before = backups()
     result = run_job(lab, "ok")
     assert result.status == "successful" and result.rc == 0, result.text[-5000:]
     [run] = backup_runs(result)
@@ -129,7 +130,7 @@ def test_job_succeeds_with_progress_lines_and_backup_runs(lab):
     assert run["location"].startswith("/srv/backup/lvm/") and run["size_bytes"] > 120 * 1024 * 1024
     assert float(run["lock_seconds"]) > 0 and run["coordinates"]["gtid"]
     name = os.path.basename(run["location"])
-    assert backups() == [name]
+    assert backups() == (before + [name])[-SETTINGS["lvm_snapshot_backup_keep"]:]
     ssh(f"cd /srv/backup/lvm/{name} && sha256sum -c --quiet MANIFEST.sha256")
     metadata = json.loads(ssh(f"cat /srv/backup/lvm/{name}/metadata.json"))
     copied = sum(copy["bytes"] for copy in metadata["copies"])

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.lib.lvm_vm import booted, ssh
+from tests.lib.lvm_vm import ssh
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(TOP, "playbooks", "lvm_snapshot_backup.yml")
@@ -28,21 +28,21 @@ SETTINGS = {
     "lvm_snapshot_backup_poll_interval": 0.5,
 }
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with booted(lab_setup=True) as inventory:
-        base = tmp_path_factory.mktemp("lvmvm")
-        settings = base / "settings.json"
-        settings.write_text(json.dumps(SETTINGS))
-        lab = {"inventory": inventory, "settings": str(settings), "base": base}
-        rc, out = run_backup(lab)
-        assert rc == 0, out
-        lab["good"] = backups()
-        assert len(lab["good"]) == 1
-        yield lab
+def lab(tmp_path_factory, lab_vm):
+    base = tmp_path_factory.mktemp("lvmvm")
+    settings = base / "settings.json"
+    settings.write_text(json.dumps(SETTINGS))
+    lab = {"inventory": lab_vm, "settings": str(settings), "base": base}
+    before = backups()  # other modules' backups in the shared lab VM
+    rc, out = run_backup(lab)
+    assert rc == 0, out
+    lab["good"] = backups()
+    assert lab["good"][-1] not in before, (before, lab["good"])
+    return lab
 
 
 def run_backup(lab, extra=None, background=False):
@@ -73,7 +73,7 @@ def assert_clean(lab):
     assert ssh("grep -c /run/lvm-snapshot-backup /proc/mounts || true") == "0"
     assert ssh("ls -a /srv/backup/lvm | grep -c '^.partial-' || true") == "0"
     assert backups()[: len(lab["good"])] == lab["good"]
-    ssh(f"cd /srv/backup/lvm/{lab['good'][0]} && sha256sum -c --quiet MANIFEST.sha256")
+    ssh(f"cd /srv/backup/lvm/{lab['good'][-1]} && sha256sum -c --quiet MANIFEST.sha256")
     assert ssh("systemctl is-active lab-app mariadb lab-writer").split() == ["active"] * 3
     # no read lock left: a write goes through at once
     ssh("mariadb -e 'SET SESSION lock_wait_timeout=3; INSERT INTO app.settings VALUES (UUID_SHORT(), 1)'")
