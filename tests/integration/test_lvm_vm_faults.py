@@ -7,6 +7,7 @@ backup untouched and the application running. Several minutes under TCG: set LVM
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -45,8 +46,10 @@ def lab(tmp_path_factory, lab_vm):
     return lab
 
 
-def run_backup(lab, extra=None, background=False):
+def run_backup(lab, extra=None, background=False, check=False):
     cmd = ["ansible-playbook", "-i", lab["inventory"], PLAYBOOK, "-e", f"@{lab['settings']}"]
+    if check:
+        cmd.append("--check")
     if extra:
         cmd += ["-e", json.dumps(extra)]
     env = dict(
@@ -107,6 +110,20 @@ def test_bad_input_is_refused_cleanly(lab, extra, message):
     assert "LVM snapshot backup FAILED" in out
     # refused while planning, before the application was stopped
     assert "TASK [Steps 1-5: stop the application" not in out
+    assert_clean(lab)
+
+
+def test_check_mode_reports_the_plan_and_changes_nothing(lab):
+    started = ssh("systemctl show -p ActiveEnterTimestampMonotonic --value lab-app")
+    rc, out = run_backup(lab, check=True)
+    assert rc == 0, out[-3000:]
+    assert "would stop lab-app, flush and read-lock MySQL (reachable, " in out, out[-3000:]
+    assert "/dev/vgdata/mysql-backup-snap (" in out and "/dev/vgdata/app-backup-snap (thin)" in out
+    assert "then copy them into /srv/backup/lvm (keeping 3) with rsync" in out
+    assert re.search(r"TASK \[Steps 6-7: mount the snapshots[^\n]*\n\s*skipping:", out), out[-3000:]
+    # the application was never stopped, nothing was published
+    assert ssh("systemctl show -p ActiveEnterTimestampMonotonic --value lab-app") == started
+    assert backups() == lab["good"]
     assert_clean(lab)
 
 
