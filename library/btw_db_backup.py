@@ -17,7 +17,9 @@ description:
   - The dump is written into a hidden 0700 staging directory that is removed in every case, so no
     partial dump ever looks like a backup. Dump files are 0600.
   - Passwords never reach a command line; they go in C(PGPASSWORD) in the environment, or a 0600 MySQL
-    defaults-extra-file passed as the first argument.
+    option file passed as the first argument, C(--defaults-file). It is the only option file the
+    clients read, so a C(~/.my.cnf) or C(/etc/mysql/my.cnf) on the host never changes the server or
+    the user.
 version_added: "1.0.0"
 options:
   name:

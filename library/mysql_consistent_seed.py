@@ -25,7 +25,9 @@ description:
   - A failing dump (non-zero exit, killed, server gone) fails the module and removes the temporary
     file; in import mode the failure says the target holds partial data (return value
     C(target_partial)), and no replica must be pointed at it.
-  - Credentials reach the clients through a 0600 C(--defaults-extra-file) (first argument), never argv.
+  - Credentials reach the clients through a 0600 option file passed as C(--defaults-file) (first
+    argument), never argv. It is the only option file they read, so a C(~/.my.cnf) or
+    C(/etc/mysql/my.cnf) on the backup host never redirects the dump or the import.
   - Check mode connects, validates the options and the source, and reports what would be dumped
     (consistency, non-transactional tables) without dumping.
 version_added: "1.0.0"

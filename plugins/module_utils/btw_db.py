@@ -14,7 +14,9 @@ Types:
 The dump is written into a hidden 0700 staging directory beside the chains, compared with the
 dump held by the current rdiff-backup chain, and stored with rdiff-backup only when its content
 changed; otherwise a note goes to ``log.txt``.  Passwords travel in the environment (PGPASSWORD)
-or a 0600 defaults-extra-file (MySQL) inside the staging directory, removed in ``finally``.
+or a 0600 option file (MySQL) inside the staging directory, removed in ``finally``.  The MySQL
+clients get it as ``--defaults-file`` (first argument): the only option file they read, so a
+~/.my.cnf or /etc/mysql/my.cnf on the backup host never changes the server, user or password.
 """
 
 import glob
@@ -106,7 +108,7 @@ def _check_secret_file(path):
 
 
 def mysql_defaults_file(staging, connection):
-    """A 0600 [client] file for mysqldump/mysql; '--defaults-extra-file' goes first."""
+    """A 0600 [client] file for mysqldump/mysql, passed first as '--defaults-file' (exclusive)."""
     if connection.get("defaults_file"):
         _check_secret_file(connection["defaults_file"])
         return connection["defaults_file"]
@@ -153,7 +155,7 @@ def dump_command(backup_type, database, connection, out_path, staging, pg_bin_di
     return (
         [
             shutil.which("mysqldump") or "mysqldump",
-            f"--defaults-extra-file={defaults}",
+            f"--defaults-file={defaults}",
             "--single-transaction",
             "--skip-dump-date",
             "--routines",
@@ -324,7 +326,7 @@ def restore_command(backup_type, dump_path, target_database, connection, staging
         )
     defaults = mysql_defaults_file(staging, connection)
     return (
-        [shutil.which("mysql") or "mysql", f"--defaults-extra-file={defaults}", "--", target_database],
+        [shutil.which("mysql") or "mysql", f"--defaults-file={defaults}", "--", target_database],
         {},
         dump_path,
     )
@@ -394,7 +396,7 @@ def db_restore(
             rc, _out, err = runner.run(
                 [
                     shutil.which("mysql") or "mysql",
-                    f"--defaults-extra-file={defaults}",
+                    f"--defaults-file={defaults}",
                     "-e",
                     f"CREATE DATABASE `{target_database}`",
                 ]

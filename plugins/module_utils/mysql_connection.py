@@ -246,8 +246,9 @@ def _option_value(value):
 def client_defaults_file(conn_params, directory=None):
     """Write a 0600 option file with a [client] section for mysqldump/mysql; return its path.
 
-    It must be passed as the FIRST argument: ``--defaults-extra-file=<path>``. The caller removes it
-    (try/finally). The password is in this file only, never on a command line.
+    It must be passed as the FIRST argument: ``--defaults-file=<path>``, so it is the only option
+    file the client reads (``--defaults-extra-file`` would let a ~/.my.cnf override host/socket).
+    The caller removes it (try/finally). The password is in this file only, never on a command line.
     """
     fd, path = tempfile.mkstemp(prefix=".mysql-client-", suffix=".cnf", dir=directory)
     try:

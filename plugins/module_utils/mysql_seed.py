@@ -233,7 +233,7 @@ def build_dump_command(
     extra_args=(),
 ):
     """argv of the dump client; the option file MUST be the first argument."""
-    argv = [dump_binary, f"--defaults-extra-file={defaults_file}"]
+    argv = [dump_binary, f"--defaults-file={defaults_file}"]
     argv += ["--single-transaction"] if consistency == "single_transaction" else ["--lock-all-tables"]
     argv += [coordinates_option]
     if gtid_option:
@@ -246,7 +246,7 @@ def build_dump_command(
 
 
 def build_import_command(client_binary, defaults_file):
-    return [client_binary, f"--defaults-extra-file={defaults_file}", "--batch", "--max-allowed-packet=512M"]
+    return [client_binary, f"--defaults-file={defaults_file}", "--batch", "--max-allowed-packet=512M"]
 
 
 # -- process plumbing ------------------------------------------------------------------------
@@ -567,7 +567,7 @@ def _run_seed(params, check_mode, popen, progress):
         source_cnf = client_defaults_file(source_params, work_dir)
         option_files.append(source_cnf)
         argv = list(command_preview)
-        argv[1] = f"--defaults-extra-file={source_cnf}"
+        argv[1] = f"--defaults-file={source_cnf}"
         if mode == "import":
             target_cnf = client_defaults_file(target_params, None)
             option_files.append(target_cnf)

@@ -260,7 +260,7 @@ def seed_clients(tmp_path):
                 argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
         except OSError:
             continue
-        if argv and argv[1:2] and argv[1].startswith(f"--defaults-extra-file={tmp_path}/"):
+        if argv and argv[1:2] and argv[1].startswith(f"--defaults-file={tmp_path}/"):
             found[int(name)] = (argv, process_identity(int(name)))
     return found
 

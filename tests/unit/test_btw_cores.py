@@ -309,7 +309,7 @@ def test_volatile_dump_lines_are_ignored(tmp_path):
 def test_dump_commands_keep_passwords_off_the_command_line(tmp_path):
     conn = {"host": "db1", "port": 3306, "user": "backup", "password": 's3cr"et'}
     argv, env = btw_db.dump_command("mysqldump", "app", conn, "/out.sql", str(tmp_path))
-    assert argv[1].startswith("--defaults-extra-file=") and "--single-transaction" in argv
+    assert argv[1].startswith("--defaults-file=") and "--single-transaction" in argv
     assert not any("s3cr" in a for a in argv) and env == {}
     cnf = argv[1].split("=", 1)[1]
     assert oct(os.stat(cnf).st_mode & 0o777) == "0o600"

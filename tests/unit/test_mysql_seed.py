@@ -170,14 +170,14 @@ def test_dump_command_defaults_file_first_and_no_secret():
         True,
         ["--compact"],
     )
-    assert argv[:2] == ["/usr/bin/mariadb-dump", "--defaults-extra-file=/tmp/x.cnf"]
+    assert argv[:2] == ["/usr/bin/mariadb-dump", "--defaults-file=/tmp/x.cnf"]
     assert "--single-transaction" in argv and "--lock-all-tables" not in argv
     assert "--ignore-table=seafile.Repo" in argv and "--gtid" in argv
     assert argv[-3:] == ["--databases", "seafile", "seahub"]
     assert not any("password" in a for a in argv)
     lock = build_dump_command("mysqldump", "/tmp/x.cnf", ["a"], [], "lock", "--source-data=2")
     assert "--lock-all-tables" in lock and "--source-data=2" in lock and "--gtid" not in lock
-    assert build_import_command("mysql", "/tmp/t.cnf")[:2] == ["mysql", "--defaults-extra-file=/tmp/t.cnf"]
+    assert build_import_command("mysql", "/tmp/t.cnf")[:2] == ["mysql", "--defaults-file=/tmp/t.cnf"]
 
 
 def test_client_defaults_file_is_private_and_escaped(tmp_path):

@@ -1,0 +1,105 @@
+"""The MySQL client children read only the option file we write: a ~/.my.cnf never redirects them.
+
+Three real MariaDB servers on loopback, started once for the module: a source, a target and a decoy.
+The child processes get a temporary HOME whose .my.cnf names the decoy's port, socket and
+password in [client], the group every client reads. With --defaults-extra-file that file was read
+after ours and won: the Seafile seed dumped from / imported into the decoy, btw dumped from it.
+"""
+
+import concurrent.futures
+import os
+
+import pytest
+from ansible.module_utils import btw_db
+from ansible.module_utils.mysql_seed import run_seed
+
+from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """source (with data), target (empty: the seed's import target) and decoy (what ~/.my.cnf names)."""
+    base = tmp_path_factory.mktemp("option-files")
+    names = ("source", "target", "decoy")
+    started = [MariaDB(base / name, server_id) for server_id, name in enumerate(names, 1)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:  # install + start side by side
+            list(pool.map(MariaDB.start, started))
+        source, _target, decoy = started
+        for server, origin in ((source, "source"), (decoy, "decoy")):
+            server.sql("CREATE DATABASE app")
+            server.sql("CREATE TABLE app.items (id INT PRIMARY KEY, origin VARCHAR(16)) ENGINE=InnoDB")
+            server.sql(f"INSERT INTO app.items VALUES (1, '{origin}')")
+        yield tuple(started)
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def decoy_home(servers, tmp_path, monkeypatch):
+    """HOME for the children, with a root-style ~/.my.cnf pointing at the decoy."""
+    decoy = servers[-1]
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".my.cnf").write_text(
+        "[client]\n"
+        "host=127.0.0.1\n"
+        f"port={decoy.port}\n"
+        f"socket={decoy.socket}\n"
+        "user=root\n"
+        f"password={ROOT_PASSWORD}\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def origins(server, database):
+    return server.sql(f"SELECT origin FROM `{database}`.items ORDER BY id")
+
+
+def test_seed_dump_and_import_ignore_a_home_my_cnf(servers, decoy_home):
+    source, target, decoy = servers
+    params = dict(
+        login_host="127.0.0.1",
+        login_port=source.port,
+        login_user="root",
+        login_password=ROOT_PASSWORD,
+        databases=["app"],
+        ignore_tables=[],
+        consistency="auto",
+        lock_wait_timeout=60,
+        max_query_seconds=300,
+        extra_dump_args=[],
+        compress="gzip",
+        connect_timeout=5,
+        config_file=None,
+        mode="import",
+        target_unix_socket=target.socket,
+        target_user="root",
+    )
+    result = run_seed(params)
+    assert result["binlog_file"]
+    assert origins(target, "app") == (("source",),)  # dumped from the source, imported into the target
+    assert origins(decoy, "app") == (("decoy",),)  # nothing read from or written to the decoy
+
+
+def test_btw_mysqldump_and_restore_ignore_a_home_my_cnf(servers, decoy_home, tmp_path):
+    source, _target, decoy = servers
+    root = str(tmp_path / "root")
+    os.mkdir(root)
+    connection = source.tcp
+    result = btw_db.db_backup(
+        name="app", backup_type="mysqldump", root=root, destination="db/app", database="app",
+        connection=connection,
+    )
+    assert result["stored"]
+    with open(os.path.join(result["location"], "app.sql")) as f:
+        dump = f.read()
+    assert "'source'" in dump and "'decoy'" not in dump
+    btw_db.db_restore(
+        "app", "mysqldump", root, "db/app", target_database="app_restored", connection=connection,
+        create_database=True,
+    )
+    assert origins(source, "app_restored") == (("source",),)
+    assert not decoy.sql("SHOW DATABASES LIKE 'app_restored'")
