@@ -47,6 +47,9 @@ options:
       - Client option file read by the module's own connections when it exists.
       - Only C(user) and C(password) of its C([client]) group are used, when not given as options (the
         password only for that same user); a host or socket in it never redirects a connection.
+      - The same user and password go to the C(mysqldump)/C(mysql) children, in the private option
+        file they get as C(--defaults-file) (the only one they read, so nothing else of this file or of
+        C(/etc/mysql/my.cnf) reaches them).
     type: path
     default: ~/.my.cnf
   ssl_ca:

@@ -131,6 +131,21 @@ def read_client_credentials(config_file):
     return found
 
 
+def credentials(conn_params):
+    """{user, password} for a connection: the options, else config_file's [client] user/password
+    (its password only for that same user). The module's connections and the client children
+    (client_defaults_file) use the same ones."""
+    defaults = read_client_credentials(conn_params.get("config_file"))
+    found = {}
+    if conn_params.get("user") or defaults.get("user"):
+        found["user"] = conn_params.get("user") or defaults["user"]
+    if conn_params.get("password") is not None:
+        found["password"] = conn_params["password"]
+    elif defaults.get("password") is not None and conn_params.get("user") in (None, "", defaults.get("user")):
+        found["password"] = defaults["password"]
+    return found
+
+
 def connect(conn_params, database=None):
     """Open an autocommit pymysql connection returning dict rows; raise MySQLConnectionError."""
     if not HAS_PYMYSQL:
@@ -141,18 +156,12 @@ def connect(conn_params, database=None):
         cursorclass=pymysql.cursors.DictCursor,
         charset="utf8mb4",
     )
-    defaults = read_client_credentials(conn_params.get("config_file"))
     if conn_params.get("unix_socket"):
         kwargs["unix_socket"] = conn_params["unix_socket"]
     else:
         kwargs["host"] = conn_params.get("host") or "localhost"
         kwargs["port"] = int(conn_params.get("port") or 3306)
-    if conn_params.get("user") or defaults.get("user"):
-        kwargs["user"] = conn_params.get("user") or defaults["user"]
-    if conn_params.get("password") is not None:
-        kwargs["password"] = conn_params["password"]
-    elif defaults.get("password") is not None and conn_params.get("user") in (None, "", defaults.get("user")):
-        kwargs["password"] = defaults["password"]
+    kwargs.update(credentials(conn_params))
     if database:
         kwargs["database"] = database
     ssl = {k: conn_params[f"ssl_{k}"] for k in ("ca", "cert", "key") if conn_params.get(f"ssl_{k}")}
@@ -261,10 +270,8 @@ def client_defaults_file(conn_params, directory=None):
             lines.append(f"host={_option_value(conn_params.get('host') or 'localhost')}")
             lines.append(f"port={int(conn_params.get('port') or 3306)}")
             lines.append("protocol=tcp")
-        if conn_params.get("user"):
-            lines.append(f"user={_option_value(conn_params['user'])}")
-        if conn_params.get("password") is not None:
-            lines.append(f"password={_option_value(conn_params['password'])}")
+        for key, value in credentials(conn_params).items():
+            lines.append(f"{key}={_option_value(value)}")
         for key in ("ca", "cert", "key"):
             if conn_params.get(f"ssl_{key}"):
                 lines.append(f"ssl-{key}={_option_value(conn_params[f'ssl_{key}'])}")

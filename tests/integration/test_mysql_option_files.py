@@ -8,6 +8,7 @@ after ours and won: the Seafile seed dumped from / imported into the decoy, btw 
 
 import concurrent.futures
 import os
+import shutil
 
 import pytest
 from ansible.module_utils import btw_db
@@ -23,7 +24,12 @@ def servers(tmp_path_factory):
     names = ("source", "target", "decoy")
     started = [MariaDB(base / name, server_id) for server_id, name in enumerate(names, 1)]
     try:
-        with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:  # install + start side by side
+        # one bootstrap, copied (parallel bootstraps collide on temp-table names in /tmp), then
+        # the three servers start side by side
+        started[0].install()
+        for server in started[1:]:
+            shutil.copytree(started[0].datadir, server.datadir)
+        with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
             list(pool.map(MariaDB.start, started))
         source, _target, decoy = started
         for server, origin in ((source, "source"), (decoy, "decoy")):
@@ -58,13 +64,14 @@ def origins(server, database):
     return server.sql(f"SELECT origin FROM `{database}`.items ORDER BY id")
 
 
-def test_seed_dump_and_import_ignore_a_home_my_cnf(servers, decoy_home):
+@pytest.mark.parametrize("credentials", ["options", "config_file"])
+def test_seed_dump_and_import_ignore_a_home_my_cnf(servers, decoy_home, credentials):
+    """With credentials="config_file" the user and password come from that same ~/.my.cnf (the
+    module's config_file): the children get them too, and still nothing else of it."""
     source, target, decoy = servers
     params = dict(
         login_host="127.0.0.1",
         login_port=source.port,
-        login_user="root",
-        login_password=ROOT_PASSWORD,
         databases=["app"],
         ignore_tables=[],
         consistency="auto",
@@ -78,6 +85,11 @@ def test_seed_dump_and_import_ignore_a_home_my_cnf(servers, decoy_home):
         target_unix_socket=target.socket,
         target_user="root",
     )
+    if credentials == "options":
+        params.update(login_user="root", login_password=ROOT_PASSWORD)
+    else:
+        params.update(config_file=str(decoy_home / ".my.cnf"))
+    target.sql("DROP DATABASE IF EXISTS app")
     result = run_seed(params)
     assert result["binlog_file"]
     assert origins(target, "app") == (("source",),)  # dumped from the source, imported into the target

@@ -210,6 +210,26 @@ def test_config_file_gives_credentials_only(tmp_path):
     assert read_client_credentials(None) == {}
 
 
+def test_client_defaults_file_takes_config_file_credentials_like_the_modules_connections(tmp_path):
+    """The children read no other option file (--defaults-file): the credentials the module's own
+    connections take from config_file go into this one, its host and socket do not."""
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text("[client]\nuser=admin\npassword=\"s3 cret\"\nsocket=/elsewhere.sock\nport=1\n")
+    path = client_defaults_file(dict(host="db.example", port=3307, config_file=str(cnf)), str(tmp_path))
+    try:
+        text = open(path).read()
+        assert 'user="admin"' in text and 'password="s3 cret"' in text
+        assert "elsewhere" not in text and "port=3307" in text and "port=1\n" not in text
+    finally:
+        os.unlink(path)
+    other_user = client_defaults_file(dict(host="db", user="repl", config_file=str(cnf)), str(tmp_path))
+    try:
+        text = open(other_user).read()
+        assert 'user="repl"' in text and "password" not in text  # admin's password is not repl's
+    finally:
+        os.unlink(other_user)
+
+
 def test_dump_estimate_is_data_plus_index_of_the_tables_not_ignored():
     tables = [
         {"TABLE_SCHEMA": "seafile_db", "TABLE_NAME": "Repo", "DATA_LENGTH": 16384, "INDEX_LENGTH": 32768},
