@@ -134,7 +134,10 @@ reseed_required:
   returned: always
   type: bool
 replication_user_grants:
-  description: SHOW GRANTS of every account of O(replication_user), keyed by 'user'@'host'.
+  description:
+    - SHOW GRANTS of every account of O(replication_user), keyed by 'user'@'host'.
+    - Every credential literal after C(IDENTIFIED) is masked as C('********') (C(BY PASSWORD), C(BY),
+      C(AS), the C(USING) of every method of a multi-method MariaDB account).
   returned: when replication_user is given
   type: dict
 non_transactional_tables:

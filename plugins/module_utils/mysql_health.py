@@ -260,14 +260,32 @@ def replica_facts(conn):
     )
 
 
+# A quoted string literal as SHOW GRANTS prints it ('' or \' inside).
+_LITERAL = r"'(?:[^'\\]|\\.|'')*'"
+# After IDENTIFIED, every credential: BY PASSWORD '<hash>', BY '<password>', AS '<hash>' (MySQL
+# WITH <plugin> AS), and USING '<auth string>' / USING PASSWORD('<password>') of EVERY method of a
+# MariaDB "IDENTIFIED VIA a USING '...' OR b USING '...'" (10.4+).
 _SECRET_RE = re.compile(
-    r"(IDENTIFIED\s+(?:BY\s+PASSWORD|VIA\s+\S+\s+USING|WITH\s+\S+\s+AS|BY))\s+'[^']*'", re.I
+    rf"\b(BY\s+PASSWORD|BY|AS|USING(?:\s+PASSWORD\s*\()?)(\s*){_LITERAL}", re.I
 )
+_IDENTIFIED_RE = re.compile(r"\bIDENTIFIED\b", re.I)
+_UNMASKED_RE = re.compile(r"\b(?:BY|AS|USING)\s+(?:PASSWORD\s*\(\s*)?'(?!\*{8}')", re.I)
 
 
 def mask_grant(line):
-    """SHOW GRANTS lines carry the password hash: mask it before it lands in facts and logs."""
-    return _SECRET_RE.sub(lambda m: f"{m.group(1)} '********'", line)
+    """SHOW GRANTS lines carry the password hashes: mask every one before it lands in facts and logs.
+
+    Everything after IDENTIFIED is the account's authentication clause; every credential literal in
+    it becomes '********' (the plugin names and the rest of the grant stay readable).
+    """
+    found = _IDENTIFIED_RE.search(line)
+    if not found:
+        return line
+    head, tail = line[: found.start()], line[found.start():]
+    masked = _SECRET_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}'********'", tail)
+    if _UNMASKED_RE.search(masked):  # a literal the pattern could not read: hide the whole clause
+        return head + "IDENTIFIED ********"
+    return head + masked
 
 
 def replication_grants(conn, user):

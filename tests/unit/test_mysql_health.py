@@ -184,6 +184,21 @@ def test_grant_hashes_are_masked():
     grant = "GRANT REPLICATION SLAVE ON *.* TO `repl`@`h` IDENTIFIED BY PASSWORD "
     assert mask_grant(grant + "'*6C8989366EAF75BB670AD8EA7A7FC1'") == grant + "'********'"
     assert "abc" not in mask_grant("GRANT USAGE ON *.* TO `u`@`h` IDENTIFIED VIA ed25519 USING 'abc'")
+    user = "GRANT USAGE ON *.* TO `u`@`h` IDENTIFIED "
+    cases = {  # every method of a MariaDB multi-method account, and the other spellings
+        "VIA ed25519 USING 'abc' OR mysql_native_password USING '*AB12'":
+            "VIA ed25519 USING '********' OR mysql_native_password USING '********'",
+        "VIA unix_socket OR mysql_native_password USING '*AB12' REQUIRE SSL":
+            "VIA unix_socket OR mysql_native_password USING '********' REQUIRE SSL",
+        "VIA mysql_native_password USING PASSWORD('x''y') WITH GRANT OPTION":
+            "VIA mysql_native_password USING PASSWORD('********') WITH GRANT OPTION",
+        "WITH 'caching_sha2_password' AS '$A$005$x\\'y'": "WITH 'caching_sha2_password' AS '********'",
+        "BY 'pw' REQUIRE SUBJECT '/CN=x'": "BY '********' REQUIRE SUBJECT '/CN=x'",
+        "VIA ed25519 USING 'unterminated": "********",
+    }
+    for clause, masked in cases.items():
+        assert mask_grant(user + clause) == user + masked
+    assert mask_grant("GRANT SELECT ON `db`.* TO `u`@`h`") == "GRANT SELECT ON `db`.* TO `u`@`h`"
 
 
 def test_row_hash_sql_quotes_and_is_null_aware():

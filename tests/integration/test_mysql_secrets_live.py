@@ -1,17 +1,24 @@
-"""The MySQL client children read only the option file we write: a ~/.my.cnf never redirects them.
+"""MySQL secrets and connections against real MariaDB servers on loopback (issue 15).
 
-Three real MariaDB servers on loopback, started once for the module: a source, a target and a decoy.
-The child processes get a temporary HOME whose .my.cnf names the decoy's port, socket and
-password in [client], the group every client reads. With --defaults-extra-file that file was read
-after ours and won: the Seafile seed dumped from / imported into the decoy, btw dumped from it.
+Three servers, started once for the module: a source, a target and a decoy.
+
+* The MySQL client children read only the option file we write: a ~/.my.cnf never redirects them.
+  The children get a temporary HOME whose .my.cnf names the decoy's port, socket and password in
+  [client], the group every client reads. With --defaults-extra-file that file was read after ours
+  and won: the Seafile seed dumped from / imported into the decoy, btw dumped from it.
+* SHOW GRANTS of an account with several authentication methods: every hash is masked before it
+  reaches the replication_user_grants facts.
 """
 
 import concurrent.futures
 import os
+import re
 import shutil
 
 import pytest
 from ansible.module_utils import btw_db
+from ansible.module_utils.mysql_connection import connect
+from ansible.module_utils.mysql_health import gather_facts
 from ansible.module_utils.mysql_seed import run_seed
 
 from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
@@ -115,3 +122,41 @@ def test_btw_mysqldump_and_restore_ignore_a_home_my_cnf(servers, decoy_home, tmp
     )
     assert origins(source, "app_restored") == (("source",),)
     assert not decoy.sql("SHOW DATABASES LIKE 'app_restored'")
+
+
+def test_every_hash_of_a_multi_method_account_is_masked_in_the_grant_facts(servers):
+    source, target, _decoy = servers
+    if not source.sql("SELECT 1 FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'ed25519'"):
+        source.sql("INSTALL SONAME 'auth_ed25519'")
+    source.sql("DROP USER IF EXISTS 'repl'@'127.0.0.1', 'repl'@'localhost'")
+    source.sql(
+        "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED VIA ed25519 USING PASSWORD('canary-ed-pw') "
+        "OR mysql_native_password USING PASSWORD('canary-native-pw')"
+    )
+    source.sql(
+        "CREATE USER 'repl'@'localhost' IDENTIFIED VIA unix_socket "
+        "OR mysql_native_password USING PASSWORD('canary-local-pw')"
+    )
+    source.sql("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1', 'repl'@'localhost'")
+    raw = " ".join(
+        row[0]
+        for host in ("127.0.0.1", "localhost") for row in source.sql(f"SHOW GRANTS FOR 'repl'@'{host}'")
+    )
+    secrets = re.findall(r"USING '([^']+)'", raw)  # what the server prints: ed25519 key, two hashes
+    assert len(secrets) == 3 and source.sql("SELECT PASSWORD('canary-local-pw')")[0][0] in secrets
+
+    replica, primary = connect(dict(unix_socket=target.socket, user="root")), connect(
+        dict(unix_socket=source.socket, user="root")
+    )
+    try:
+        facts = gather_facts(replica, primary, {"replication_user": "repl", "databases": []})
+    finally:
+        replica.close()
+        primary.close()
+    grants = facts["replication_user_grants"]
+    text = repr(grants)
+    assert [s for s in secrets if s in text] == []
+    assert sorted(grants) == ["'repl'@'127.0.0.1'", "'repl'@'localhost'"]
+    first = grants["'repl'@'127.0.0.1'"][0]
+    assert "VIA ed25519 USING '********' OR mysql_native_password USING '********'" in first, first
+    assert "unix_socket OR mysql_native_password USING '********'" in grants["'repl'@'localhost'"][0]
