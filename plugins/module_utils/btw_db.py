@@ -295,15 +295,189 @@ def db_backup(
     return result
 
 
-def restore_command(backup_type, dump_path, target_database, connection, staging, pg_bin_dir=None):
-    """(argv, env, stdin_path) that loads a dump into target_database (globals: into the cluster)."""
+# ---------------------------------------------------------------------------------------------
+# Restore: guard the target database, load in one transaction where the server can, then check
+# the restored objects against the dump's own list of them.
+#
+# Files: the restore works in a private 0700 temporary directory (the dump fetched from the chain,
+# the MySQL option file the module writes) that is removed in ``finally``.  A ``credentials_file``
+# given by the operator is only ever read, never created, moved or removed.
+
+# relkind -> kind, and the kinds a dump's CREATE statements name; pg_class and the dump agree on these.
+_PG_RELKINDS = {
+    "r": "table",
+    "p": "table",
+    "v": "view",
+    "m": "materialized view",
+    "S": "sequence",
+    "f": "foreign table",
+}
+_PG_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_PG_CREATE = re.compile(
+    r"^CREATE (?:UNLOGGED )?(TABLE|VIEW|MATERIALIZED VIEW|SEQUENCE|FOREIGN TABLE) "
+    rf"({_PG_IDENT})\.({_PG_IDENT})[\s(;]"
+)
+_PG_IDENTITY_SEQUENCE = re.compile(rf"\bSEQUENCE NAME ({_PG_IDENT})\.({_PG_IDENT})\b")
+_PG_CREATE_ROLE = re.compile(rf"^CREATE ROLE ({_PG_IDENT});")
+_MY_IDENT = r"`((?:[^`]|``)+)`"
+_MY_CREATE = (
+    (re.compile(rf"^CREATE TABLE {_MY_IDENT}"), "table"),
+    (re.compile(rf"^CREATE SEQUENCE {_MY_IDENT}"), "sequence"),
+    (re.compile(rf"^/\*!50001 VIEW {_MY_IDENT} AS"), "view"),  # the final view, not its stand-in
+)
+_MY_TABLE_TYPES = {"BASE TABLE": "table", "VIEW": "view", "SEQUENCE": "sequence", "SYSTEM VERSIONED": "table"}
+_TOLERATED_GLOBALS_ERROR = re.compile(r'ERROR:\s+(role|tablespace) "[^"]*" already exists')
+_PG_RELKIND_LIST = "('r', 'p', 'v', 'm', 'S', 'f')"
+_RELATION_KINDS = ("table", "view", "sequence", "materialized", "foreign")  # first word of a kind
+_SHOW = 10  # objects named in a message
+DUMP_CHECK = "tables, views and sequences the dump creates, looked up in the restored database"
+
+
+def _pg_unquote(ident):
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
+
+
+def _sql_literal(text):
+    return "'" + str(text).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _lines(text):
+    """Lines of a text, or of an iterable of str/bytes lines (a file, a pg_restore stream)."""
+    if isinstance(text, str):
+        return text.splitlines()
+    return (line.decode("utf-8", "replace") if isinstance(line, bytes) else line for line in text)
+
+
+def pg_dump_objects(sql_lines):
+    """{'table public.items', 'view public.v', ...} created by a pg_dump rendered as SQL."""
+    found = set()
+    for line in _lines(sql_lines):
+        m = _PG_CREATE.match(line)
+        if m:
+            found.add(f"{m.group(1).lower()} {_pg_unquote(m.group(2))}.{_pg_unquote(m.group(3))}")
+        for m in _PG_IDENTITY_SEQUENCE.finditer(line):
+            found.add(f"sequence {_pg_unquote(m.group(1))}.{_pg_unquote(m.group(2))}")
+    return found
+
+
+def pg_globals_roles(sql_lines):
+    """The roles a pg_dumpall --globals-only script creates."""
+    return {_pg_unquote(m.group(1)) for m in map(_PG_CREATE_ROLE.match, _lines(sql_lines)) if m}
+
+
+def mysql_dump_objects(sql_lines):
+    """{'table t', 'view v', 'sequence s'} created by a mysqldump of one database."""
+    found = set()
+    for line in _lines(sql_lines):
+        for pattern, kind in _MY_CREATE:
+            m = pattern.match(line)
+            if m:
+                found.add(f"{kind} {m.group(1).replace('``', '`')}")
+    return found
+
+
+def restore_plan(target_database, exists, objects, create_database, force):
+    """What a restore into target_database does, or a BtwDbError saying why it must not start.
+
+    ``objects`` are what the target holds now (tables, views, sequences, routines, events, ...).
+    Returns {'create': bool, 'replace': bool, 'action': text}.
+    """
+    if create_database and exists:
+        raise BtwDbError(
+            f"target database {target_database} already exists and create_database is set: restore into "
+            f"a new name, or leave create_database unset to load into {target_database}"
+            + (" (it is not empty: that also needs force)" if objects else "")
+        )
+    if not create_database and not exists:
+        raise BtwDbError(
+            f"target database {target_database} does not exist: set create_database to create it "
+            "for the restore"
+        )
+    if objects and not force:
+        shown = ", ".join(sorted(objects)[:_SHOW]) + (", ..." if len(objects) > _SHOW else "")
+        raise BtwDbError(
+            f"target database {target_database} is not empty ({len(objects)} object(s): {shown}): the dump "
+            "would replace the tables it holds; restore into a new database (create_database) or set force "
+            "to overwrite them. Nothing was changed"
+        )
+    if create_database:
+        return {"create": True, "replace": False, "action": f"create {target_database} and load the dump"}
+    if objects:
+        return {
+            "create": False,
+            "replace": True,
+            "action": f"load the dump into {target_database}, replacing the objects it holds of the same "
+            f"name ({len(objects)} object(s) there now; force)",
+        }
+    return {
+        "create": False,
+        "replace": False,
+        "action": f"load the dump into the empty database {target_database}",
+    }
+
+
+def mysql_objects(rows):
+    """Objects of a database from (TABLE_TYPE/ROUTINE_TYPE/'EVENT', name) rows ('SCHEMA' rows skipped)."""
+    return {f"{_MY_TABLE_TYPES.get(kind, kind.lower())} {name}" for kind, name in rows if kind != "SCHEMA"}
+
+
+def pg_objects(rows):
+    """Objects of a database from (relkind/'function'/'schema', schema, name) rows."""
+    found = set()
+    for kind, schema, name in rows:
+        if kind == "schema":
+            found.add(f"schema {schema}")
+        else:
+            found.add(f"{_PG_RELKINDS.get(kind, kind)} {schema}.{name}")
+    return found
+
+
+def relations(objects):
+    """The tables, views and sequences among objects: what a dump's CREATE statements are checked against."""
+    return {o for o in objects if o.split(" ", 1)[0] in _RELATION_KINDS}
+
+
+def compare_objects(expected, found, what=DUMP_CHECK):
+    """The check of a restored database against the dump's list of objects."""
+    missing = sorted(set(expected) - set(found))
+    return {
+        "checked": what,
+        "expected": len(expected),
+        "found": len(set(expected) & set(found)),
+        "missing": missing,
+        "other": sorted(set(found) - set(expected)),
+        "ok": not missing,
+    }
+
+
+def globals_load_errors(stderr):
+    """(tolerated, fatal) psql error lines of a globals load: a role or tablespace that already exists
+    is expected (the connecting superuser always does; the ALTER ROLE after it still applies)."""
+    tolerated, fatal = [], []
+    for line in stderr.splitlines():
+        if "ERROR:" in line:
+            (tolerated if _TOLERATED_GLOBALS_ERROR.search(line) else fatal).append(line.strip())
+    return tolerated, fatal
+
+
+def restore_command(
+    backup_type, dump_path, target_database, connection, option_file, pg_bin_dir=None, replace=False
+):
+    """(argv, env, stdin_path) that loads a dump into target_database (globals: into the cluster).
+
+    pg_restore runs in one transaction: a failure anywhere leaves the target as it was.  With
+    ``replace`` (force onto a non-empty database) it drops the dump's objects first (--clean
+    --if-exists), as mysqldump's DROP TABLE IF EXISTS does.  ``option_file`` is the MySQL option file.
+    """
     if backup_type == "pg_dump":
         return (
             [
                 pg_bin(pg_bin_dir, "pg_restore"),
                 *pg_args(connection),
                 "--no-owner",
+                "--single-transaction",
                 "--exit-on-error",
+                *(["--clean", "--if-exists"] if replace else []),
                 "--dbname",
                 target_database,
                 dump_path,
@@ -312,10 +486,15 @@ def restore_command(backup_type, dump_path, target_database, connection, staging
             None,
         )
     if backup_type == "pg_globals":
+        # Not one transaction: CREATE TABLESPACE cannot run inside one, and the script's CREATE ROLE of
+        # the connecting superuser always fails. Errors are read from stderr (globals_load_errors).
         return (
             [
                 pg_bin(pg_bin_dir, "psql"),
                 *pg_args(connection),
+                "--no-psqlrc",
+                "--set",
+                "ON_ERROR_STOP=0",
                 "--dbname",
                 target_database or "postgres",
                 "--file",
@@ -324,11 +503,168 @@ def restore_command(backup_type, dump_path, target_database, connection, staging
             pg_env(connection),
             None,
         )
-    defaults = mysql_defaults_file(staging, connection)
+    return ([*_mysql_argv(option_file), "--batch", "--", target_database], {}, dump_path)
+
+
+def _client_error(stderr):
+    """The error lines of a client's stderr (mysql also echoes the failed statement), else its tail."""
+    errors = [line.strip() for line in stderr.splitlines() if "ERROR" in line]
+    return "; ".join(errors)[-800:] if errors else stderr.strip()[-800:]
+
+
+def _mysql_argv(option_file):
+    return [shutil.which("mysql") or "mysql", f"--defaults-file={option_file}"]
+
+
+def _unescape_batch(field):
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n", "0": "\0"}.get(m.group(1), m.group(1)), field)
+
+
+class _MysqlTarget:
+    """The MySQL/MariaDB server a dump is restored into, through the mysql client."""
+
+    def __init__(self, runner, connection, staging):
+        self.runner = runner
+        self.option_file = mysql_defaults_file(staging, connection)  # written once, in staging
+
+    def query(self, sql):
+        rc, out, err = self.runner.run(
+            [*_mysql_argv(self.option_file), "--batch", "--skip-column-names", "--execute", sql]
+        )
+        if rc != 0:
+            raise BtwDbError(f"mysql query failed (rc={rc}): {_client_error(err)}")
+        return [[_unescape_batch(f) for f in line.split("\t")] for line in out.splitlines()]
+
+    def state(self, database):
+        """(exists, objects): one query for the schema and everything in it."""
+        name = _sql_literal(database)
+        rows = self.query(
+            f"SELECT 'SCHEMA', SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {name} "
+            "UNION ALL SELECT TABLE_TYPE, TABLE_NAME FROM information_schema.TABLES "
+            f"WHERE TABLE_SCHEMA = {name} "
+            "UNION ALL SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
+            f"WHERE ROUTINE_SCHEMA = {name} "
+            f"UNION ALL SELECT 'EVENT', EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {name}"
+        )
+        return any(kind == "SCHEMA" for kind, _name in rows), mysql_objects(rows)
+
+    def objects(self, database):
+        return self.state(database)[1]
+
+    def create(self, database):
+        try:
+            self.query(f"CREATE DATABASE `{database}`")
+        except BtwDbError as exc:
+            raise BtwDbError(f"creating database {database} failed: {exc}") from None
+
+    def drop(self, database):
+        self.query(f"DROP DATABASE IF EXISTS `{database}`")
+
+    def dump_objects(self, dump_path):
+        return mysql_dump_objects(_read_lines(dump_path))
+
+
+class _PgTarget:
+    """The PostgreSQL server a dump is restored into, through psql and pg_restore."""
+
+    def __init__(self, runner, connection, pg_bin_dir):
+        self.runner = runner
+        self.connection = connection
+        self.pg_bin_dir = pg_bin_dir
+        self.env = pg_env(connection)
+
+    def query(self, sql, database="postgres"):
+        argv = [
+            pg_bin(self.pg_bin_dir, "psql"),
+            *pg_args(self.connection),
+            "--no-psqlrc",
+            "--quiet",
+            "--no-align",
+            "--tuples-only",
+            "--field-separator=\t",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--dbname",
+            database,
+            "--command",
+            sql,
+        ]
+        rc, out, err = self.runner.run(argv, env=self.env)
+        if rc != 0:
+            raise BtwDbError(f"psql query on {database} failed (rc={rc}): {err.strip()[-400:]}")
+        return [line.split("\t") for line in out.splitlines()]
+
+    def state(self, database):
+        """(exists, objects); objects are read from the database itself, so only when it exists."""
+        exists = bool(self.query(f"SELECT 1 FROM pg_database WHERE datname = {_sql_literal(database)}"))
+        return exists, self.objects(database) if exists else set()
+
+    def objects(self, database):
+        user = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+        rows = self.query(
+            "SELECT c.relkind::text, n.nspname, c.relname FROM pg_class c "
+            f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN {_PG_RELKIND_LIST} AND {user} "
+            "UNION ALL SELECT 'function', n.nspname, p.proname FROM pg_proc p "
+            f"JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {user} "
+            "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') "
+            "UNION ALL SELECT 'schema', n.nspname, '' FROM pg_namespace n "
+            f"WHERE {user} AND n.nspname <> 'public'",
+            database,
+        )
+        return pg_objects(rows)
+
+    def roles(self):
+        return {row[0] for row in self.query("SELECT rolname FROM pg_roles")}
+
+    def create(self, database):
+        rc, _out, err = self.runner.run(
+            [pg_bin(self.pg_bin_dir, "createdb"), *pg_args(self.connection), "--", database], env=self.env
+        )
+        if rc != 0:
+            raise BtwDbError(f"createdb {database} failed: {err.strip()[-400:]}")
+
+    def drop(self, database):
+        rc, _out, err = self.runner.run(
+            [pg_bin(self.pg_bin_dir, "dropdb"), *pg_args(self.connection), "--if-exists", "--", database],
+            env=self.env,
+        )
+        if rc != 0:
+            raise BtwDbError(f"dropdb {database} failed: {err.strip()[-400:]}")
+
+    def dump_objects(self, dump_path):
+        lines = self.runner.stream(
+            [pg_bin(self.pg_bin_dir, "pg_restore"), "--schema-only", "--file", "-", dump_path]
+        )
+        return pg_dump_objects(lines)
+
+
+def _undo_created(target, database, created, message):
+    """After a failed load: drop the database this restore created, and say so in the error."""
+    if not created:
+        return message
+    try:
+        target.drop(database)
+    except BtwDbError as exc:
+        return f"{message}; dropping {database}, which this restore created, failed too: {exc}"
+    return f"{message}; {database}, created for this restore, was dropped again"
+
+
+def _mysql_failed_state(target, database, expected):
+    """What a failed mysql load left behind (DDL cannot be rolled back in MySQL/MariaDB)."""
+    try:
+        present = relations(target.objects(database))
+    except BtwDbError as exc:
+        return f"its state could not be read ({exc})"
+    missing = sorted(set(expected) - present)
+    shown = ", ".join(missing[:_SHOW]) + (", ..." if len(missing) > _SHOW else "")
     return (
-        [shutil.which("mysql") or "mysql", f"--defaults-file={defaults}", "--", target_database],
-        {},
-        dump_path,
+        f"{database} is PARTIALLY restored and must not be used as a complete copy: "
+        f"{len(set(expected) & present)} of the dump's {len(expected)} tables/views/sequences are there"
+        + (
+            f" (missing: {shown})"
+            if missing
+            else " (the load stopped after creating them: their data may be incomplete)"
+        )
     )
 
 
@@ -344,8 +680,15 @@ def db_restore(
     create_database=False,
     check_mode=False,
     runner=None,
+    force=False,
 ):
-    """Load the dump stored at time `at` (default: the latest) into target_database."""
+    """Load the dump stored at time `at` (default: the latest) into target_database.
+
+    Refused before anything changes (check mode too) when the target is missing without
+    create_database, exists with it, or holds objects without force.  PostgreSQL loads in one
+    transaction; a failed MySQL load is reported with the state it left, and a database created for
+    the restore is dropped again.  Afterwards the objects the dump creates are looked up in the target.
+    """
     started = time.time()
     runner = runner or Runner()
     connection = dict(connection or {})
@@ -364,56 +707,94 @@ def db_restore(
         "chain": repo,
         "session": session,
         "target_database": target_database,
-        "changed": not check_mode,
+        "changed": False,
     }
-    if check_mode:
-        result["duration_seconds"] = round(time.time() - started, 3)
-        return result
-    staging = tempfile.mkdtemp(prefix="btw-restore-")
+    staging = tempfile.mkdtemp(prefix="btw-restore-")  # 0700, private to this run
     try:
+        if backup_type == "mysqldump":
+            target = _MysqlTarget(runner, connection, staging)
+        else:
+            target = _PgTarget(runner, connection, pg_bin_dir)
+        if backup_type == "pg_globals":
+            plan = {
+                "create": False,
+                "replace": False,
+                "action": "load the roles and tablespaces into the cluster",
+            }
+        else:
+            exists, objects = target.state(target_database)
+            result["target_before"] = {"exists": exists, "objects": len(objects)}
+            plan = restore_plan(target_database, exists, objects, create_database, force)
+        result.update(action=plan["action"], created=False, replaced=plan["replace"], changed=True)
+        if check_mode:
+            return result
+
         dump_path = os.path.join(staging, filename)
         rc, _out, err = runner.run(
-            [
-                "rdiff-backup",
-                "restore",
-                "--at",
-                str(int(session)),
-                os.path.join(repo, filename),
-                dump_path,
-            ]
+            ["rdiff-backup", "restore", "--at", str(int(session)), os.path.join(repo, filename), dump_path]
         )
         if rc != 0:
             raise BtwDbError(f"rdiff-backup restore of {filename} failed (rc={rc}): {err.strip()[-800:]}")
-        if create_database and backup_type == "pg_dump":
-            rc, _out, err = runner.run(
-                [pg_bin(pg_bin_dir, "createdb"), *pg_args(connection), target_database],
-                env=pg_env(connection),
-            )
-            if rc != 0:
-                raise BtwDbError(f"createdb {target_database} failed: {err.strip()[-400:]}")
-        if create_database and backup_type == "mysqldump":
-            defaults = mysql_defaults_file(staging, connection)
-            rc, _out, err = runner.run(
-                [
-                    shutil.which("mysql") or "mysql",
-                    f"--defaults-file={defaults}",
-                    "-e",
-                    f"CREATE DATABASE `{target_database}`",
-                ]
-            )
-            if rc != 0:
-                raise BtwDbError(f"creating database {target_database} failed: {err.strip()[-400:]}")
-            os.unlink(defaults)
+        if backup_type == "pg_globals":
+            result.update(_load_globals(runner, target, dump_path, target_database, connection, pg_bin_dir))
+            return result
+
+        expected = target.dump_objects(dump_path)
+        if plan["create"]:
+            target.create(target_database)
+            result["created"] = True
         argv, env, stdin_path = restore_command(
-            backup_type, dump_path, target_database, connection, staging, pg_bin_dir
+            backup_type,
+            dump_path,
+            target_database,
+            connection,
+            getattr(target, "option_file", None),
+            pg_bin_dir,
+            replace=plan["replace"],
         )
         rc, _out, err = runner.run(argv, env=env, stdin_path=stdin_path)
         if rc != 0:
-            raise BtwDbError(
-                f"loading the dump into {target_database or 'the cluster'} failed (rc={rc}): "
-                f"{err.strip()[-800:]}"
+            message = f"loading the dump into {target_database} failed (rc={rc}): {_client_error(err)}"
+            if backup_type == "pg_dump":
+                message += "; the load ran in one transaction and was rolled back"
+            elif not result["created"]:
+                message += "; " + _mysql_failed_state(target, target_database, expected)
+            raise BtwDbError(_undo_created(target, target_database, result["created"], message))
+        check = compare_objects(expected, relations(target.objects(target_database)))
+        result["verified"] = check
+        if not check["ok"]:
+            shown = ", ".join(check["missing"][:_SHOW])
+            message = (
+                f"restore check failed: {len(check['missing'])} of the {check['expected']} tables, views and "
+                f"sequences the dump creates are not in {target_database} after the load ({shown})"
             )
+            raise BtwDbError(_undo_created(target, target_database, result["created"], message))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    result["duration_seconds"] = round(time.time() - started, 3)
+        result["duration_seconds"] = round(time.time() - started, 3)
     return result
+
+
+def _load_globals(runner, target, dump_path, target_database, connection, pg_bin_dir):
+    """psql the globals script; fail on any error but an existing role/tablespace; check the roles."""
+    argv, env, _stdin = restore_command(
+        "pg_globals", dump_path, target_database, connection, None, pg_bin_dir
+    )
+    rc, _out, err = runner.run(argv, env=env)
+    tolerated, fatal = globals_load_errors(err)
+    if rc != 0 or fatal:
+        raise BtwDbError(
+            f"loading the globals failed (rc={rc}): {'; '.join(fatal)[-800:] or err.strip()[-800:]}; "
+            "the statements before the error were applied (a globals script cannot run in one transaction)"
+        )
+    check = compare_objects(
+        {f"role {r}" for r in pg_globals_roles(_read_lines(dump_path))},
+        {f"role {r}" for r in target.roles()},
+        "roles created by the dump",
+    )
+    if not check["ok"]:
+        raise BtwDbError(
+            f"restore check failed: roles of the dump missing after the load: {', '.join(check['missing'])}"
+        )
+    check["other"] = []  # every other role of the cluster is not news
+    return {"verified": check, "notes": tolerated}

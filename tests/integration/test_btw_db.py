@@ -1,11 +1,33 @@
-"""Database dump backups against real PostgreSQL 15 and MariaDB servers on loopback."""
+"""Database dump backups and restores against real PostgreSQL 15 and MariaDB servers on loopback.
+
+One server of each for the whole module (each test uses its own database names).
+"""
 
 import os
 
 import pytest
 from ansible.module_utils import btw_db, btw_fs
 
-from tests.lib.btw_servers import postgres  # noqa: F401  (fixture)
+from tests.lib.btw_servers import Postgres
+from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = Postgres()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def mariadb(tmp_path_factory):
+    server = MariaDB(tmp_path_factory.mktemp("btw-mariadb"), 1)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 def sessions(result):
@@ -16,7 +38,7 @@ def staging_left(root):
     return [os.path.join(top, d) for top, dirs, _f in os.walk(root) for d in dirs if d.startswith(".staging")]
 
 
-def test_pg_dump_compares_content_not_bytes_and_restores_at_a_time(tmp_path, postgres):  # noqa: F811
+def test_pg_dump_compares_content_not_bytes_and_restores_at_a_time(tmp_path, postgres):
     pg = postgres
     pg.psql("CREATE DATABASE shop")
     pg.psql("CREATE TABLE items (id int primary key, name text); INSERT INTO items VALUES (1, 'one')", "shop")
@@ -69,7 +91,7 @@ def test_pg_dump_compares_content_not_bytes_and_restores_at_a_time(tmp_path, pos
     assert pg.psql("SELECT name FROM items", "shop_new").strip() == "uno"
 
 
-def test_pg_globals(tmp_path, postgres):  # noqa: F811
+def test_pg_globals(tmp_path, postgres):
     pg = postgres
     root = str(tmp_path / "root")
     os.mkdir(root)
@@ -86,7 +108,7 @@ def test_pg_globals(tmp_path, postgres):  # noqa: F811
         assert "CREATE ROLE reporting" in f.read()
 
 
-def test_pg_missing_database_and_wrong_password_fail_clearly(tmp_path, postgres):  # noqa: F811
+def test_pg_missing_database_and_wrong_password_fail_clearly(tmp_path, postgres):
     root = str(tmp_path / "root")
     os.mkdir(root)
     with pytest.raises(btw_db.BtwDbError, match='pg_dump of database nope failed.*"nope" does not exist'):
@@ -100,8 +122,8 @@ def test_pg_missing_database_and_wrong_password_fail_clearly(tmp_path, postgres)
     assert not any(n.endswith(".dump") for _t, _d, files in os.walk(root) for n in files)
 
 
-def test_mysqldump_mariadb(tmp_path, mariadb_factory):
-    db = mariadb_factory("btw")
+def test_mysqldump_mariadb(tmp_path, mariadb):
+    db = mariadb
     db.sql("CREATE DATABASE app")
     db.sql("CREATE TABLE t (id int primary key, v varchar(10)) ENGINE=InnoDB", db="app")
     db.sql("INSERT INTO t VALUES (1, 'a')", db="app")
@@ -153,3 +175,175 @@ def test_bad_input(tmp_path, kwargs, message):
     with pytest.raises(btw_fs.BtwError, match=message):
         btw_db.db_backup(**args)
     assert os.listdir(tmp_path) == []
+
+
+# -- restores: guarded, one transaction where the server can, checked against the dump ----------
+
+
+@pytest.fixture(scope="module")
+def mysql_backup(mariadb, tmp_path_factory):
+    """A stored mysqldump of database `shop` (table items, view cheap): (root, destination)."""
+    mariadb.sql("CREATE DATABASE shop")
+    mariadb.sql("CREATE TABLE shop.items (id int primary key, name varchar(20)) ENGINE=InnoDB")
+    mariadb.sql("INSERT INTO shop.items VALUES (1, 'from backup')")
+    mariadb.sql("CREATE VIEW shop.cheap AS SELECT id FROM shop.items")
+    root = str(tmp_path_factory.mktemp("btw-my-restore"))
+    btw_db.db_backup("shop", "mysqldump", root, "db/shop", database="shop", connection=mariadb.tcp)
+    return root, "db/shop"
+
+
+def my_restore(mariadb, backup, target, **kwargs):
+    root, destination = backup
+    kwargs.setdefault("connection", mariadb.tcp)
+    return btw_db.db_restore("shop", "mysqldump", root, destination, target_database=target, **kwargs)
+
+
+def tables(server, database):
+    return sorted(r[0] for r in server.sql(f"SHOW FULL TABLES FROM `{database}`"))
+
+
+def test_mysql_restore_with_credentials_file_leaves_it_alone(mariadb, mysql_backup, tmp_path):
+    cnf = tmp_path / "my.cnf"  # what an operator's /root/.my.cnf holds
+    content = f"[client]\nhost=127.0.0.1\nport={mariadb.port}\nuser=root\npassword={ROOT_PASSWORD}\n"
+    cnf.write_text(content)
+    cnf.chmod(0o600)
+    result = my_restore(
+        mariadb, mysql_backup, "shop_cnf", connection={"defaults_file": str(cnf)}, create_database=True
+    )
+    assert cnf.read_text() == content and oct(cnf.stat().st_mode & 0o777) == "0o600"
+    assert mariadb.sql("SELECT name FROM shop_cnf.items") == (("from backup",),)
+    assert result["created"] and not result["replaced"]
+    check = result["verified"]
+    assert check["ok"] and check["expected"] == check["found"] == 2 and check["missing"] == []
+    assert "the dump creates" in check["checked"]
+
+
+def test_mysql_restore_into_a_non_empty_database_needs_force(mariadb, mysql_backup):
+    mariadb.sql("CREATE DATABASE shop_live")
+    mariadb.sql("CREATE TABLE shop_live.items (id int primary key, name varchar(20))")
+    mariadb.sql("INSERT INTO shop_live.items VALUES (7, 'live row')")
+    mariadb.sql("CREATE TABLE shop_live.orders (id int)")
+    before = tables(mariadb, "shop_live")
+    for check_mode in (True, False):
+        with pytest.raises(btw_db.BtwDbError, match=r"shop_live is not empty \(2 object\(s\).*set force"):
+            my_restore(mariadb, mysql_backup, "shop_live", check_mode=check_mode)
+    assert mariadb.sql("SELECT id, name FROM shop_live.items") == ((7, "live row"),)
+    assert tables(mariadb, "shop_live") == before
+    with pytest.raises(btw_db.BtwDbError, match="shop_live already exists and create_database is set"):
+        my_restore(mariadb, mysql_backup, "shop_live", create_database=True, force=True)
+    with pytest.raises(btw_db.BtwDbError, match="shop_absent does not exist: set create_database"):
+        my_restore(mariadb, mysql_backup, "shop_absent")
+    assert not mariadb.sql("SHOW DATABASES LIKE 'shop_absent'")
+
+    planned = my_restore(mariadb, mysql_backup, "shop_live", force=True, check_mode=True)
+    assert planned["changed"] and planned["replaced"] and "replacing" in planned["action"]
+    assert mariadb.sql("SELECT id, name FROM shop_live.items") == ((7, "live row"),)
+
+    result = my_restore(mariadb, mysql_backup, "shop_live", force=True)
+    assert mariadb.sql("SELECT id, name FROM shop_live.items") == ((1, "from backup"),)
+    assert tables(mariadb, "shop_live") == ["cheap", "items", "orders"]  # orders is not in the dump: kept
+    assert result["replaced"] and result["target_before"] == {"exists": True, "objects": 2}
+    assert result["verified"]["ok"] and result["verified"]["other"] == ["table orders"]
+
+
+def test_mysql_failed_load_drops_the_database_it_created(mariadb, tmp_path):
+    # The view reads a table of another database; without it the dump's last statement fails.
+    mariadb.sql("CREATE DATABASE elsewhere")
+    mariadb.sql("CREATE TABLE elsewhere.prices (id int)")
+    mariadb.sql("CREATE DATABASE shop2")
+    mariadb.sql("CREATE TABLE shop2.items (id int primary key)")
+    mariadb.sql("CREATE VIEW shop2.priced AS SELECT id FROM elsewhere.prices")
+    root = str(tmp_path)
+    btw_db.db_backup("shop2", "mysqldump", root, "db/shop2", database="shop2", connection=mariadb.tcp)
+    mariadb.sql("DROP DATABASE elsewhere")
+    args = dict(root=root, destination="db/shop2", connection=mariadb.tcp)
+    with pytest.raises(
+        btw_db.BtwDbError,
+        match="shop2_new failed.*'elsewhere.prices' doesn't exist; shop2_new, created for this restore, "
+        "was dropped again",
+    ):
+        btw_db.db_restore("shop2", "mysqldump", target_database="shop2_new", create_database=True, **args)
+    assert not mariadb.sql("SHOW DATABASES LIKE 'shop2_new'")
+    mariadb.sql("CREATE DATABASE shop2_empty")
+    with pytest.raises(btw_db.BtwDbError, match="shop2_empty is PARTIALLY restored") as err:
+        btw_db.db_restore("shop2", "mysqldump", target_database="shop2_empty", **args)
+    assert "1 of the dump's 2" in str(err.value) and "view priced" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def pg_backup(postgres, tmp_path_factory):
+    """A stored pg_dump of `wiki` (pages, a view, a sequence) whose last statement grants to a role
+    that is dropped later by a test, so that a load of it fails at its very end: (root, destination)."""
+    postgres.psql("CREATE DATABASE wiki")
+    postgres.psql("CREATE ROLE wiki_reader")
+    postgres.psql(
+        "CREATE TABLE pages (id serial primary key, body text);"
+        "INSERT INTO pages (body) VALUES ('from backup');"
+        "CREATE VIEW titles AS SELECT id FROM pages; GRANT SELECT ON pages TO wiki_reader",
+        "wiki",
+    )
+    root = str(tmp_path_factory.mktemp("btw-pg-restore"))
+    btw_db.db_backup("wiki", "pg_dump", root, "db/wiki", database="wiki", connection=postgres.conn)
+    return root, "db/wiki"
+
+
+def pg_restore(postgres, backup, target, **kwargs):
+    root, destination = backup
+    return btw_db.db_restore(
+        "wiki", "pg_dump", root, destination, target_database=target, connection=postgres.conn, **kwargs
+    )
+
+
+def pg_tables(postgres, database):
+    sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+    return postgres.psql(sql, database).split()
+
+
+def test_pg_restore_guard_force_and_a_failed_load_leaves_the_target_as_it_was(postgres, pg_backup):
+    pg = postgres
+    pg.psql("CREATE DATABASE wiki_live")
+    pg.psql(
+        "CREATE TABLE pages (id int primary key, body text); INSERT INTO pages VALUES (7, 'live')",
+        "wiki_live",
+    )
+    pg.psql("CREATE TABLE comments (id int)", "wiki_live")
+    for check_mode in (True, False):
+        with pytest.raises(btw_db.BtwDbError, match=r"wiki_live is not empty \(2 object\(s\).*set force"):
+            pg_restore(pg, pg_backup, "wiki_live", check_mode=check_mode)
+    assert pg.psql("SELECT id, body FROM pages", "wiki_live").strip() == "7|live"
+
+    result = pg_restore(pg, pg_backup, "wiki_live", force=True)
+    assert pg.psql("SELECT id, body FROM pages", "wiki_live").strip() == "1|from backup"
+    assert pg_tables(pg, "wiki_live") == ["comments", "pages"]
+    check = result["verified"]
+    assert result["replaced"] and check["ok"] and check["missing"] == []
+    assert check["expected"] == check["found"] == 3 and check["other"] == ["table public.comments"]
+
+    # The role the dump grants to is gone: the load fails at its last statement.
+    for database in ("wiki", "wiki_live"):
+        pg.psql("DROP OWNED BY wiki_reader", database)
+    pg.psql("DROP ROLE wiki_reader")
+    pg.psql("UPDATE pages SET body = 'live again'", "wiki_live")
+    with pytest.raises(btw_db.BtwDbError, match='role "wiki_reader" does not exist.*rolled back'):
+        pg_restore(pg, pg_backup, "wiki_live", force=True)
+    assert pg.psql("SELECT id, body FROM pages", "wiki_live").strip() == "1|live again"
+    pg.psql("CREATE DATABASE wiki_empty")
+    with pytest.raises(btw_db.BtwDbError, match="rolled back"):
+        pg_restore(pg, pg_backup, "wiki_empty")
+    assert pg_tables(pg, "wiki_empty") == []
+    with pytest.raises(
+        btw_db.BtwDbError, match="rolled back; wiki_new, created for this restore, was dropped"
+    ):
+        pg_restore(pg, pg_backup, "wiki_new", create_database=True)
+    assert pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'wiki_new'").strip() == "0"
+
+
+def test_pg_globals_restore_checks_the_roles(postgres, tmp_path):
+    postgres.psql("CREATE ROLE globals_probe")
+    root = str(tmp_path)
+    btw_db.db_backup("globals", "pg_globals", root, "db/globals", connection=postgres.conn)
+    postgres.psql("DROP ROLE globals_probe")
+    result = btw_db.db_restore("globals", "pg_globals", root, "db/globals", connection=postgres.conn)
+    assert postgres.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'globals_probe'").strip() == "1"
+    assert result["verified"]["ok"] and "role globals_probe" not in result["verified"]["missing"]
+    assert any('role "postgres" already exists' in note for note in result["notes"])
