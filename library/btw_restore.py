@@ -12,7 +12,23 @@ description:
     into place when complete.
   - For database sets (O(type) C(pg_dump), C(pg_globals), C(mysqldump)), restores the dump stored at
     O(at) from its chain and loads it into O(target_database) (C(pg_restore --no-owner
-    --exit-on-error), C(psql -f) for globals, C(mysql) for MySQL/MariaDB).
+    --single-transaction), C(psql) for globals, C(mysql) for MySQL/MariaDB).
+  - Guarded before anything changes, in check mode too - O(target_database) must exist unless
+    O(create_database) is set, must not exist when it is set, and must be empty (no table, view,
+    sequence, routine, event, or for PostgreSQL schema other than C(public)) unless O(force) is set.
+    The dump replaces what it holds of the same name (mysqldump's C(DROP TABLE IF EXISTS),
+    C(pg_restore --clean --if-exists)); other objects in the target are left in place.
+  - PostgreSQL loads in one transaction, so a failure anywhere leaves the target as it was. MySQL
+    and MariaDB cannot roll back DDL - a failed load says how much of the dump is in the target
+    (C(PARTIALLY restored)), and a database created by this restore is dropped again. A globals
+    script is not one transaction (C(CREATE TABLESPACE) cannot run in one, and the connecting role
+    always exists already) - its errors fail the restore, except a role or tablespace that already
+    exists (listed in RV(notes)).
+  - After the load, the tables, views and sequences the dump creates are looked up in the target
+    (roles for globals); any missing fails the restore. RV(verified) says what was checked. Row
+    counts are not compared (a dump does not record them).
+  - A O(credentials_file) is only read. The MySQL option file the module writes (0600) lives in a
+    private temporary directory with the fetched dump, removed when the module ends.
 version_added: "1.0.0"
 options:
   root:
@@ -47,7 +63,16 @@ options:
     description: Database to load the dump into (database sets other than C(pg_globals)).
     type: str
   create_database:
-    description: Create O(target_database) first (it must not exist).
+    description:
+      - Create O(target_database) for the restore; it must not exist. Dropped again if the load or
+        the check after it fails.
+    type: bool
+    default: false
+  force:
+    description:
+      - Load into a O(target_database) that already holds objects, replacing those the dump holds
+        (tables, views, ...) and their data. Without it such a target is refused and nothing changes.
+      - Database sets only.
     type: bool
     default: false
   login_host:
@@ -74,7 +99,9 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Resolves which backup would be restored; restores nothing.
+    details:
+      - Resolves which backup would be restored and, for databases, reads the target (exists, what it
+        holds) and refuses what a run would refuse; restores nothing. RV(action) says what a run would do.
   diff_mode:
     support: none
 author:
@@ -98,6 +125,17 @@ EXAMPLES = r"""
     target_database: wiki_restored
     create_database: true
     login_user: postgres
+
+- name: Load last night's shop dump over the current shop database (replacing its tables)
+  btw_restore:
+    root: /srv/backups
+    destination: db/shop
+    type: mysqldump
+    name: shop
+    at: 1d
+    target_database: shop
+    force: true
+    credentials_file: /root/.my.cnf
 """
 
 RETURN = r"""
@@ -111,7 +149,52 @@ chain:
   type: str
 session:
   description: Epoch time of the rdiff-backup session restored.
-  returned: rdiff-backup sources
+  returned: rdiff-backup sources and database sets
+  type: float
+target_database:
+  description: The database loaded.
+  returned: database sets
+  type: str
+action:
+  description: What the restore does (or would do in check mode) to the target.
+  returned: database sets
+  type: str
+  sample: create shop_restored and load the dump
+target_before:
+  description: The target database before the restore - whether it existed and how many objects it held.
+  returned: database sets other than pg_globals
+  type: dict
+  sample: {"exists": true, "objects": 3}
+created:
+  description: Whether this restore created O(target_database).
+  returned: database sets
+  type: bool
+replaced:
+  description: Whether the dump was loaded over objects already in the target (O(force)).
+  returned: database sets
+  type: bool
+verified:
+  description:
+    - The check of the restored database against the dump - what was checked, how many objects the
+      dump creates (expected), how many of them are in the target (found), the missing ones (the
+      restore fails if any), the target's other objects (other), and ok.
+  returned: database sets, when loaded
+  type: dict
+  sample:
+    checked: tables, views and sequences the dump creates, looked up in the restored database
+    expected: 2
+    found: 2
+    missing: []
+    other: [table orders]
+    ok: true
+notes:
+  description: Errors of a globals load that are expected (a role or tablespace that already exists).
+  returned: pg_globals
+  type: list
+  elements: str
+duration_seconds:
+  description: Time the restore took.
+  returned: always
   type: float
 """
 
@@ -133,6 +216,7 @@ def main():
             target=dict(type="path"),
             target_database=dict(type="str"),
             create_database=dict(type="bool", default=False),
+            force=dict(type="bool", default=False),
             **CONNECTION_SPEC,
         ),
         required_if=[
@@ -146,6 +230,8 @@ def main():
     p = module.params
     run = ModuleRun(module, "restore failed: ")
     if p["type"] == "fs":
+        if p["force"]:
+            module.fail_json(msg="force applies to database restores; a file-system target must not exist")
         result = run.call(
             fs_restore,
             p["root"],
@@ -168,6 +254,7 @@ def main():
             p["pg_bin_dir"],
             p["create_database"],
             check_mode=module.check_mode,
+            force=p["force"],
         )
     module.exit_json(**result)
 

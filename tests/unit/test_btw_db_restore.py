@@ -2,10 +2,16 @@
 of objects and the check against it; and, with a recording runner, that a restore never removes a
 file it did not create and changes nothing when it is refused."""
 
+import importlib.util
+import json
 import os
 
 import pytest
+import yaml
 from ansible.module_utils import btw_db
+from ansible.module_utils.testing import patch_module_args
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MYSQLDUMP = """\
 -- Table structure for table `odd``name`
@@ -241,3 +247,53 @@ def test_a_failed_mysql_load_drops_only_the_database_it_created(backup, tmp_path
     ):
         btw_db.db_restore(**backup, target_database="empty", connection={"user": "u"}, runner=runner)
     assert not any(s.startswith("DROP") for s in runner.statements())
+
+
+# -- the module: documents what it accepts, passes force through, refuses force for a directory --------
+
+
+def _load_module():
+    path = os.path.join(TOP, "library", "btw_restore.py")
+    spec = importlib.util.spec_from_file_location("_module_btw_restore", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run_module(mod, args, capsys):
+    capsys.readouterr()
+    with patch_module_args(args), pytest.raises(SystemExit):
+        mod.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_module_documents_what_it_accepts(capsys):
+    mod = _load_module()
+    out = _run_module(mod, {"_no_such_option": 1, "root": "/r", "destination": "d", "target": "/t"}, capsys)
+    accepted = set(out["msg"].split("Supported parameters include: ")[1].rstrip(".").split(", "))
+    documented = yaml.safe_load(mod.DOCUMENTATION)["options"]
+    assert set(documented) == accepted
+    assert documented["force"] == {
+        "description": documented["force"]["description"],
+        "type": "bool",
+        "default": False,
+    }
+
+
+def test_module_passes_force_and_check_mode_to_the_core(monkeypatch, capsys):
+    mod = _load_module()
+    calls = []
+
+    def fake_restore(*args, **kwargs):
+        calls.append((args, kwargs))
+        return {"changed": True, "action": "load", "verified": {"ok": True}}
+
+    monkeypatch.setattr(mod, "db_restore", fake_restore)
+    args = dict(
+        root="/r", destination="db/shop", type="mysqldump", name="shop", target_database="shop", force=True
+    )
+    out = _run_module(mod, dict(args, _ansible_check_mode=True), capsys)
+    assert out["changed"] and out["verified"] == {"ok": True}
+    assert calls[0][1] == {"check_mode": True, "force": True}
+    out = _run_module(mod, {"root": "/r", "destination": "fs/www", "target": "/t", "force": True}, capsys)
+    assert out["failed"] and "force applies to database restores" in out["msg"]
