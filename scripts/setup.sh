@@ -45,6 +45,9 @@ if ! .venv/bin/ansible-galaxy collection list 2>/dev/null | grep -q '^community.
 fi
 
 # Podman on this kind of host: runc (crun fails on hybrid cgroups) and ulimits that fit.
+# Hand-made `podman run`s need this file too: source scripts/env.sh first (CONTAINERS_CONF).
+# (The lab's containers are run with --init, an init as PID 1 that reaps zombies: podman 4.3
+# ignores `init = true` here.)
 mkdir -p "$(dirname "$CONTAINERS_CONF")"
 cat > "$CONTAINERS_CONF" <<CONF
 [containers]

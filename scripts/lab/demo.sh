@@ -35,7 +35,7 @@ podman image exists "$IMAGE" || bash scripts/lab/build-image.sh >/dev/null
 for c in "${CONTAINERS[@]}"; do
   if ! podman container exists "$c"; then
     echo ">> creating container $c from $IMAGE"
-    podman run -d --name "$c" --hostname "$c" "$IMAGE" sleep infinity >/dev/null
+    podman run -d --init --name "$c" --hostname "$c" "$IMAGE" sleep infinity >/dev/null
   elif [ "$(podman inspect -f '{{.State.Running}}' "$c")" != "true" ]; then
     echo ">> starting container $c"
     podman start "$c" >/dev/null

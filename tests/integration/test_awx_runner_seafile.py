@@ -50,7 +50,7 @@ def test_seafile_backup_server_job_seeds_and_replicates(tmp_path, monkeypatch):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     try:
         for name in (primary, backup):
-            podman("run", "-d", "--name", name, "--hostname", name, IMAGE, "sleep", "infinity")
+            podman("run", "-d", "--init", "--name", name, "--hostname", name, IMAGE, "sleep", "infinity")
         prepare = subprocess.run(
             [os.path.join(BIN, "ansible-playbook"), "-i", str(pdd / "inventory" / "hosts.yml"),
              os.path.join(TOP, "playbooks", "lab_seafile_prepare.yml")],

@@ -68,7 +68,7 @@ def lab(tmp_path_factory):
     )
     try:
         for name in names.values():
-            podman("run", "-d", "--name", name, "--hostname", name, IMAGE, "sleep", "infinity")
+            podman("run", "-d", "--init", "--name", name, "--hostname", name, IMAGE, "sleep", "infinity")
         lab = dict(names, inventory=str(inventory_dir / "hosts.yml"))
         result = run_playbook(lab, "playbooks/lab_seafile_prepare.yml")
         assert result.returncode == 0, result.stdout[-3000:]
