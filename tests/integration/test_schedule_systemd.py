@@ -1,10 +1,11 @@
 """roles/backup_schedule's systemd path, run live: timers installed, enabled and firing under a real
-systemd (the lab VM of scripts/lab/lvm-vm.sh; containers here have no systemd), idempotent, runs of a
-job never overlapping, a failed run a failed unit, and a retired job's timer stopped and removed.
+systemd (PID 1 of a container from localhost/backup-lab-systemd, scripts/lab/build-image.sh),
+idempotent, runs of a job never overlapping, a failed run a failed unit, and a retired job's timer
+stopped and removed.
 
-ansible-playbook on the control host (the VM) is a stand-in that records its arguments and sleeps,
-as in molecule/schedule: what is under test is the scheduling, not a backup. A few minutes under
-TCG: set LVM_VM_TESTS=0 to skip.
+ansible-playbook on the control host (the container) is a stand-in that records its arguments and
+sleeps, as in molecule/schedule: what is under test is the scheduling, not a backup. Needs root,
+podman and the image; skipped otherwise (make test builds it).
 """
 
 import json
@@ -14,9 +15,8 @@ import subprocess
 import time
 
 import pytest
-import yaml
 
-from tests.lib.lvm_vm import ssh, ssh_result
+from tests.lib.lab_containers import SYSTEMD_IMAGE, podman_ready, sh, systemd_container
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(TOP, "playbooks", "backup_schedules.yml")
@@ -29,7 +29,11 @@ if [ -e /tmp/standin-fail ]; then echo "stand-in failed"; exit 2; fi
 echo "stand-in done"
 """
 
-pytestmark = [pytest.mark.slow, pytest.mark.vm]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not podman_ready(SYSTEMD_IMAGE), reason="needs root, podman and " + SYSTEMD_IMAGE),
+]
+HOST = "schedule-control"
 
 
 def jobs(frequent_state="present"):
@@ -42,20 +46,31 @@ def jobs(frequent_state="present"):
     ]
 
 
+_container = {}
+
+
+def ssh(command, check=True):
+    """A shell command on the control host (the container), as root: its stdout when check."""
+    return sh(_container["name"], command, check=check)
+
+
+def ssh_result(command):
+    return sh(_container["name"], command, check=False)
+
+
 @pytest.fixture(scope="module")
-def control(tmp_path_factory, lab_vm):
-    with open(lab_vm) as handle:
-        hosts = yaml.safe_load(handle)["all"]["children"]["lvm_backup_hosts"]["hosts"]
-    base = tmp_path_factory.mktemp("schedule-vm")
-    inventory = base / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"backup_control": {"hosts": hosts}}}}))
-    ssh("mkdir -p /opt/backup-toolkit && cat > /opt/backup-toolkit/standin-ansible-playbook <<'EOF'\n"
-        + STANDIN + "EOF\nchmod 0755 /opt/backup-toolkit/standin-ansible-playbook")
-    yield {"inventory": str(inventory), "base": base}
-    # the lab VM is shared by the session: no timer of this module fires during the next one
-    ssh("for unit in /etc/systemd/system/backup-job-*; do systemctl disable --now \"${unit##*/}\"; done; "
-        "rm -f /etc/systemd/system/backup-job-* /usr/local/sbin/backup-job-*; systemctl daemon-reload",
-        check=False)
+def control(tmp_path_factory):
+    base = tmp_path_factory.mktemp("schedule-systemd")
+    with systemd_container(HOST) as name:
+        _container["name"] = name
+        inventory = base / "hosts.yml"
+        inventory.write_text(json.dumps({"all": {"children": {"backup_control": {"hosts": {HOST: {
+            "ansible_connection": "containers.podman.podman", "ansible_host": name,
+            "ansible_python_interpreter": "/usr/bin/python3"}}}}}}))
+        ssh("mkdir -p /opt/backup-toolkit && cat > /opt/backup-toolkit/standin-ansible-playbook <<'EOF'\n"
+            + STANDIN + "EOF\nchmod 0755 /opt/backup-toolkit/standin-ansible-playbook")
+        assert ssh("cat /proc/1/comm") == "systemd"
+        yield {"inventory": str(inventory), "base": base}
 
 
 def converge(control, job_list):
@@ -65,14 +80,13 @@ def converge(control, job_list):
         "backup_schedule_ansible_playbook": "/opt/backup-toolkit/standin-ansible-playbook",
         "backup_schedule_jobs": job_list,
     }))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_PIPELINING="1")
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     result = subprocess.run(
         ["ansible-playbook", "-i", control["inventory"], PLAYBOOK, "-e", f"@{settings}"],
         cwd=TOP, env=env, capture_output=True, text=True, timeout=1200)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    recap = re.search(r"lvmlab\s*:\s*ok=(\d+)\s+changed=(\d+)", output)
+    recap = re.search(HOST + r"\s*:\s*ok=(\d+)\s+changed=(\d+)", output)
     assert recap, output
     return int(recap.group(2)), output
 
