@@ -9,6 +9,7 @@
 # status is non-zero when either failed. Expects `make setup lab-image` done.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/stages.sh  # each part is timed into $BT_STAGES (make test prints the table)
 
 log=$(mktemp /tmp/bt-vm-track.XXXXXX)
 start=$(date +%s)
@@ -16,7 +17,8 @@ elapsed() { echo "$(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start
 
 echo ">> vm track (LVM lab VM): make integration-vm molecule-vm, output in $log until it ends"
 set -m  # its own process group: a background job would otherwise ignore SIGINT
-make --no-print-directory integration-vm molecule-vm > "$log" 2>&1 &
+{ stage "vm track: integration-vm" make --no-print-directory integration-vm \
+    && stage "vm track: molecule-vm" make --no-print-directory molecule-vm; } > "$log" 2>&1 &
 vm_pid=$!
 set +m
 # an interrupted make test interrupts the vm track too, and waits while its pytest or molecule stops
@@ -24,7 +26,8 @@ set +m
 trap 'kill -INT -- "-$vm_pid" 2>/dev/null; wait "$vm_pid"; cat "$log"; exit 130' INT TERM
 
 echo ">> host track: make integration-host molecule-host"
-make --no-print-directory integration-host molecule-host
+stage "host track: integration-host" make --no-print-directory integration-host \
+  && stage "host track: molecule-host" make --no-print-directory molecule-host
 host_rc=$?
 echo ">> host track ended after $(elapsed) (exit $host_rc); waiting for the vm track"
 
