@@ -560,10 +560,34 @@ class SnapshotCopy:
             raise self._timeout_error(f"the {self.method} copy of {source}")
         if rc != 0:
             text = err.strip()[-500:]
+            # A snapshot that overflows makes reads from it fail: the copy can notice before the
+            # fill watcher's next poll. Ask LVM before blaming the copy.
+            try:
+                cause = self._invalid_snapshot()
+            except LvmError:
+                cause = None  # LVM cannot be asked: the copy's own error stands
+            if cause:
+                raise CopyError(
+                    f"{cause}; the {self.method} copy of {source} failed because of it "
+                    f"(exit code {rc}): {text}"
+                )
             raise CopyError(
                 f"{self.method} of {source} stopped with exit code {rc} (killed or failed): {text}"
             )
         return target
+
+    def _invalid_snapshot(self):
+        """Why a snapshot can no longer be read, as LVM tells it now; None when every snapshot is
+        valid. LvmError when LVM cannot be asked."""
+        lvs = read_lvs(self.runner)
+        for snap in self.snapshots:
+            if is_invalid(find_lv(lvs, snap["vg"], snap["name"])):
+                return (
+                    f"snapshot {snap['vg']}/{snap['name']} became invalid during the copy (its "
+                    "copy-on-write space filled up or it vanished): make it larger "
+                    "(lvm_snapshot_backup_volumes size) or let the watcher extend it"
+                )
+        return None
 
     def run(self):
         """The whole run; returns the metadata (with path and retention_removed). With a progress
@@ -644,10 +668,9 @@ class SnapshotCopy:
                 watcher.poll_once()
             if watcher.failure:
                 raise CopyError(watcher.failure)
-            lvs = read_lvs(self.runner)
-            for snap in self.snapshots:
-                if is_invalid(find_lv(lvs, snap["vg"], snap["name"])):
-                    raise CopyError(f"snapshot {snap['vg']}/{snap['name']} became invalid during the copy")
+            cause = self._invalid_snapshot()
+            if cause:
+                raise CopyError(cause)
             self._umount_all()
             copy_seconds = round(self.clock() - t_start, 3)
             verification = None

@@ -313,3 +313,53 @@ def test_sigterm_stops_the_copy_cleanly(lab):
     assert leftovers(lab) == ([], []) and os.listdir(lab["dest"]) == []
     # no rsync left: neither the child nor the receiver and generator it forked
     assert subprocess.run(["pgrep", "-f", str(lab["dest"])], capture_output=True).returncode == 1
+
+
+class OverflowingLvm(LvmStandIn):
+    """The mysql snapshot overflows (LVM marks it invalid) as soon as the copy has started."""
+
+    def __init__(self, sources):
+        super().__init__(sources)
+        self.overflowed = False
+
+    def __call__(self, args):
+        rc, out, err = super().__call__(args)
+        if args[0] == "lvs" and self.overflowed:
+            report = json.loads(out)
+            for row in report["report"][0]["lv"]:
+                if row["lv_name"] == "mysql-backup-snap":
+                    row.update(lv_attr="swi-I-s---", data_percent="100.00", lv_snapshot_invalid="invalid")
+            out = json.dumps(report)
+        return rc, out, err
+
+
+def test_a_copy_failing_on_an_overflowed_snapshot_names_the_snapshot(lab):
+    """The copy fails fast on unreadable files (rsync exit 23) before the fill watcher polls again:
+    the error names the overflowed snapshot as the cause, not the copy (seen in the lab VM)."""
+    runner = OverflowingLvm(lab["sources"])
+
+    def failing_copy(argv, **kw):
+        runner.overflowed = True
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", "import sys; sys.stderr.write('failed verification -- update "
+             "discarded\\n'); sys.exit(23)"], **kw)
+
+    job = C.SnapshotCopy(runner, snapshots(), str(lab["dest"]), mount_root=str(lab["mounts"]),
+                         poll_interval=3600, popen=failing_copy)
+    with pytest.raises(C.CopyError) as failure:
+        job.run()
+    message = str(failure.value)
+    assert message.startswith("snapshot vgdata/mysql-backup-snap became invalid during the copy"), message
+    assert "exit code 23" in message and "failed verification" in message
+    assert leftovers(lab) == ([], []) and os.listdir(lab["dest"]) == []
+
+
+def test_a_copy_failing_on_valid_snapshots_blames_the_copy(lab):
+    def failing_copy(argv, **kw):
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(12)"], **kw)  # noqa: S603
+
+    job = C.SnapshotCopy(lab["runner"], snapshots(), str(lab["dest"]), mount_root=str(lab["mounts"]),
+                         poll_interval=3600, popen=failing_copy)
+    with pytest.raises(C.CopyError, match=r"rsync of .* stopped with exit code 12 \(killed or failed\)"):
+        job.run()
+    assert leftovers(lab) == ([], [])
