@@ -83,8 +83,21 @@ def run_long_query(server, seconds):
 
     thread = threading.Thread(target=target)
     thread.start()
-    time.sleep(1.5)
-    return thread
+    # until the server itself reports the query running for more than the 1 s bound the tests use
+    # (a fixed sleep raced a slow connect on a loaded machine)
+    deadline = time.monotonic() + 30
+    watcher = server.connect()
+    try:
+        while True:
+            with watcher.cursor() as cur:
+                cur.execute("SELECT COALESCE(MAX(TIME_MS), 0) FROM information_schema.PROCESSLIST "
+                            "WHERE INFO LIKE 'SELECT SLEEP(%'")
+                if float(cur.fetchone()[0]) >= 1100:
+                    return thread
+            assert time.monotonic() < deadline, "the long query did not start within 30 s"
+            time.sleep(0.05)
+    finally:
+        watcher.close()
 
 
 def test_refuses_behind_a_long_running_query_without_locking(db):
@@ -105,7 +118,7 @@ def test_refuses_behind_a_long_running_query_without_locking(db):
 
 
 def test_waits_for_a_long_query_within_the_bound(db):
-    thread = run_long_query(db, 3)
+    thread = run_long_query(db, 4)
     try:
         result = lock_and_snapshot(
             lambda: connect(params(db)), lambda: "snap", long_query_seconds=1, long_query_wait_seconds=20
