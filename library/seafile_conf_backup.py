@@ -11,8 +11,14 @@ description:
     from the section.
   - Only the C([backup]) section is edited; every other byte of the file (other sections,
     comments, blank lines, line endings) is kept. Comments and unknown keys inside the section stay.
-  - Reports C(changed) only when the file content changes; supports check mode and diff. In the
-    diff the token is replaced by a fingerprint.
+  - Reports C(changed) only when the file content changes; supports check mode and diff.
+  - The diff is the whole file with every secret-bearing value masked, in every section (commented
+    lines too), so neither C(--diff) output nor the registered result carries a secret. A key is
+    secret-bearing when its name ends in C(password), C(passwd), C(pwd), C(passphrase), C(secret),
+    C(token), C(key), C(credential) or C(credentials), or contains C(password) or C(secret), case-insensitive
+    (C([database] password), C([commit_object_backend] key), C(jwt_private_key)). C(sync_token)
+    shows as C(<secret sha256:...>), a fingerprint to compare nodes; any other secret as
+    C(<secret>).
   - C(state=query) reads the section without changing anything (the result holds the token,
     so use C(no_log) on that task).
   - The file is written to a temporary file in the same directory and renamed into place.

@@ -327,11 +327,38 @@ def edit_backup_section(text, settings, remove_keys=(), state="present"):
     return "".join(lines[:start + 1] + out + lines[end:])
 
 
+# A key holds a secret when its name ends in one of these words, or contains "password" or
+# "secret" anywhere (case-insensitive): password, db_password, passwd, sync_token, key, sse_c_key,
+# jwt_private_key, secret_key, credentials... A name such as web_token_expire_time or key_id
+# does not end in one and is shown. A false positive only hides a value from a diff.
+SECRET_KEY_RE = re.compile(
+    r"(?:password|passwd|pwd|passphrase|secret|token|key|credentials?)$|password|secret", re.I
+)
+_OPTION_LINE_RE = re.compile(
+    # optional comment mark (a commented-out password is still a password), name, = or :, value
+    r"(?m)^([ \t]*(?:[#;][ \t]*)?)([^\s=:#;\[][^=:\r\n]*?)([ \t]*[=:][ \t]*)([^\r\n]*)"
+)
+
+
+def is_secret_key(name):
+    return bool(SECRET_KEY_RE.search(name.strip()))
+
+
 def mask_secrets(text):
-    """The file text with every sync_token value replaced by its fingerprint (for diffs)."""
+    """The file text with the value of every secret-bearing key masked (for diffs and results).
+
+    sync_token becomes ``<secret sha256:...>`` (its fingerprint: a random 160-bit token cannot be
+    guessed back from it, and nodes can be compared); every other secret becomes ``<secret>``
+    (a fingerprint of a password would allow a dictionary attack). Any section, any line.
+    """
     def repl(match):
-        return f"{match.group(1)}<secret {token_fingerprint(match.group(2).strip())}>"
-    return re.sub(r"(?m)^(\s*sync_token\s*=\s*)([^\r\n]*)", repl, text)
+        lead, name, sep, value = match.groups()
+        if not value.strip() or not is_secret_key(name):
+            return match.group(0)
+        if name.strip().lower() == "sync_token":
+            return f"{lead}{name}{sep}<secret {token_fingerprint(value.strip())}>"
+        return f"{lead}{name}{sep}<secret>"
+    return _OPTION_LINE_RE.sub(repl, text)
 
 
 # --------------------------------------------------------------------------------------------

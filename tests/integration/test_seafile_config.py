@@ -1,5 +1,6 @@
 """playbooks/seafile_backup_config.yml run for real (ansible-playbook, local connection) on a
 two-primary cluster + one backup server whose seafile.conf files live in tmp_path."""
+import json
 import re
 
 import pytest
@@ -204,3 +205,35 @@ def test_galera_primary_needs_log_slave_updates(site, mariadb_factory):
     accepted = site.run(extra_vars=extra)
     assert accepted.rc == 0, accepted.out
     assert site.texts() != before
+
+
+# -- secrets in seafile.conf (issue 15) ------------------------------------------------------------
+CANARIES = {"password": "Canary-DB-pw-41c9", "key": "canary-s3-secret-key-5d2e", "token": "canary-jwt-77ab"}
+SECRET_CONF = f"""[commit_object_backend]
+name = s3
+key_id = AKIAEXAMPLE
+key = {CANARIES['key']}
+
+[notification]
+jwt_private_key={CANARIES['token']}
+
+[database]
+type = mysql
+user = seafile
+password = {CANARIES['password']}
+"""
+
+
+def test_check_diff_and_the_result_mask_every_secret_of_seafile_conf(site):
+    for conf in site.confs.values():
+        conf.write_text(SECRET_CONF)
+    # One run, with the JSON callback: its output is every task's whole result, diff before/after
+    # included, as a registered variable or an AWX job event holds it; --diff prints from the same.
+    events = site.run(check=True, diff=True, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+    assert events.rc == 0, events.out
+    plays = json.loads(events.out[events.out.index("{"):])["plays"]
+    diffs = {(host, result["diff"]["after"]) for play in plays for task in play["tasks"]
+             for host, result in task["hosts"].items() if "diff" in result}
+    assert {host for host, after in diffs if "\n[backup]\n" in after} == set(site.confs), events.out
+    assert [c for c in CANARIES.values() if c in events.out] == [], events.out
+    assert "password = <secret>" in events.out and "key = <secret>" in events.out

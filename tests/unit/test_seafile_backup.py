@@ -252,6 +252,27 @@ def test_mask_secrets():
     assert TOKEN not in masked and "<secret sha256:" in masked and "backup_url = http://b" in masked
 
 
+
+def test_mask_secrets_masks_every_secret_bearing_key_in_every_section():
+    text = (
+        "[fileserver]\nport=8082\nweb_token_expire_time = 7200\n"
+        "[database]\r\nuser = seafile\r\npassword = p=w;#x\r\n;password: old-pw\r\n"
+        "[commit_object_backend]\nkey_id = AKIAEXAMPLE\nkey = s3-secret\nsse_c_key=cust-key\n"
+        "[notification]\njwt_private_key = jwt-secret\n"
+        "[other]\nDB_PASSWORD_FILE = /p\napi_secret_value = v\nempty_password =\n"
+        f"[backup]\nsync_token = {TOKEN}\n"
+    )
+    masked = mask_secrets(text)
+    for secret in ("p=w;#x", "old-pw", "s3-secret", "cust-key", "jwt-secret", "/p", "= v", TOKEN):
+        assert secret not in masked, secret
+    assert "password = <secret>\r\n;password: <secret>\r\n" in masked
+    assert "sse_c_key=<secret>\n" in masked and f"<secret {token_fingerprint(TOKEN)}>" in masked
+    # not secrets: shown as they are
+    for shown in ("port=8082", "web_token_expire_time = 7200", "user = seafile", "key_id = AKIAEXAMPLE",
+                  "empty_password =\n"):
+        assert shown in masked, shown
+
+
 # -- sync ----------------------------------------------------------------------------------------
 def test_sync_command_is_an_argument_list():
     assert sync_command("/x/seaf-backup-cmd.sh", ID1) == ["/x/seaf-backup-cmd.sh", "sync", ID1]
