@@ -21,7 +21,7 @@ description:
     C(<secret>).
   - C(state=query) reads the section without changing anything (the result holds the token,
     so use C(no_log) on that task).
-  - The file is written to a temporary file in the same directory and renamed into place.
+  - The file is written to a temporary 0600 file in the same directory and renamed into place.
 options:
   path:
     description: Path of seafile.conf.
@@ -50,7 +50,11 @@ options:
     choices: [present, absent, query]
     default: present
   create:
-    description: Create the file if it does not exist (otherwise a missing file is an error).
+    description:
+      - Create the file if it does not exist (otherwise a missing file is an error).
+      - A created file is 0600 from its creation (it holds the token), owned by the user the module
+        runs as; give O(owner) and O(group) (e.g. C(seafile)), or O(mode), for Seafile's processes.
+        An existing file keeps its mode and owner unless O(mode), O(owner) or O(group) are given.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -131,14 +135,24 @@ def read_text(path):
 
 
 def write_atomically(module, path, text):
+    """Write a temporary 0600 file in the same directory and rename it over path.
+
+    An existing file keeps its mode, owner and SELinux context (atomic_move copies them). A new
+    file keeps the temporary file's 0600 from its creation to the rename: atomic_move would widen
+    a file it creates to 0666 & ~umask after the rename, so a new file is renamed here instead.
+    The file arguments (mode, owner, group) are applied afterwards by the caller.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".seafile.conf.", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".seafile.conf.", dir=directory)  # 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        module.atomic_move(tmp, path)
+        if os.path.exists(path):
+            module.atomic_move(tmp, path)
+        else:
+            os.rename(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

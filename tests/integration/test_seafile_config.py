@@ -1,11 +1,15 @@
 """playbooks/seafile_backup_config.yml run for real (ansible-playbook, local connection) on a
 two-primary cluster + one backup server whose seafile.conf files live in tmp_path."""
 import json
+import os
 import re
+import stat
+import subprocess
+import sys
 
 import pytest
 
-from tests.integration.seafile_common import run_playbook, write_inventory
+from tests.integration.seafile_common import TOP, run_playbook, write_inventory
 
 TOKEN = "c7a78c0210c2470e14a20a8244562ab8ad509734"
 OTHER_CONF = """[fileserver]
@@ -237,3 +241,31 @@ def test_check_diff_and_the_result_mask_every_secret_of_seafile_conf(site):
     assert {host for host, after in diffs if "\n[backup]\n" in after} == set(site.confs), events.out
     assert [c for c in CANARIES.values() if c in events.out] == [], events.out
     assert "password = <secret>" in events.out and "key = <secret>" in events.out
+
+
+def run_module(tmp_path, args, umask=0o022):
+    """seafile_conf_backup run for real (ansible ad hoc, local connection) under the given umask."""
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-i", "localhost,",
+            "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
+            "-m", "seafile_conf_backup", "-a", json.dumps(args)]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), ANSIBLE_HOME=str(tmp_path / "ansible-home"))
+    proc = subprocess.run(argv, cwd=TOP, capture_output=True, text=True, env=env, timeout=300, check=False,
+                          preexec_fn=lambda: os.umask(umask))
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_created_seafile_conf_is_0600_and_an_existing_file_keeps_its_mode(tmp_path):
+    conf = tmp_path / "conf" / "seafile.conf"
+    conf.parent.mkdir()
+    args = dict(path=str(conf), role="primary", backup_url="http://backup.example.org", sync_token=TOKEN,
+                create=True)
+    rc, out = run_module(tmp_path, args)
+    assert rc == 0, out
+    assert stat.S_IMODE(os.stat(conf).st_mode) == 0o600, "a new seafile.conf holds the sync_token"
+    assert f"sync_token = {TOKEN}" in conf.read_text() and os.listdir(conf.parent) == ["seafile.conf"]
+    # an existing file (Seafile's own, maybe group-readable for its processes) keeps its mode
+    os.chmod(conf, 0o640)
+    rc, out = run_module(tmp_path, dict(args, backup_url="http://backup2.example.org"))
+    assert rc == 0 and '"changed": true' in out, out
+    assert stat.S_IMODE(os.stat(conf).st_mode) == 0o640
