@@ -337,8 +337,9 @@ def _pg_unquote(ident):
     return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
 
 
-def _sql_literal(text):
-    return "'" + str(text).replace("\\", "\\\\").replace("'", "''") + "'"
+def _sql_literal(name):
+    """A quoted SQL string of a database name, which db_restore has checked (no quote, no backslash)."""
+    return "'" + str(name).replace("'", "''") + "'"
 
 
 def _lines(text):
@@ -386,7 +387,7 @@ def restore_plan(target_database, exists, objects, create_database, force):
         raise BtwDbError(
             f"target database {target_database} already exists and create_database is set: restore into "
             f"a new name, or leave create_database unset to load into {target_database}"
-            + (" (it is not empty: that also needs force)" if objects else "")
+            + (" (it is not empty: that also needs force)" if objects and not force else "")
         )
     if not create_database and not exists:
         raise BtwDbError(
@@ -396,9 +397,9 @@ def restore_plan(target_database, exists, objects, create_database, force):
     if objects and not force:
         shown = ", ".join(sorted(objects)[:_SHOW]) + (", ..." if len(objects) > _SHOW else "")
         raise BtwDbError(
-            f"target database {target_database} is not empty ({len(objects)} object(s): {shown}): the dump "
-            "would replace the tables it holds; restore into a new database (create_database) or set force "
-            "to overwrite them. Nothing was changed"
+            f"target database {target_database} is not empty ({len(objects)} object(s): {shown}): loading "
+            "the dump would replace its tables of the same name; restore into a new database "
+            "(create_database) or set force to overwrite them. Nothing was changed"
         )
     if create_database:
         return {"create": True, "replace": False, "action": f"create {target_database} and load the dump"}
