@@ -310,8 +310,26 @@ def copy_command(method, source, target_base, label):
         ], target
     if method == "tar":
         target = os.path.join(target_base, f"{label}.tar")
+        create_private_file(target)
         return ["tar", "--numeric-owner", "-C", source, "-cf", target, "."], target
     raise CopyError(f"unknown copy method {method!r} (rsync or tar)")
+
+
+def create_private_file(path):
+    """Create path, empty and 0600 (O_EXCL, never through a symlink), for a child to write into.
+
+    tar opens its archive with O_TRUNC, keeping the mode of a file that exists; left to create it,
+    tar would make it 0666 & ~umask (0644), readable through the 0711 directories by anyone who
+    knows the (guessable) path while the archive of the whole datadir is written and after.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise CopyError(f"cannot create the archive {path}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, 0o600)  # 0600 whatever the umask
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path, bufsize=1024 * 1024, on_bytes=None):
