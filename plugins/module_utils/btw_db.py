@@ -17,6 +17,10 @@ changed; otherwise a note goes to ``log.txt``.  Passwords travel in the environm
 or a 0600 option file (MySQL) inside the staging directory, removed in ``finally``.  The MySQL
 clients get it as ``--defaults-file`` (first argument): the only option file they read, so a
 ~/.my.cnf or /etc/mysql/my.cnf on the backup host never changes the server, user or password.
+
+``db_restore`` loads a stored dump into a database, guarded (an existing non-empty target needs
+force), in one transaction where the server can, and checked against the objects the dump creates:
+see the "Restore" section below.
 """
 
 import glob
