@@ -26,7 +26,8 @@ description:
     exists (listed in RV(notes)).
   - After the load, the tables, views and sequences the dump creates are looked up in the target
     (roles for globals); any missing fails the restore. RV(verified) says what was checked. Row
-    counts are not compared (a dump does not record them).
+    counts are not compared - neither dump format records them, they would have to be counted from
+    the data and every restored table scanned.
   - A O(credentials_file) is only read. The MySQL option file the module writes (0600) lives in a
     private temporary directory with the fetched dump, removed when the module ends.
 version_added: "1.0.0"
