@@ -19,8 +19,10 @@ description:
     The dump replaces what it holds of the same name (mysqldump's C(DROP TABLE IF EXISTS),
     C(pg_restore --clean --if-exists)); other objects in the target are left in place.
   - PostgreSQL loads in one transaction, so a failure anywhere leaves the target as it was. MySQL
-    and MariaDB cannot roll back DDL - a failed load says how much of the dump is in the target
-    (C(PARTIALLY restored)), and a database created by this restore is dropped again. A globals
+    and MariaDB cannot roll back DDL - after a failed load, a database created by this restore is
+    dropped again, a target that was empty is emptied again (what the load created is dropped), and
+    a non-empty target (O(force)) is reported as C(PARTIALLY restored) with how much of the dump is
+    in it. A globals
     script is not one transaction (C(CREATE TABLESPACE) cannot run in one, and the connecting role
     always exists already) - its errors fail the restore, except a role or tablespace that already
     exists (listed in RV(notes)).

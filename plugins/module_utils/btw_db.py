@@ -643,6 +643,19 @@ class _PgTarget:
         return pg_dump_objects(lines)
 
 
+def mysql_drop_statements(database, objects):
+    """SQL that drops the given objects of a database (what a failed load put into an empty one)."""
+    kinds = {"view": "VIEW", "table": "TABLE", "sequence": "SEQUENCE", "procedure": "PROCEDURE"}
+    kinds.update(function="FUNCTION", event="EVENT")
+    db = "`" + database.replace("`", "``") + "`"
+    statements = ["SET FOREIGN_KEY_CHECKS = 0"]
+    for obj in sorted(objects, key=lambda o: (o.split(" ", 1)[0] != "view", o)):  # views first
+        kind, name = obj.split(" ", 1)
+        if kind in kinds:
+            statements.append(f"DROP {kinds[kind]} IF EXISTS {db}.`{name.replace('`', '``')}`")
+    return "; ".join(statements)
+
+
 def _undo_created(target, database, created, message):
     """After a failed load: drop the database this restore created, and say so in the error."""
     if not created:
@@ -654,12 +667,18 @@ def _undo_created(target, database, created, message):
     return f"{message}; {database}, created for this restore, was dropped again"
 
 
-def _mysql_failed_state(target, database, expected):
-    """What a failed mysql load left behind (DDL cannot be rolled back in MySQL/MariaDB)."""
+def _mysql_failed_state(target, database, expected, was_empty):
+    """After a failed mysql load (MySQL/MariaDB cannot roll back DDL): a target that was empty
+    before is emptied again; otherwise say how much of the dump is in it."""
     try:
+        if was_empty:
+            target.query(mysql_drop_statements(database, target.objects(database)))
+            left = target.objects(database)
+            if not left:
+                return f"what the load had created in {database} was dropped again: it is empty, as it was"
         present = relations(target.objects(database))
     except BtwDbError as exc:
-        return f"its state could not be read ({exc})"
+        return f"{database} may be PARTIALLY restored; its state could not be read ({exc})"
     missing = sorted(set(expected) - present)
     shown = ", ".join(missing[:_SHOW]) + (", ..." if len(missing) > _SHOW else "")
     return (
@@ -763,7 +782,8 @@ def db_restore(
             if backup_type == "pg_dump":
                 message += "; the load ran in one transaction and was rolled back"
             elif not result["created"]:
-                message += "; " + _mysql_failed_state(target, target_database, expected)
+                was_empty = not result["target_before"]["objects"]
+                message += "; " + _mysql_failed_state(target, target_database, expected, was_empty)
             raise BtwDbError(_undo_created(target, target_database, result["created"], message))
         check = compare_objects(expected, relations(target.objects(target_database)))
         result["verified"] = check

@@ -246,7 +246,7 @@ def test_mysql_restore_into_a_non_empty_database_needs_force(mariadb, mysql_back
     assert result["verified"]["ok"] and result["verified"]["other"] == ["table orders"]
 
 
-def test_mysql_failed_load_drops_the_database_it_created(mariadb, tmp_path):
+def test_mysql_failed_load_drops_what_it_created(mariadb, tmp_path):
     # The view reads a table of another database; without it the dump's last statement fails.
     mariadb.sql("CREATE DATABASE elsewhere")
     mariadb.sql("CREATE TABLE elsewhere.prices (id int)")
@@ -265,8 +265,14 @@ def test_mysql_failed_load_drops_the_database_it_created(mariadb, tmp_path):
         btw_db.db_restore("shop2", "mysqldump", target_database="shop2_new", create_database=True, **args)
     assert not mariadb.sql("SHOW DATABASES LIKE 'shop2_new'")
     mariadb.sql("CREATE DATABASE shop2_empty")
-    with pytest.raises(btw_db.BtwDbError, match="shop2_empty is PARTIALLY restored") as err:
+    with pytest.raises(
+        btw_db.BtwDbError, match="created in shop2_empty was dropped again: it is empty, as it was"
+    ):
         btw_db.db_restore("shop2", "mysqldump", target_database="shop2_empty", **args)
+    assert tables(mariadb, "shop2_empty") == []
+    mariadb.sql("CREATE TABLE shop2_empty.orders (id int)")  # not empty: forced, the failure is only reported
+    with pytest.raises(btw_db.BtwDbError, match="shop2_empty is PARTIALLY restored") as err:
+        btw_db.db_restore("shop2", "mysqldump", target_database="shop2_empty", force=True, **args)
     assert "1 of the dump's 2" in str(err.value) and "view priced" in str(err.value)
 
 

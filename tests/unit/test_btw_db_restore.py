@@ -161,14 +161,15 @@ def test_globals_load_errors():
 
 
 class FakeMysql:
-    """A recording runner standing in for the mysql client and rdiff-backup."""
+    """A recording runner standing in for the mysql client and rdiff-backup: the target holds
+    state_rows before the load, after_load_rows after it, and nothing but its schema once a DROP ran."""
 
     def __init__(self, state_rows, load_rc=0, after_load_rows=None):
         self.calls = []
         self.state_rows = state_rows
         self.load_rc = load_rc
         self.after_load_rows = after_load_rows or []
-        self.loaded = False
+        self.loaded = self.dropped = False
 
     def run(self, argv, env=None, cwd=None, stdout_path=None, stdin_path=None):
         self.calls.append(list(argv))
@@ -182,7 +183,10 @@ class FakeMysql:
         sql = argv[argv.index("--execute") + 1]
         if sql.startswith("SELECT 'SCHEMA'"):
             rows = self.after_load_rows if self.loaded else self.state_rows
+            if self.dropped:
+                rows = [r for r in rows if r[0] == "SCHEMA"]
             return 0, "".join("\t".join(r) + "\n" for r in rows), ""
+        self.dropped = self.dropped or "DROP" in sql
         return 0, "", ""
 
     def statements(self):
@@ -242,12 +246,39 @@ def test_a_failed_mysql_load_drops_only_the_database_it_created(backup, tmp_path
             **backup, target_database="fresh", connection={"user": "u"}, create_database=True, runner=runner
         )
     assert runner.statements()[-1] == "DROP DATABASE IF EXISTS `fresh`"
-    runner = FakeMysql([["SCHEMA", "empty"]], load_rc=1, after_load_rows=[["SCHEMA", "empty"]])
+
+
+def test_a_failed_mysql_load_empties_an_empty_target_again(backup, tmp_path):
+    runner = FakeMysql(
+        [["SCHEMA", "empty"]], load_rc=1, after_load_rows=[["SCHEMA", "empty"], ["BASE TABLE", "t"]]
+    )
     with pytest.raises(
-        btw_db.BtwDbError, match=r"empty is PARTIALLY restored.*0 of the dump's 1.*missing: table t"
+        btw_db.BtwDbError, match="load had created in empty was dropped again: it is empty, as it was"
     ):
         btw_db.db_restore(**backup, target_database="empty", connection={"user": "u"}, runner=runner)
-    assert not any(s.startswith("DROP") for s in runner.statements())
+    assert "DROP TABLE IF EXISTS `empty`.`t`" in runner.statements()[-2]
+    assert not any("DROP DATABASE" in s for s in runner.statements())
+
+
+def test_a_failed_forced_mysql_load_is_reported_partial(backup, tmp_path):
+    before = [["SCHEMA", "live"], ["BASE TABLE", "orders"]]
+    runner = FakeMysql(before, load_rc=1, after_load_rows=before)
+    with pytest.raises(
+        btw_db.BtwDbError, match=r"live is PARTIALLY restored.*0 of the dump's 1.*missing: table t"
+    ):
+        btw_db.db_restore(
+            **backup, target_database="live", connection={"user": "u"}, force=True, runner=runner
+        )
+    assert not any("DROP" in s for s in runner.statements())
+
+
+def test_mysql_drop_statements():
+    objects = {"table odd`name", "view v", "procedure p", "function f", "event e", "sequence s", "other x"}
+    assert btw_db.mysql_drop_statements("db", objects) == (
+        "SET FOREIGN_KEY_CHECKS = 0; DROP VIEW IF EXISTS `db`.`v`; DROP EVENT IF EXISTS `db`.`e`; "
+        "DROP FUNCTION IF EXISTS `db`.`f`; DROP PROCEDURE IF EXISTS `db`.`p`; "
+        "DROP SEQUENCE IF EXISTS `db`.`s`; DROP TABLE IF EXISTS `db`.`odd``name`"
+    )
 
 
 # -- the module: documents what it accepts, passes force through, refuses force for a directory --------
