@@ -793,6 +793,8 @@ def db_restore(
                 f"restore check failed: {len(check['missing'])} of the {check['expected']} tables, views and "
                 f"sequences the dump creates are not in {target_database} after the load ({shown})"
             )
+            if not result["created"]:
+                message += f"; {target_database} is not a complete copy of the backup"
             raise BtwDbError(_undo_created(target, target_database, result["created"], message))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -272,6 +272,20 @@ def test_a_failed_forced_mysql_load_is_reported_partial(backup, tmp_path):
     assert not any("DROP" in s for s in runner.statements())
 
 
+def test_a_load_that_leaves_out_a_table_of_the_dump_fails_the_check(backup, tmp_path):
+    runner = FakeMysql([], after_load_rows=[["SCHEMA", "fresh"], ["BASE TABLE", "other"]])
+    with pytest.raises(
+        btw_db.BtwDbError, match=r"check failed: 1 of the 1 .* not in fresh.*fresh, created for"
+    ):
+        btw_db.db_restore(
+            **backup, target_database="fresh", connection={"user": "u"}, create_database=True, runner=runner
+        )
+    assert runner.statements()[-1] == "DROP DATABASE IF EXISTS `fresh`"
+    runner = FakeMysql([["SCHEMA", "empty"]], after_load_rows=[["SCHEMA", "empty"]])
+    with pytest.raises(btw_db.BtwDbError, match=r"\(table t\); empty is not a complete copy of the backup"):
+        btw_db.db_restore(**backup, target_database="empty", connection={"user": "u"}, runner=runner)
+
+
 def test_mysql_drop_statements():
     objects = {"table odd`name", "view v", "procedure p", "function f", "event e", "sequence s", "other x"}
     assert btw_db.mysql_drop_statements("db", objects) == (
