@@ -39,7 +39,7 @@ def test_seafile_backup_server_job_seeds_and_replicates(tmp_path, monkeypatch):
     (pdd / "env").mkdir(parents=True)
     (pdd / "inventory").mkdir()
     os.symlink(os.path.join(TOP, "inventories", "lab", "group_vars"), pdd / "inventory" / "group_vars")
-    conn = {"ansible_connection": "containers.podman.podman",
+    conn = {"ansible_connection": "lab_podman",
             "ansible_python_interpreter": "/usr/bin/python3"}
     (pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {
         "mysql_primary": {"hosts": {primary: None}, "vars": conn},

@@ -65,7 +65,7 @@ def control(tmp_path_factory):
         _container["name"] = name
         inventory = base / "hosts.yml"
         inventory.write_text(json.dumps({"all": {"children": {"backup_control": {"hosts": {HOST: {
-            "ansible_connection": "containers.podman.podman", "ansible_host": name,
+            "ansible_connection": "lab_podman", "ansible_host": name,
             "ansible_python_interpreter": "/usr/bin/python3"}}}}}}))
         ssh("mkdir -p /opt/backup-toolkit && cat > /opt/backup-toolkit/standin-ansible-playbook <<'EOF'\n"
             + STANDIN + "EOF\nchmod 0755 /opt/backup-toolkit/standin-ansible-playbook")

@@ -59,7 +59,7 @@ def lab(tmp_path_factory):
     inventory_dir = tmp_path_factory.mktemp("inventory")
     os.symlink(os.path.join(TOP, "inventories", "lab", "group_vars"), inventory_dir / "group_vars")
     conn = (
-        "ansible_connection: containers.podman.podman\n        ansible_python_interpreter: /usr/bin/python3"
+        "ansible_connection: lab_podman\n        ansible_python_interpreter: /usr/bin/python3"
     )
     (inventory_dir / "hosts.yml").write_text(
         "all:\n  children:\n"
