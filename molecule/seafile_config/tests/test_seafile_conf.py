@@ -1,6 +1,7 @@
 """seafile.conf [backup] on the primary node(s) and the backup server after converge + idempotence of
 playbooks/seafile_backup_config.yml: run by molecule/_shared/testinfra.yml on every host of the
 scenario. Expected values: the scenario's own molecule.yml (platforms and group_vars)."""
+import functools
 import re
 from pathlib import Path
 
@@ -17,8 +18,14 @@ KEPT = ("[fileserver]\nport=8082\n# kept   byte for byte\n\n"
         "[database]\ntype = mysql\nhost = 127.0.0.1\ndb_name = seafile_db\n")
 
 
+@functools.cache
+def _conf(name):
+    """seafile.conf of one container, read once for every test (each read is a `podman exec`)."""
+    return testinfra.get_host(f"podman://{name}").file(CONF).content_string
+
+
 def _backup_section(host):
-    text = host.file(CONF).content_string
+    text = _conf(host.backend.get_hostname())
     return dict(re.findall(r"(?m)^(\w+) = (.*)$", text.split("[backup]")[-1]))
 
 
@@ -28,7 +35,7 @@ def every_host(pytestconfig):
 
 
 def test_rest_of_seafile_conf_kept_and_backup_section_written_once(host):
-    text = host.file(CONF).content_string
+    text = _conf(host.backend.get_hostname())
     assert text.startswith(KEPT), text
     assert text.count("[backup]") == 1, text
 
