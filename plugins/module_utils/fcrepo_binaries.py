@@ -73,15 +73,18 @@ def _check_paths(source, dest):
         raise FcrepoBinariesError(f"parent directory of the destination {dest} does not exist")
 
 
-def _copy_with_sha1(src, dst_tmp):
+def _copy_with_sha1(src, dst_tmp, ownership=None):
     """Copy src to the new file dst_tmp; return (SHA-1 of the bytes written, size). Small files (the
-    usual binary) are read in one call."""
+    usual binary) are read in one call. ownership ({uid, gid, file_mode}) is given to the new file."""
     digest = hashlib.sha1()  # noqa: S324
     size = 0
     rfd = os.open(src, os.O_RDONLY)
     try:
         wfd = os.open(dst_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            if ownership:
+                os.fchown(wfd, ownership["uid"], ownership["gid"])
+                os.fchmod(wfd, ownership["file_mode"])
             while True:
                 chunk = os.read(rfd, CHUNK)
                 if not chunk:
@@ -150,17 +153,33 @@ def _install_batch(dest, pending, report):
     pending.clear()
 
 
+def _makedirs(path, ownership):
+    """makedirs; the directories it creates get ownership ({uid, gid, dir_mode}), or 0700."""
+    if os.path.isdir(path):
+        return
+    _makedirs(os.path.dirname(path), ownership)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    if ownership:
+        os.chown(path, ownership["uid"], ownership["gid"])
+        os.chmod(path, ownership["dir_mode"])
+
+
 def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=256 * 1024 * 1024,
-           batch_files=2000):
+           batch_files=2000, ownership=None):
     """Copy binaries missing from dest; check fixity of every copied file (and of every file already
-    in the backup when verify_existing). Returns a report; mismatches are listed, never installed."""
+    in the backup when verify_existing). Returns a report; mismatches are listed, never installed.
+    Without ownership, what is created is 0700/0600 (a backup); a restore passes the live store's
+    ({uid, gid, dir_mode, file_mode}, see fcrepo_restore.ownership)."""
     _check_paths(source, dest)
     binaries, misplaced, unrecognised = scan_store(source)
     report = {"binaries": len(binaries), "copied": 0, "bytes_copied": 0, "already_present": 0,
               "mismatches": [], "misplaced": misplaced, "unrecognised": unrecognised,
               "size_changed": [], "verified_existing": 0, "changed": False, "stale_removed": []}
     if not check_mode:
-        os.makedirs(dest, mode=0o700, exist_ok=True)
+        _makedirs(dest, ownership)
         report["stale_removed"] = remove_stale_temps(dest)
     pending, pending_bytes = [], 0
     existing = _existing_files(dest) if os.path.isdir(dest) else {}
@@ -186,11 +205,11 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
                 report["changed"] = True
                 continue
             if os.path.dirname(rel) not in made_dirs:
-                os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
+                _makedirs(os.path.dirname(dst), ownership)
                 made_dirs.add(os.path.dirname(rel))
             tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + expected)
             try:
-                actual, written = _copy_with_sha1(src, tmp)
+                actual, written = _copy_with_sha1(src, tmp, ownership)
             except FileNotFoundError:
                 if os.path.exists(src):
                     raise
