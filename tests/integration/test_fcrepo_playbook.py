@@ -181,7 +181,8 @@ def test_rest_strategy_and_rest_restore_against_the_stand_in(fcrepo):
                                **dict(auth, fcrepo_backup_rest_password="wrong"))
     assert rc != 0 and runs[0]["result"] == "failed"
     restore = {"fcrepo_restore_method": "rest", "fcrepo_restore_rest_url": url,
-               "fcrepo_restore_rest_user": "fedoraAdmin", "fcrepo_restore_rest_password": "s3cret"}
+               "fcrepo_restore_rest_user": "fedoraAdmin", "fcrepo_restore_rest_password": "s3cret",
+               "fcrepo_restore_confirm": "localhost"}  # fcr:restore replaces the repository
     rc, _, _ = run_playbook(fcrepo, RESTORE, fcrepo_restore_rest_backup=target, **restore)
     assert rc == 0
     bogus = str(fcrepo["tmp"] / "nope")
