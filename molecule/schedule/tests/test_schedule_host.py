@@ -2,16 +2,24 @@
 verify's refused schedule, and two runs of one job started together: run by
 molecule/_shared/testinfra.yml."""
 import json
+from pathlib import Path
 
-JOBS = {"nightly-files": "30 2 * * *", "weekday-dumps": "15 1 * * 1-5"}
+import yaml
+
+SETTINGS = yaml.safe_load((Path(__file__).parents[1] / "molecule.yml").read_text())[
+    "provisioner"]["inventory"]["group_vars"]["backup_control"]
+JOBS = {job["name"]: job for job in SETTINGS["backup_schedule_jobs"]}
 
 
 def test_each_job_has_a_cron_entry_cron_accepts(host):
-    for job, schedule in JOBS.items():
-        entry = host.file(f"/etc/cron.d/backup-toolkit-{job}")
+    scheduled = [job for job in JOBS.values() if job.get("state", "present") == "present"]
+    assert [job["name"] for job in scheduled] == ["nightly-files", "weekday-dumps"]
+    for job in scheduled:
+        entry = host.file(f"/etc/cron.d/backup-toolkit-{job['name']}")
         # cron ignores files in /etc/cron.d that are not root's or are writable by others
-        assert (entry.user, entry.mode & 0o022) == ("root", 0), job
-        assert entry.content_string.splitlines()[-1] == f"{schedule} root /usr/local/sbin/backup-job-{job}"
+        assert (entry.user, entry.mode & 0o022) == ("root", 0), job["name"]
+        assert entry.content_string.splitlines()[-1] == (
+            f"{job['schedule']} root /usr/local/sbin/backup-job-{job['name']}")
 
 
 def test_job_wrapper_is_executable_and_its_variables_private(host):
@@ -20,11 +28,13 @@ def test_job_wrapper_is_executable_and_its_variables_private(host):
     job_vars = host.file("/etc/backup-toolkit/jobs/weekday-dumps.json")
     assert (job_vars.mode, job_vars.user) == (0o600, "root")
     extra_vars = json.loads(job_vars.content_string)
-    assert extra_vars["backup_strategy"] == "db_backup"
-    assert extra_vars["btw_backup_db_login_password"] == "lab-secret-pw"
+    job = JOBS["weekday-dumps"]
+    expected = {"backup_strategy": job["strategy"], **job["extra_vars"]}  # the secret: in this 0600 file only
+    assert {key: extra_vars.get(key) for key in expected} == expected
 
 
 def test_retired_and_refused_jobs_have_no_files(host):
+    assert JOBS["retired-job"]["state"] == "absent"
     for path in ("/usr/local/sbin/backup-job-retired-job", "/etc/cron.d/backup-toolkit-retired-job",
                  "/etc/cron.d/backup-toolkit-broken", "/usr/local/sbin/backup-job-broken"):
         assert not host.file(path).exists, path
@@ -42,7 +52,8 @@ def test_a_second_run_while_the_first_runs_is_skipped(host):
     assert "previous run still running, skipped" in run.stderr
     calls = host.file("/tmp/standin-calls").content_string.splitlines()
     assert len(calls) == 1, calls
-    assert ("-i /opt/backup-toolkit/inventories/site/hosts.yml /opt/backup-toolkit/playbooks/run_backup.yml"
+    project = SETTINGS["backup_schedule_project_dir"]
+    assert (f"-i {project}/inventories/site/hosts.yml {project}/playbooks/run_backup.yml"
             " -e @/etc/backup-toolkit/jobs/nightly-files.json") in calls[0]
     log = host.file("/var/log/backup-toolkit/backup-job-nightly-files.log").content_string
     assert "stand-in done" in log
