@@ -1,8 +1,10 @@
-"""The LVM lab VM (scripts/lab/lvm-vm.sh) for the tests that need real LVM or a real systemd.
+"""The LVM lab VM (scripts/lab/lvm-vm.sh) for the tests that need real LVM (device-mapper).
 
 `booted()` skips the test module when the VM cannot or must not run (LVM_VM_TESTS=0, no qemu, the VM
 already in use by molecule or a benchmark), boots it, optionally runs molecule/lvm's lab set-up in
-it, yields the path of its inventory, and stops it whatever happens.
+it, yields the path of its inventory, and stops it whatever happens. With LVM_VM_SHARED=1 (make
+test's vm track, which boots one VM for the VM tests and molecule lvm) it uses the running VM and
+leaves it running.
 """
 import contextlib
 import os
@@ -12,7 +14,6 @@ import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VM = os.path.join(TOP, "scripts", "lab", "lvm-vm.sh")
-SETUP = os.path.join(TOP, "molecule", "lvm", "files", "lab-setup.sh")
 
 
 def vm(*args, check=True, **kw):
@@ -38,17 +39,18 @@ def booted(lab_setup=False):
         pytest.skip("LVM_VM_TESTS=0")
     if subprocess.run(["which", "qemu-system-x86_64"], capture_output=True).returncode != 0:
         pytest.skip("qemu-system-x86_64 not installed")
-    if vm("status", check=False).returncode == 0:
+    if os.environ.get("LVM_VM_SHARED") != "1" and vm("status", check=False).returncode == 0:
         pytest.skip("the LVM lab VM is already in use (molecule scenario lvm or a benchmark)")
     started = vm("start", check=False, timeout=1200)
     if started.returncode != 0:  # the script has stopped it; CalledProcessError would hide its stderr
         raise AssertionError(f"the LVM lab VM did not start (exit {started.returncode}):\n{started.stderr}")
     inventory = started.stdout.strip().splitlines()[-1]
     try:
-        if lab_setup:
-            with open(SETUP) as script:
-                subprocess.run(["bash", VM, "ssh", "bash -s"], stdin=script, check=True,
-                               capture_output=True, timeout=900)
+        if lab_setup:  # once per VM: "lab already set up" when the track has done it
+            setup = vm("setup", check=False, timeout=900)
+            if setup.returncode != 0:
+                raise AssertionError(f"the lab set-up in the VM failed (exit {setup.returncode}):\n"
+                                     f"{setup.stdout[-2000:]}{setup.stderr[-2000:]}")
         yield inventory
     finally:
         vm("stop", check=False, timeout=120)
