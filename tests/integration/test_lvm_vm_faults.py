@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from tests.lib.lvm_vm import ssh
 
@@ -82,33 +83,51 @@ def assert_clean(lab):
     ssh("mariadb -e 'SET SESSION lock_wait_timeout=3; INSERT INTO app.settings VALUES (UUID_SHORT(), 1)'")
 
 
-@pytest.mark.parametrize(
-    "extra,message",
-    [
-        (
-            {"lvm_snapshot_backup_volumes": [{"vg": "nope", "lv": "mysql", "size": "10%"}]},
-            "volume group 'nope' not found",
-        ),
-        (
-            {"lvm_snapshot_backup_volumes": [{"vg": "vgdata", "lv": "nope", "size": "10%"}]},
-            "logical volume vgdata/nope not found",
-        ),
-        (
-            {"lvm_snapshot_backup_dest": "/srv/mysql/backups"},
-            "is on /dev/vgdata/mysql, one of the volumes being backed up",
-        ),
-        (
-            {"lvm_snapshot_backup_mysql_login_unix_socket": "/run/mysqld/nope.sock"},
-            "MySQL unreachable, nothing locked and no snapshot taken",
-        ),
-    ],
-    ids=["unknown-vg", "unknown-lv", "dest-on-origin", "mysql-unreachable"],
-)
-def test_bad_input_is_refused_cleanly(lab, extra, message):
-    rc, out = run_backup(lab, extra)
-    assert rc != 0 and message in out, out[-3000:]
-    assert "LVM snapshot backup FAILED" in out
-    # refused while planning, before the application was stopped
+# Each bad input with the message that must refuse it. One playbook run covers them all: one
+# inventory alias of the VM per case, the case's variables as that alias's host vars (four runs of
+# the playbook cost minutes under TCG; the refusals are independent and read-only).
+BAD_INPUT = {
+    "unknown-vg": (
+        {"lvm_snapshot_backup_volumes": [{"vg": "nope", "lv": "mysql", "size": "10%"}]},
+        "volume group 'nope' not found",
+    ),
+    "unknown-lv": (
+        {"lvm_snapshot_backup_volumes": [{"vg": "vgdata", "lv": "nope", "size": "10%"}]},
+        "logical volume vgdata/nope not found",
+    ),
+    "dest-on-origin": (
+        {"lvm_snapshot_backup_dest": "/srv/mysql/backups"},
+        "is on /dev/vgdata/mysql, one of the volumes being backed up",
+    ),
+    "mysql-unreachable": (
+        {"lvm_snapshot_backup_mysql_login_unix_socket": "/run/mysqld/nope.sock"},
+        "MySQL unreachable, nothing locked and no snapshot taken",
+    ),
+}
+
+
+def test_bad_input_is_refused_cleanly(lab):
+    with open(lab["inventory"]) as handle:
+        [vm_host] = yaml.safe_load(handle)["all"]["children"]["lvm_backup_hosts"]["hosts"].values()
+    inventory = lab["base"] / "bad-input.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"lvm_backup_hosts": {
+        "vars": SETTINGS,  # group vars: the aliases' host vars override them (extra vars would not)
+        "hosts": {f"bad-{case}": {**vm_host, **extra} for case, (extra, _) in BAD_INPUT.items()},
+    }}}}))
+    cmd = ["ansible-playbook", "-i", str(inventory), PLAYBOOK]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_HOST_KEY_CHECKING="False")
+    proc = subprocess.run(cmd, cwd=TOP, env=env, capture_output=True, text=True, timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    # one chunk per printed result: a result spreads over indented lines (result_format yaml)
+    chunks = [" ".join(chunk.split()) for chunk in re.split(r"\n(?=\S)", out)]  # long lines wrapped
+    for case, (_, message) in BAD_INPUT.items():
+        refusals = [chunk for chunk in chunks if chunk.startswith(f"fatal: [bad-{case}]:")]
+        assert any(message in chunk for chunk in refusals), (case, refusals or out[-3000:])
+        assert any("LVM snapshot backup FAILED" in chunk for chunk in refusals), (case, refusals)
+        assert re.search(rf"bad-{case}\s*:.*failed=[1-9]", out), (case, out[-2000:])
+    # every case refused while planning, before the application was stopped
     assert "TASK [Steps 1-5: stop the application" not in out
     assert_clean(lab)
 
