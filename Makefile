@@ -17,7 +17,7 @@ MODULES := $(basename $(notdir $(wildcard library/*.py)))
 SETUP := $(if $(BT_SETUP_DONE),,setup)
 
 .PHONY: setup lab-image demo demo-clean test check lint syntax docs unit integration molecule bench \
-	integration-host integration-vm molecule-host molecule-vm molecule-run
+	integration-host integration-vm molecule-host molecule-host-list molecule-vm molecule-run
 
 setup:
 	bash scripts/setup.sh
@@ -68,6 +68,9 @@ integration-vm:
 
 molecule-host:
 	$(MAKE) --no-print-directory molecule-run SCENARIOS="$(filter-out $(VM_SCENARIOS),$(SCENARIOS))"
+
+molecule-host-list:
+	@echo $(filter-out $(VM_SCENARIOS),$(SCENARIOS))
 
 molecule-vm:
 	$(MAKE) --no-print-directory molecule-run SCENARIOS="$(filter $(VM_SCENARIOS),$(SCENARIOS))"
