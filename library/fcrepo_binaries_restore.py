@@ -90,18 +90,17 @@ owner_check:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.fcrepo_binaries import FcrepoBinariesError
-from ansible.module_utils.fcrepo_restore import FcrepoRestoreError, ownership_from, restore_binaries
+from ansible.module_utils.fcrepo_restore import (
+    FcrepoRestoreError,
+    ownership_from,
+    restore_argument_spec,
+    restore_binaries,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            src=dict(type="path", required=True),
-            dest=dict(type="path", required=True),
-            owner=dict(type="str", required=True),
-            group=dict(type="str", required=True),
-            mode=dict(type="str", default="0700"),
-        ),
+        argument_spec=restore_argument_spec(src=dict(type="path", required=True)),
         supports_check_mode=True,
     )
     p = module.params

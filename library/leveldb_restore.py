@@ -100,18 +100,17 @@ file_mode:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.fcrepo_restore import FcrepoRestoreError, ownership_from, restore_leveldb
+from ansible.module_utils.fcrepo_restore import (
+    FcrepoRestoreError,
+    ownership_from,
+    restore_argument_spec,
+    restore_leveldb,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            dest=dict(type="path", required=True),
-            owner=dict(type="str", required=True),
-            group=dict(type="str", required=True),
-            mode=dict(type="str", default="0700"),
-        ),
+        argument_spec=restore_argument_spec(path=dict(type="path", required=True)),
         supports_check_mode=True,
     )
     p = module.params

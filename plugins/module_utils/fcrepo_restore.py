@@ -34,6 +34,18 @@ def ownership(uid, gid, mode):
     return {"uid": uid, "gid": gid, "dir_mode": mode, "file_mode": mode & 0o666}
 
 
+def restore_argument_spec(**own):
+    """The restore modules' arguments: where to restore and the live store's owner, group and mode,
+    plus the module's own."""
+    return dict(
+        dest=dict(type="path", required=True),
+        owner=dict(type="str", required=True),
+        group=dict(type="str", required=True),
+        mode=dict(type="str", default="0700"),
+        **own,
+    )
+
+
 def ownership_from(owner, group, mode):
     """ownership() from names (or numbers) and an octal mode string ('0750')."""
     try:
