@@ -3,16 +3,18 @@
 #   vm    what needs the LVM lab VM (device-mapper): one boot and one lab set-up
 #         (LVM_VM_SHARED=1), then make integration-vm, then make molecule-vm (scenario lvm, whose
 #         in-place restore comes last); the VM is stopped at the track's end, however it ends
-#   host  make integration-host: the other integration tests, on the host and in podman containers
+#   host  make lint syntax unit (stopping at the first that fails), then make integration-host: the
+#         other integration tests, on the host and in podman containers
 # The container scenarios (make molecule-host) are a queue both tracks take from once their own
 # part is done, longest first, so neither track idles while the other still has work. Only one lab
 # VM runs at a time, so everything that uses it is in the one track. The vm track's output goes to a
 # log printed when it ends; the host track prints as it goes. Both tracks run to their end even
 # when the other fails (a VM killed half way would be left running), and the exit status is non-zero
-# when either failed. Expects `make setup lab-image` done.
+# when either failed. Expects `make setup lab-image` done (so its make targets skip setup).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/stages.sh  # each part is timed into $BT_STAGES (make test prints the table)
+export BT_SETUP_DONE=1
 
 log=$(mktemp /tmp/bt-vm-track.XXXXXX)
 start=$(date +%s)
@@ -57,10 +59,13 @@ set +m
 # and the track's own trap stops the VM on the way out
 trap 'kill -INT -- "-$vm_pid" 2>/dev/null; wait "$vm_pid"; cat "$log"; exit 130' INT TERM
 
-echo ">> host track: make integration-host, then container scenarios"
+echo ">> host track: make lint syntax unit integration-host, then container scenarios"
 host_rc=0
-stage "host track: integration-host" make --no-print-directory integration-host || host_rc=1
-scenarios_from_queue host || host_rc=1
+for target in lint syntax unit integration-host; do
+  stage "host track: $target" make --no-print-directory "$target" || { host_rc=1; break; }
+done
+# after a failure the scenarios are left to the vm track
+[ "$host_rc" != 0 ] || scenarios_from_queue host || host_rc=1
 echo ">> host track ended after $(elapsed) (exit $host_rc); waiting for the vm track"
 
 wait "$vm_pid"
@@ -69,6 +74,6 @@ echo ">> vm track ended after $(elapsed) (exit $vm_rc); its output:"
 cat "$log"
 rm -f "$log" "$queue" "$queue.lock"
 
-echo ">> host track (integration-host, its share of molecule-host): $([ "$host_rc" = 0 ] && echo passed || echo "FAILED (exit $host_rc)")"
+echo ">> host track (lint, syntax, unit, integration-host, its share of molecule-host): $([ "$host_rc" = 0 ] && echo passed || echo "FAILED (exit $host_rc)")"
 echo ">> vm track (integration-vm, molecule-vm, its share of molecule-host): $([ "$vm_rc" = 0 ] && echo passed || echo "FAILED (exit $vm_rc)")"
 [ "$host_rc" = 0 ] && [ "$vm_rc" = 0 ]
