@@ -15,7 +15,7 @@ finish() {
   rc=$?
   echo
   stage_table
-  printf '%-32s %14s  %s\n' "make test (total)" \
+  printf '%-38s %14s  %s\n' "make test (total)" \
     "$(printf '%3d min %02d s' $(( ($(date +%s) - start) / 60 )) $(( ($(date +%s) - start) % 60 )))" \
     "$([ "$rc" = 0 ] && echo passed || echo "FAILED (exit $rc)")"
   rm -f "$BT_STAGES"

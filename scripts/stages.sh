@@ -17,7 +17,7 @@ stage_table() {
   [ -s "$BT_STAGES" ] || return 0
   awk -F'\t' '
     function mmss(s) { return sprintf("%3d min %02d s", int(s / 60), s % 60) }
-    BEGIN { printf "%-32s %14s  %s\n", "make test stage", "wall clock", "result" }
-    { printf "%-32s %14s  %s\n", $1, mmss($2), ($3 == 0 ? "passed" : "FAILED (exit " $3 ")") }
+    BEGIN { printf "%-38s %14s  %s\n", "make test stage", "wall clock", "result" }
+    { printf "%-38s %14s  %s\n", $1, mmss($2), ($3 == 0 ? "passed" : "FAILED (exit " $3 ")") }
   ' "$BT_STAGES"
 }
