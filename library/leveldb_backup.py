@@ -18,7 +18,12 @@ description:
     O(retain)) never breaks another.
   - Verification opens the copy with plyvel and reads every record with C(verify_checksums=True).
     A corrupt copy is repaired with RepairDB (the copy only, never the source), verified again, and
-    the keys lost are reported.
+    the keys lost are reported, counted exactly against every key the copy's files hold (read past
+    bad blocks).
+  - Damage LevelDB itself opens without a complaint is refused before verification, with or without
+    repair - a MANIFEST whose last record is cut off, a live table missing.
+  - The record count is compared with the last good backup's (the shrink guard, see
+    O(shrink_threshold)).
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
@@ -76,9 +81,31 @@ options:
     type: bool
     default: true
   retain:
-    description: Keep this many newest backups and delete older ones after a success (0 keeps all).
+    description:
+      - Keep this many newest good backups and delete older ones after a run (0 keeps all). Suspect
+        backups are not counted; at least O(min_good) good backups are always kept.
     type: int
     default: 0
+  min_good:
+    description:
+      - Retention never leaves fewer than this many good (verified, not suspect) backups and never
+        deletes the newest good one, whatever O(retain) says.
+    type: int
+    default: 2
+  shrink_threshold:
+    description:
+      - Shrink guard. A verified backup whose record count fell below the last good backup's by more
+        than this fraction is B(suspect) - kept, but C(latest) stays on the last good backup,
+        retention does not count it as good, and the module fails naming both counts.
+      - The default 0.4 catches a source that lost half its records.
+    type: float
+    default: 0.4
+  accept_shrink:
+    description:
+      - Accept a drop caught by the shrink guard for this run (records deleted on purpose) - the
+        backup is good and becomes C(latest). Give it once, with C(-e), not in the inventory.
+    type: bool
+    default: false
   count_source:
     description:
       - Compare the record count of the backup with that of the source (needs O(verify=full)). Only
@@ -212,6 +239,27 @@ lost_keys_sample:
   returned: success
   type: list
   elements: str
+result:
+  description:
+    - C(good), or C(suspect) when the shrink guard kept the backup without making it C(latest) (the
+      module then fails with the message, and returns these values too).
+  returned: success or suspect
+  type: str
+  sample: good
+figures:
+  description: The size figures the shrink guard compared (C(records); null with verify=changed or none).
+  returned: success or suspect
+  type: dict
+  sample: {"records": 100000}
+shrink:
+  description: The figures that fell by more than O(shrink_threshold) (figure, previous, current, drop).
+  returned: success or suspect
+  type: list
+  elements: dict
+latest:
+  description: The backup C(latest) points to after the run (the newest good one).
+  returned: success or suspect
+  type: str
 removed:
   description: Older backups deleted by retention.
   returned: success
@@ -246,7 +294,13 @@ duration_seconds:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.leveldb_backup import LevelDBBackupError, backup, plan, wait_for_quiet
+from ansible.module_utils.leveldb_backup import (
+    LevelDBBackupError,
+    SuspectBackupError,
+    backup,
+    plan,
+    wait_for_quiet,
+)
 
 
 def main():
@@ -264,6 +318,9 @@ def main():
             fail_on_data_loss=dict(type="bool", default=True),
             rename_to_sst=dict(type="bool", default=True),
             retain=dict(type="int", default=0),
+            min_good=dict(type="int", default=2),
+            shrink_threshold=dict(type="float", default=0.4),
+            accept_shrink=dict(type="bool", default=False),
             count_source=dict(type="bool", default=False),
             skip_if_unchanged=dict(type="bool", default=False),
             wait_quiet_seconds=dict(type="float", default=0),
@@ -275,6 +332,10 @@ def main():
     p = module.params
     if p["retain"] < 0:
         module.fail_json(msg="retain must be 0 (keep all) or a positive number")
+    if p["min_good"] < 1:
+        module.fail_json(msg="min_good must be at least 1 (the newest good backup is always kept)")
+    if not 0 <= p["shrink_threshold"] < 1:
+        module.fail_json(msg="shrink_threshold must be a fraction >= 0 and < 1 (0.4 = a 40 % drop)")
     try:
         if module.check_mode:
             estimate = plan(p["src"], p["dest"], p["incremental"])
@@ -290,10 +351,17 @@ def main():
             keep_exact=p["keep_exact"], verify=p["verify"], repair=p["repair"],
             fail_on_data_loss=p["fail_on_data_loss"], rename_to_sst=p["rename_to_sst"], retain=p["retain"],
             count_source=p["count_source"], skip_if_unchanged=p["skip_if_unchanged"], rehash=p["rehash"],
-            progress_file=p["progress_file"],
+            progress_file=p["progress_file"], shrink_threshold=p["shrink_threshold"], min_good=p["min_good"],
+            accept_shrink=p["accept_shrink"],
         )
+    except SuspectBackupError as exc:
+        report = dict(exc.report)
+        report["backup_dir"] = report.pop("path")
+        module.fail_json(msg=str(exc), **report)
     except LevelDBBackupError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:  # a filesystem error outside the core's own handling (check mode, waiting)
+        module.fail_json(msg=f"LevelDB backup failed: {exc}")
     result["quiet_wait_seconds"] = round(waited, 3)
     result["backup_dir"] = result.pop("path")  # "path" would make exit_json add that path's file attributes
     module.exit_json(**result)

@@ -9,6 +9,8 @@ description:
   - Reads every record of the backup's C(data/) copy with C(verify_checksums=True) (on a throwaway
     hard-link copy, so the backup is not modified) and compares the count with the one recorded at
     backup time. Use it to check backups at rest (bit rot, truncated or deleted files).
+  - Reports the backup's RV(result) - C(good), C(suspect) (kept by the shrink guard of
+    M(leveldb_backup), not counted as good) or C(failed).
   - With O(repair=true), a failing backup is repaired in place with RepairDB (only directories
     carrying the backup metadata are accepted, never a live store), verified again, and the keys lost
     are reported.
@@ -50,6 +52,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+result:
+  description:
+    - C(good), C(suspect) (the data verifies, but the shrink guard kept this backup as suspect when
+      it was taken - see RV(shrink)) or C(failed).
+  returned: always
+  type: str
+  sample: good
+shrink:
+  description: For a suspect backup, the figures that fell (figure, previous, current, drop).
+  returned: always
+  type: list
+  elements: dict
 ok:
   description: Whether the backup verified (after repair, when repair ran).
   returned: always
@@ -100,12 +114,18 @@ def main():
                                fail_on_data_loss=p["fail_on_data_loss"])
     except LevelDBBackupError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg=f"verification of {p['path']} failed: {exc}")
     report["changed"] = bool(report.get("repaired"))
     if not report["ok"]:
         module.fail_json(msg=f"LevelDB backup {p['path']} failed verification: {report.get('error')}"
                          + (f"; repair: {report.get('repair_error')}" if report.get("repair_error") else "")
                          + (f"; keys lost: {report['keys_lost']}" if report.get("repaired") else ""),
                          **report)
+    if report.get("result") == "suspect":
+        fell = ", ".join(d["figure"] for d in report["shrink"])
+        module.warn(f"{p['path']} verifies, but it is a suspect backup (kept by the shrink guard, not "
+                    f"counted as good): {fell} fell below the last good backup")
     module.exit_json(**report)
 
 

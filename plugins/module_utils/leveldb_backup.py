@@ -32,6 +32,7 @@ import re
 import shutil
 import time
 
+from ansible.module_utils.leveldb_keys import ParseError, read_manifest, reference_keys
 from ansible.module_utils.progress import (
     NO_PROGRESS,
     PhaseProgress,
@@ -39,6 +40,17 @@ from ansible.module_utils.progress import (
     ProgressFile,
     Terminated,
     terminable,
+)
+from ansible.module_utils.retention_policy import (
+    DEFAULT_MIN_GOOD,
+    DEFAULT_SHRINK_THRESHOLD,
+    GOOD,
+    SUSPECT,
+    RetentionPolicyError,
+    check_min_good,
+    check_threshold,
+    judge,
+    plan_retention,
 )
 
 META_FILE = "backup.json"
@@ -51,6 +63,15 @@ CHUNK = 1024 * 1024
 
 class LevelDBBackupError(Exception):
     """Operator-facing failure of a LevelDB backup, verification or repair."""
+
+
+class SuspectBackupError(LevelDBBackupError):
+    """The backup was kept but is suspect (shrink guard): not latest, not counted as good.
+    .report is the backup's report."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -244,6 +265,20 @@ def list_backups(dest):
             if meta and meta.get("status") == "ok":
                 found.append((meta.get("created_epoch", 0), name, full))
     return [full for _epoch, _name, full in sorted(found)]
+
+
+def backup_status(backup_dir):
+    """good or suspect, from the backup's metadata (backups made before the shrink guard are good)."""
+    meta = read_meta(backup_dir) or {}
+    return meta.get("result", GOOD)
+
+
+def last_good_backup(dest):
+    """The newest good (not suspect) complete backup, None when there is none."""
+    for path in reversed(list_backups(dest)):
+        if backup_status(path) == GOOD:
+            return path
+    return None
 
 
 def check_destination(source, dest):
@@ -505,44 +540,67 @@ def verify_db(path, count_keys=False, progress=NO_PROGRESS):
     return result
 
 
-def readable_keys(path, scratch):
-    """Keys that can still be read from the LevelDB at path (no checksum check), via a throwaway
-    hard-link copy in scratch so path itself is not modified. None if it cannot even be opened."""
-    plyvel = _load_plyvel()
-    hardlink_tree(path, scratch)
-    keys = set()
+def check_structure(path, what="the copy"):
+    """Refuse what LevelDB opens without a complaint although it is not the whole store: a manifest
+    whose last record is cut off (LevelDB drops the tail as if a write had crashed, and with it the
+    tables it lists) and live tables that are missing. Returns the manifest's state."""
     try:
-        try:
-            db = plyvel.DB(scratch, create_if_missing=False)
-        except Exception:
-            return None
-        try:
-            iterator = db.iterator(include_value=False, fill_cache=False)
-            while True:
-                try:
-                    keys.add(next(iterator))
-                except StopIteration:
-                    break
-                except Exception:
-                    break  # unreadable block: what we have is what survives without repair
-        finally:
-            db.close()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return keys
+        state = read_manifest(path)
+    except ParseError as exc:
+        raise LevelDBBackupError(
+            f"the MANIFEST of {what} cannot be read ({exc}): the store is corrupt") from None
+    if state["truncated"]:
+        raise LevelDBBackupError(
+            f"{state['manifest']} of {what} is truncated (its last record is cut off): LevelDB would open "
+            "the store without the tables recorded last and count fewer records; refused")
+    present = {int(table_number(n)) for n in os.listdir(path) if is_table(n) and table_number(n).isdigit()}
+    missing = sorted(state["live_tables"] - present)
+    if missing:
+        raise LevelDBBackupError(
+            f"{len(missing)} live table file(s) listed in {state['manifest']} of {what} are missing "
+            f"(e.g. {missing[0]:06d}.ldb): the records they held are lost; refused")
+    return state
+
+
+def _reference_keys(path):
+    """Every live key of the store at path, read past bad blocks (leveldb_keys); None if unreadable."""
+    try:
+        return reference_keys(path)
+    except (ParseError, OSError):
+        return None
+
+
+def _repair_log_says_no_space(path):
+    try:
+        with open(os.path.join(path, "LOG"), encoding="utf-8", errors="replace") as handle:
+            return "No space left" in handle.read()
+    except OSError:
+        return False
 
 
 def repair_copy(path, scratch, reference_keys=None):
-    """Repair the LevelDB copy at path with RepairDB, verify again, report what was lost."""
+    """Repair the LevelDB copy at path with RepairDB, verify again, report what was lost.
+
+    The loss is counted against every key the copy held, read from its files past bad blocks
+    (leveldb_keys.reference_keys), so it is exact however many blocks are bad. Running out of space
+    raises LevelDBBackupError (out of space), never reports the unwritten keys as lost."""
     plyvel = _load_plyvel()
     if reference_keys is None:
-        reference_keys = readable_keys(path, scratch)
+        reference_keys = _reference_keys(path)
     try:
         plyvel.repair_db(path, paranoid_checks=True)
     except Exception as exc:
+        if "No space left" in str(exc) or _repair_log_says_no_space(path):
+            raise LevelDBBackupError(f"out of space while repairing the copy in {path}: {exc}") from None
         return {"repaired": False, "error": f"repair_db failed: {exc}", "keys_lost": None,
                 "lost_keys_sample": []}
+    if _repair_log_says_no_space(path):
+        raise LevelDBBackupError(f"out of space while repairing the copy in {path} (RepairDB could not write "
+                                 "its tables); free space and run the backup again")
     after = verify_db(path, count_keys=True)
+    if not after["ok"] and "No space left" in str(after["error"]):
+        raise LevelDBBackupError(
+            f"out of space while verifying the repaired copy in {path}: {after['error']}")
     report = {"repaired": after["ok"], "error": after["error"], "records": after["records"],
               "keys_lost": None, "lost_keys_sample": []}
     lost_dir = os.path.join(path, "lost")
@@ -680,7 +738,8 @@ def default_name():
 def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=False, verify="full",
            repair=True, fail_on_data_loss=True, rename_to_sst=True, retain=0, count_source=False,
            skip_if_unchanged=False, fsync=True, rehash=False, clock=time.monotonic, progress_file=None,
-           progress_factory=ProgressFile):
+           progress_factory=ProgressFile, shrink_threshold=DEFAULT_SHRINK_THRESHOLD,
+           min_good=DEFAULT_MIN_GOOD, accept_shrink=False):
     """Take one backup of the LevelDB directory source into dest/leveldb-<name>. Returns a report.
 
     With progress_file, progress goes there through progress_factory (a ProgressFile per phase):
@@ -689,16 +748,34 @@ def backup(source, dest, name=None, attempts=10, incremental=True, keep_exact=Fa
 
     SIGTERM (roles/backup_progress cancel) is a failure like any other: the .tmp- directory (partial
     copy, verification scratch) is removed, the previous backups stay as they were, then
-    LevelDBBackupError "backup cancelled"."""
-    with terminable():  # SIGTERM (a cancelled job) raises Terminated: the partial copy is removed
-        return _backup_reporting(source, dest, name, attempts, incremental, keep_exact, verify, repair,
-                                 fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged,
-                                 fsync, rehash, clock, progress_file, progress_factory)
+    LevelDBBackupError "backup cancelled".
+
+    Shrink guard (retention_policy): a verified backup whose record count fell below the last good
+    backup's by more than shrink_threshold is kept but suspect - ``latest`` stays on the last good
+    backup, retention does not count it - and SuspectBackupError (with the report) says which figure
+    fell and how to accept it (accept_shrink for one run). Retention keeps at least min_good good
+    backups whatever retain says. Every filesystem error comes back as LevelDBBackupError.
+    """
+    try:
+        policy = {"threshold": check_threshold(shrink_threshold), "min_good": check_min_good(min_good),
+                  "accept_shrink": bool(accept_shrink)}
+    except RetentionPolicyError as exc:
+        raise LevelDBBackupError(str(exc)) from None
+    try:
+        with terminable():  # SIGTERM (a cancelled job) raises Terminated: the partial copy is removed
+            return _backup_reporting(source, dest, name, attempts, incremental, keep_exact, verify, repair,
+                                     fail_on_data_loss, rename_to_sst, retain, count_source,
+                                     skip_if_unchanged, fsync, rehash, clock, progress_file, progress_factory,
+                                     policy)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise LevelDBBackupError(f"out of space: {exc}; the previous backups are untouched") from None
+        raise LevelDBBackupError(f"backup failed: {exc}") from None
 
 
 def _backup_reporting(source, dest, name, attempts, incremental, keep_exact, verify, repair,
                       fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged, fsync,
-                      rehash, clock, progress_file, progress_factory):
+                      rehash, clock, progress_file, progress_factory, policy):
     progress = PhaseProgress(progress_file, progress_factory)
     try:
         progress.start("LevelDB copy (preparing)")
@@ -708,7 +785,7 @@ def _backup_reporting(source, dest, name, attempts, incremental, keep_exact, ver
         try:
             report = _backup(source, dest, name, attempts, incremental, keep_exact, verify, repair,
                              fail_on_data_loss, rename_to_sst, retain, count_source, skip_if_unchanged, fsync,
-                             rehash, clock, progress)
+                             rehash, clock, progress, policy)
         except Terminated as exc:
             raise LevelDBBackupError(
                 f"backup cancelled ({exc}); the partial copy was removed and the previous backups are "
@@ -725,7 +802,7 @@ def _backup_reporting(source, dest, name, attempts, incremental, keep_exact, ver
 
 
 def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repair, fail_on_data_loss,
-            rename_to_sst, retain, count_source, skip_if_unchanged, fsync, rehash, clock, progress):
+            rename_to_sst, retain, count_source, skip_if_unchanged, fsync, rehash, clock, progress, policy):
     started = clock()
     name = name or default_name()
     if not NAME_RE.match(name):
@@ -748,7 +825,8 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
             stale.append(leftover)
     backups = list_backups(dest)
     previous = backups[-1] if backups else None
-    if skip_if_unchanged and previous and source_unchanged_since(source, previous):
+    good = last_good_backup(dest)
+    if skip_if_unchanged and previous and previous == good and source_unchanged_since(source, previous):
         return {"changed": False, "path": previous, "skipped": True, "reason": "source unchanged since "
                 + os.path.basename(previous), "stale_removed": stale, "bytes_copied": 0, "files_copied": 0,
                 "bytes_linked": 0, "files_linked": 0, "attempts": 0,
@@ -781,6 +859,8 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
         report["size_bytes"] = report["bytes_copied"] + report["bytes_linked"]
         source_sizes = {n: f["size"] for n, f in files.items()}
 
+        if verify != "none":
+            check_structure(raw, f"the copy of {source}")
         if keep_exact:
             hardlink_tree(raw, data)
         else:
@@ -836,6 +916,15 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
                     f"record count mismatch: backup has {report['records']}, quiescent source has "
                     f"{report['source_records']}")
 
+        figures = {"records": report["records"]}
+        good_meta = read_meta(good) if good else None
+        verdict = judge((good_meta or {}).get("figures"), figures, policy["threshold"],
+                        policy["accept_shrink"], what=f"LevelDB backup {name}",
+                        previous_name=os.path.basename(good) if good else None)
+        report.update(result=verdict["status"], figures=figures, shrink=verdict["drops"],
+                      shrink_accepted=verdict["accepted"], shrink_message=verdict["message"],
+                      last_good=good)
+
         report["renamed_to_sst"] = rename_ldb_to_sst(data) if rename_to_sst else 0
         data_files = describe_files(data, files)
         for info in data_files.values():
@@ -844,6 +933,8 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
                 "source_manifest": fingerprint, "source_sizes": source_sizes, "attempts": used,
                 "verify": verify, "records": report["records"], "repaired": report["repaired"],
                 "keys_lost": report["keys_lost"], "exact": keep_exact, "data_files": data_files,
+                "result": verdict["status"], "figures": figures, "shrink": verdict["drops"],
+                "shrink_accepted": verdict["accepted"],
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_epoch": time.time()}
         meta_tmp = os.path.join(tmp, META_FILE)
         fd = os.open(meta_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -868,10 +959,14 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    _point_latest(dest, os.path.basename(final))
-    report["removed"] = apply_retention(dest, retain, keep=final)
+    if verdict["status"] == GOOD:
+        _point_latest(dest, os.path.basename(final))
+    report["latest"] = os.path.basename(last_good_backup(dest) or "") or None
+    report["removed"] = apply_retention(dest, retain, keep=final, min_good=policy["min_good"])
     report["backups"] = [os.path.basename(b) for b in list_backups(dest)]
     report["duration_seconds"] = round(clock() - started, 3)
+    if verdict["status"] == SUSPECT:
+        raise SuspectBackupError(verdict["message"], report)
     return report
 
 
@@ -884,13 +979,16 @@ def _point_latest(dest, target_name):
     os.replace(tmp_link, link)
 
 
-def apply_retention(dest, retain, keep=None):
-    """Keep the newest `retain` complete backups (0 keeps all). Hard-linked tables shared with the
-    kept backups survive: removing a directory entry never removes another backup's link."""
+def apply_retention(dest, retain, keep=None, min_good=DEFAULT_MIN_GOOD):
+    """Keep the newest `retain` good backups (0 keeps all) by the shared rule (retention_policy):
+    suspect backups are not counted as good, at least min_good good backups and the newest good one
+    are always kept. Hard-linked tables shared with the kept backups survive: removing a directory
+    entry never removes another backup's link."""
     if not retain:
         return []
-    backups = list_backups(dest)
-    doomed = [b for b in backups[:-retain] if b != keep]
+    backups = [{"path": b, "status": backup_status(b)} for b in list_backups(dest)]
+    _keep, delete = plan_retention(backups, keep_count=retain, min_good=min_good)
+    doomed = [b["path"] for b in delete if b["path"] != keep]
     for path in doomed:
         # hide it first: a run killed while deleting leaves a .tmp-* (cleaned next run), not a
         # half-deleted directory that still looks like a backup
@@ -920,6 +1018,14 @@ def verify_backup(backup_dir, repair=False, fail_on_data_loss=True):
         if check["ok"] and meta.get("records") is not None and check["records"] != meta["records"]:
             report["ok"] = False
             report["error"] = f"record count {check['records']} differs from {meta['records']} at backup time"
+        if report["ok"]:
+            try:
+                check_structure(data, f"backup {os.path.basename(os.path.realpath(backup_dir))}")
+            except LevelDBBackupError as exc:
+                report.update(ok=False, error=str(exc))
+        # good / suspect (kept by the shrink guard, see retention_policy) / failed
+        report["result"] = meta.get("result", GOOD) if report["ok"] else "failed"
+        report["shrink"] = meta.get("shrink") or []
         if report["ok"] or not repair:
             return report
         fixed = repair_copy(data, os.path.join(work, "scratch"))
@@ -929,6 +1035,7 @@ def verify_backup(backup_dir, repair=False, fail_on_data_loss=True):
         if fixed["repaired"] and fixed["keys_lost"] is None and meta.get("records") is not None:
             report["keys_lost"] = max(meta["records"] - fixed["records"], 0)
         report["ok"] = fixed["repaired"] and not (fail_on_data_loss and report["keys_lost"] != 0)
+        report["result"] = meta.get("result", GOOD) if report["ok"] else "failed"
         rename_ldb_to_sst(data)
         return report
     finally:
