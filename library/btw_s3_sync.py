@@ -12,7 +12,14 @@ description:
   - Every step is recorded in an append-only journal C(<root>/.btw-sync/journal-<target>.jsonl),
     fsync'd per entry. A file counts as synced only after its upload completed and a HEAD of the
     object confirmed its size, its sha256 metadata and its encryption. An interrupted run (even
-    SIGKILL) is finished by the next one; stale multipart uploads are aborted.
+    SIGKILL) is finished by the next one. Stale multipart uploads are aborted, but only those
+    this root's syncs started (their upload ids are journaled as boto3 starts them); other
+    writers' uploads in the bucket are left alone, also with an empty O(prefix).
+  - The set's own bookkeeping beside its backups (C(log.txt), the run reports
+    C(backup-report-<time>.json)) is not sent, so an unchanged run sends nothing.
+  - With O(sse=aws:kms) an upload is confirmed by its size and sha256 metadata (the ETag of an
+    SSE-KMS object is not the MD5 of the data); with C(AES256) a single-part upload's ETag must
+    also equal its MD5.
   - An fcntl lock (C(<root>/.btw-sync/lock)) keeps two syncs from running at once.
   - O(state=pending) lists what is not synced yet. O(state=reset) empties the journal and refuses
     while anything is pending (btw-backup C(sync-state --list) and C(--reset)).

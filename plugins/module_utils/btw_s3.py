@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import stat
 import threading
 import time
@@ -38,6 +39,13 @@ import time
 from ansible.module_utils.progress import ProgressError, ProgressFile, Terminated, terminable
 
 STATE_DIR = ".btw-sync"
+# The toolkit's own bookkeeping beside the backups of a set: its log (a note on every unchanged
+# run) and the run reports of plugins/callback/backup_report.py (one per run, written after the
+# sync).  Not backups: they are not sent, so an unchanged run syncs nothing and a report written
+# after the sync never keeps the root "not synced".  Inside a chain (a mirrored tree) a file of
+# that name is the user's and is sent.
+BOOKKEEPING_RE = re.compile(r"log\.txt|backup-report-\d{8}T\d{6}Z\.json")
+CHAIN_DIR_RE = re.compile(r"chain-\d{8}T\d{6}Z(-\d+)?")
 LOCK_NAME = "lock"
 SSE_CHOICES = ("AES256", "aws:kms")
 META_SHA = "sha256"
@@ -174,6 +182,8 @@ def is_backup_file(rel):
     for part in parts:
         if part.startswith(".partial-") or part.startswith(".staging-") or ".tmp-" in part:
             return False
+    if BOOKKEEPING_RE.fullmatch(parts[-1]) and not any(CHAIN_DIR_RE.fullmatch(p) for p in parts[:-1]):
+        return False
     return True
 
 
@@ -240,9 +250,11 @@ class Journal:
         self.target = None
         self.synced = {}  # rel -> {"sha256", "stat"}
         self.inflight = {}  # rel -> start entry
+        self.multipart = {}  # upload id -> entry: multipart uploads this sync started, not completed
         self.entries = 0
         self.torn_bytes = 0
         self._fd = None
+        self._lock = threading.Lock()  # boto3 reports multipart uploads from its transfer threads
         self._load()
 
     def _load(self):
@@ -275,8 +287,14 @@ class Journal:
         elif op == "done":
             self.inflight.pop(rel, None)
             self.synced[rel] = {"sha256": entry["sha256"], "stat": entry.get("stat")}
+            for upload_id in [u for u, e in self.multipart.items() if e.get("path") == rel]:
+                del self.multipart[upload_id]  # completed with the upload
         elif op in ("failed", "abandoned"):
             self.inflight.pop(rel, None)
+        elif op == "multipart":
+            self.multipart[entry["upload_id"]] = entry
+        elif op == "multipart_closed":
+            self.multipart.pop(entry.get("upload_id"), None)
 
     def open_for_append(self):
         if self.torn_bytes:
@@ -289,9 +307,10 @@ class Journal:
 
     def append(self, entry):
         entry = dict(entry, ts=round(time.time(), 3))
-        os.write(self._fd, (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode())
-        os.fsync(self._fd)
-        self._apply(entry)
+        with self._lock:
+            os.write(self._fd, (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode())
+            os.fsync(self._fd)
+            self._apply(entry)
 
     def close(self):
         if self._fd is not None:
@@ -500,6 +519,16 @@ class S3Target:
                 )
             client = boto3.session.Session().client("s3", **kwargs)
         self.client = client
+        # on_multipart(key, upload_id): told of every multipart upload this target starts (boto3
+        # starts them inside upload_file), so that only those are ever aborted as stale
+        self.on_multipart = None
+        events = getattr(getattr(client, "meta", None), "events", None)
+        if events is not None:
+            events.register("after-call.s3.CreateMultipartUpload", self._multipart_started)
+
+    def _multipart_started(self, parsed=None, **_kwargs):
+        if self.on_multipart is not None and parsed and parsed.get("UploadId"):
+            self.on_multipart(parsed.get("Key"), parsed["UploadId"])
 
     def key(self, rel):
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -570,25 +599,51 @@ class S3Target:
     def preflight(self):
         self.call(f"checking bucket {self.bucket}", self.client.head_bucket, Bucket=self.bucket)
 
-    def abort_stale_multipart(self):
-        """Abort multipart uploads left under our prefix by an interrupted run (we hold the lock)."""
-        aborted = []
-        resp = self.call(
-            "listing multipart uploads",
-            self.client.list_multipart_uploads,
-            Bucket=self.bucket,
-            Prefix=self.key(""),
-        )
-        for upload in resp.get("Uploads", []) or []:
-            self.call(
-                "aborting a stale multipart upload",
-                self.client.abort_multipart_upload,
-                Bucket=self.bucket,
-                Key=upload["Key"],
-                UploadId=upload["UploadId"],
-            )
-            aborted.append(upload["Key"])
-        return aborted
+    def abort_stale_multipart(self, journal):
+        """Abort the multipart uploads an interrupted sync of this root left behind, and no other.
+
+        Ours are the upload ids the journal recorded when boto3 started them (``multipart``
+        entries of uploads that never completed), and, for a crash between the start of an upload
+        and that record, an upload of the very key of an interrupted file (``start`` without
+        ``done``) begun after that start.  Other writers' uploads in the bucket (an empty prefix
+        lists them all) are left alone.  We hold the lock: no sync of this root runs meanwhile.
+        Returns (aborted keys, number of other uploads left alone).
+        """
+        aborted, others = [], 0
+        inflight_keys = {self.key(rel): entry.get("ts", 0) for rel, entry in journal.inflight.items()}
+        listed = set()
+        kwargs = {"Bucket": self.bucket, "Prefix": self.key("")}
+        while True:
+            resp = self.call("listing multipart uploads", self.client.list_multipart_uploads, **kwargs)
+            for upload in resp.get("Uploads", []) or []:
+                key, upload_id = upload["Key"], upload["UploadId"]
+                listed.add(upload_id)
+                started = upload.get("Initiated")
+                ours = upload_id in journal.multipart or (
+                    key in inflight_keys
+                    and started is not None
+                    and started.timestamp() >= inflight_keys[key] - 5  # S3 keeps whole seconds
+                )
+                if not ours:
+                    others += 1
+                    continue
+                self.call(
+                    "aborting a stale multipart upload",
+                    self.client.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                )
+                aborted.append(key)
+                journal.append(
+                    {"op": "multipart_closed", "upload_id": upload_id, "key": key, "aborted": True}
+                )
+            if not resp.get("IsTruncated"):
+                break
+            kwargs.update(KeyMarker=resp.get("NextKeyMarker"), UploadIdMarker=resp.get("NextUploadIdMarker"))
+        for upload_id in [u for u in journal.multipart if u not in listed]:
+            journal.append({"op": "multipart_closed", "upload_id": upload_id, "aborted": False})
+        return aborted, others
 
     def head(self, rel):
         """The object's (size, sha256 metadata, etag, sse) or None if it does not exist."""
@@ -637,6 +692,10 @@ class S3Target:
             return False
         if head["sse"] not in (self.sse,):
             return False
+        if self.sse == "aws:kms":
+            # the ETag of an SSE-KMS object is not the MD5 of its data (AWS documents this): the
+            # size and the sha256 metadata confirm it
+            return True
         etag = head["etag"]
         return md5 is None or "-" in etag or etag == md5
 
@@ -689,6 +748,7 @@ def _sync(root, target, rehash_all, check_mode, progress, report):
         "confirmed_without_upload": [],
         "unchanged": 0,
         "aborted_multipart": [],
+        "other_multipart_left": 0,
         "bytes_uploaded": 0,
         "pending_after": [],
         "target": target.url,
@@ -730,7 +790,11 @@ def _sync(root, target, rehash_all, check_mode, progress, report):
                         "endpoint": target.endpoint_url,
                     }
                 )
-            summary["aborted_multipart"] = target.abort_stale_multipart()
+            target.on_multipart = lambda key, upload_id: journal.append(
+                {"op": "multipart", "path": _rel_of(target, key), "key": key, "upload_id": upload_id}
+            )
+            aborted, others = target.abort_stale_multipart(journal)
+            summary["aborted_multipart"], summary["other_multipart_left"] = aborted, others
             for rel, st, sha, md5 in todo:
                 if st is None:
                     journal.append({"op": "abandoned", "path": rel, "reason": "local file no longer exists"})
@@ -739,11 +803,17 @@ def _sync(root, target, rehash_all, check_mode, progress, report):
                 if progress:
                     progress(rel)
         finally:
+            target.on_multipart = None
             journal.close()
             summary["retries"] = target.attempts_retried
         summary["pending_after"] = [p["path"] for p in pending(root, journal)]
     summary["duration_seconds"] = round(time.time() - started, 3)
     return summary
+
+
+def _rel_of(target, key):
+    prefix = target.key("")
+    return key[len(prefix) :] if prefix and key.startswith(prefix) else key
 
 
 def _sync_one(root, target, journal, rel, st, sha, md5, summary, report):

@@ -27,7 +27,7 @@ def make_root(tmp_path, files=5):
     root = tmp_path / "root"
     for i in range(files):
         write(str(root / "set1" / f"file{i}.dat"), os.urandom(1000 + i))
-    write(str(root / "set2" / "log.txt"), b"a")
+    write(str(root / "set2" / "notes.dat"), b"a")
     return str(root)
 
 
@@ -76,16 +76,16 @@ def test_sync_uploads_everything_encrypted_then_nothing(tmp_path, s3):
 def test_same_size_same_mtime_change_is_detected_and_synced(tmp_path, s3):
     root = make_root(tmp_path)
     btw_s3.sync(root, target(s3))
-    path = os.path.join(root, "set2", "log.txt")
+    path = os.path.join(root, "set2", "notes.dat")
     st = os.stat(path)
     with open(path, "r+b") as f:
         f.write(b"b")  # "a" -> "b": same size
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
     assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
     pending = btw_s3.list_pending(root, BUCKET, "site1", s3.endpoint)["pending"]
-    assert pending == [{"path": "set2/log.txt", "reason": "content changed since the last sync"}]
+    assert pending == [{"path": "set2/notes.dat", "reason": "content changed since the last sync"}]
     summary = btw_s3.sync(root, target(s3))
-    assert summary["uploaded"] == ["set2/log.txt"]
+    assert summary["uploaded"] == ["set2/notes.dat"]
     assert bucket_state(s3)[0] == local_state(root)
 
 
@@ -140,6 +140,42 @@ def test_sigkill_half_way_then_next_run_finishes(tmp_path, s3):
     remote, _sse = bucket_state(s3)
     assert remote == local_state(root)  # bucket matches local files by checksum
     assert s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+CRASH_SCRIPT = """
+import os
+import ansible.module_utils
+ansible.module_utils.__path__.append({mu!r})
+from ansible.module_utils import btw_s3
+def crash(self, nbytes):  # the process dies once the multipart upload has started sending
+    os._exit(9)
+btw_s3.SyncProgress.add = crash
+t = btw_s3.S3Target({bucket!r}, prefix="", endpoint_url={endpoint!r}, access_key="testing",
+                    secret_key="testing", multipart_threshold_mb=5, multipart_chunk_mb=5)
+btw_s3.sync({root!r}, t)
+"""
+
+
+def test_empty_prefix_aborts_only_the_multipart_uploads_this_root_left(tmp_path, s3):
+    """With the default empty prefix the listing holds every writer's uploads: only ours go."""
+    root = str(tmp_path / "root")
+    write(os.path.join(root, "set1", "big.tar"), os.urandom(6 * 1024 * 1024))  # 2 parts
+    client = s3.client()
+    foreign = client.create_multipart_upload(Bucket=BUCKET, Key="other-writer/upload.bin")["UploadId"]
+    script = CRASH_SCRIPT.format(
+        mu=os.path.join(TOP, "plugins", "module_utils"), bucket=BUCKET, endpoint=s3.endpoint, root=root
+    )
+    crashed = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert crashed.returncode == 9
+    left = {u["Key"]: u["UploadId"] for u in client.list_multipart_uploads(Bucket=BUCKET)["Uploads"]}
+    assert set(left) == {"other-writer/upload.bin", "set1/big.tar"}  # ours interrupted mid-way
+
+    summary = btw_s3.sync(root, btw_s3.S3Target(BUCKET, endpoint_url=s3.endpoint, access_key="testing",
+                                                secret_key="testing", backoff_base=0.05))
+    assert summary["aborted_multipart"] == ["set1/big.tar"] and summary["other_multipart_left"] == 1
+    assert summary["uploaded"] == ["set1/big.tar"]
+    after = client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in after] == [("other-writer/upload.bin", foreign)]
 
 
 def test_reset_then_sync_confirms_without_uploading(tmp_path, s3):

@@ -236,6 +236,42 @@ def test_local_files_skip_state_and_partials(tmp_path):
     assert sorted(btw_s3.local_files(str(tmp_path))) == ["set/a.tar", "set/chain-1/rdiff-backup-data/x"]
 
 
+def test_bookkeeping_beside_the_backups_is_not_synced_but_the_same_names_in_a_chain_are(tmp_path):
+    """A set's log.txt (a note on every unchanged run) and the run reports written after the sync
+    are not backups: sending them made every unchanged run a change and kept the root unsynced."""
+    for rel in (
+        "fs/www/log.txt",
+        "fs/www/backup-report-20261202T140240Z.json",
+        "fs/www/www-20261202T140240Z.tar",
+        "fs/www/.btw-manifest.json",
+        "fs/www/chain-20261202T140219Z/d/log.txt",
+        "fs/www/chain-20261202T140219Z/backup-report-20261202T140240Z.json",
+    ):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"1")
+    assert sorted(btw_s3.local_files(str(tmp_path))) == [
+        "fs/www/.btw-manifest.json",
+        "fs/www/chain-20261202T140219Z/backup-report-20261202T140240Z.json",
+        "fs/www/chain-20261202T140219Z/d/log.txt",
+        "fs/www/www-20261202T140240Z.tar",
+    ]
+
+
+def test_kms_uploads_are_confirmed_by_size_and_sha256_not_by_the_etag():
+    """SSE-KMS ETags are not the MD5 of the data (AWS documents this)."""
+    md5, sha = "0" * 32, "a" * 64
+    head = {"size": 10, "sha256": sha, "etag": "f" * 32, "sse": "aws:kms"}
+    kms = btw_s3.S3Target("b", client=FlakyClient([]), sse="aws:kms")
+    assert kms.confirms(head, 10, sha, md5)
+    assert not kms.confirms(dict(head, sha256="b" * 64), 10, sha, md5)
+    assert not kms.confirms(head, 11, sha, md5)
+    assert not kms.confirms(dict(head, sse="AES256"), 10, sha, md5)
+    aes = btw_s3.S3Target("b", client=FlakyClient([]), sse="AES256")
+    assert not aes.confirms(dict(head, sse="AES256"), 10, sha, md5)  # SSE-S3: the ETag is the MD5
+    assert aes.confirms(dict(head, sse="AES256", etag=md5), 10, sha, md5)
+
+
 class FlakyClient:
     """Stands in for boto3's client to exercise the retry classification only."""
 
