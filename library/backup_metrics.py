@@ -7,9 +7,10 @@ module: backup_metrics
 short_description: Record backup runs as Prometheus textfile-collector metrics
 description:
   - Writes C(backup_last_success_timestamp_seconds), C(backup_last_run_timestamp_seconds),
-    C(backup_last_result), C(backup_last_duration_seconds), C(backup_last_size_bytes) and, where
-    given, C(backup_last_lock_seconds) and C(backup_last_downtime_seconds), labelled by
-    C(strategy) and C(set), into one file of node_exporter's textfile collector directory.
+    C(backup_last_result), C(backup_last_suspect), C(backup_last_duration_seconds),
+    C(backup_last_size_bytes) and, where given, C(backup_last_lock_seconds) and
+    C(backup_last_downtime_seconds), labelled by C(strategy) and C(set), into one file of
+    node_exporter's textfile collector directory.
   - C(strategy) is the run_backup strategy name the playbooks publish (C(seafile_backup_server),
     C(lvm_snapshot_backup), C(fcrepo_backup), C(fs_backup), C(db_backup), C(offsite_sync); the
     operational playbooks their own names). Series still under the labels used before (C(btw_fs),
@@ -20,6 +21,8 @@ description:
     strategies and sets already in the file are kept.
   - A failed run updates result, duration and last-run time, and keeps the last success time and
     size of the previous good backup, so staleness alerts keep working.
+  - A C(suspect) run (the shrink guard kept its backup without counting it as good) is recorded as
+    not a success (C(backup_last_result) 0) with C(backup_last_suspect) 1.
   - Give either O(runs) (the C(backup_runs) list the strategy playbooks publish with set_stats) or
     O(strategy) and O(result) for one run.
 version_added: "1.0.0"
@@ -34,8 +37,8 @@ options:
     default: backup_toolkit.prom
   runs:
     description:
-      - List of runs, each a mapping with C(strategy), C(result) (C(ok) or C(failed)) and optionally
-        C(set) (default the C(host) key, then C(default)), C(duration_seconds), C(size_bytes),
+      - List of runs, each a mapping with C(strategy), C(result) (C(ok), C(suspect) or C(failed)) and
+        optionally C(set) (default the C(host) key, then C(default)), C(duration_seconds), C(size_bytes),
         C(lock_seconds), C(downtime_seconds), C(timestamp) (Unix time the run finished, default now).
     type: list
     elements: dict
@@ -49,7 +52,7 @@ options:
   result:
     description: Result of a single run.
     type: str
-    choices: [ok, failed]
+    choices: [ok, suspect, failed]
   duration_seconds:
     description: Duration of a single run.
     type: float
@@ -118,7 +121,7 @@ def main():
             runs=dict(type="list", elements="dict"),
             strategy=dict(type="str"),
             set=dict(type="str", default="default"),
-            result=dict(type="str", choices=["ok", "failed"]),
+            result=dict(type="str", choices=["ok", "suspect", "failed"]),
             duration_seconds=dict(type="float"),
             size_bytes=dict(type="int"),
             lock_seconds=dict(type="float"),

@@ -121,17 +121,27 @@ def render_table(runs):
              "  ".join("-" * widths[key] for key, _ in COLUMNS)]
     for row in rows:
         lines.append("  ".join(row[key].ljust(widths[key]) for key, _ in COLUMNS).rstrip())
-    failed = sum(1 for run in runs if run.get("result") != "ok")
-    lines.append(f"{len(runs)} backup run(s): {len(runs) - failed} ok, {failed} failed")
+    counts = count_results(runs)
+    suspect = f"{counts['suspect']} suspect, " if counts["suspect"] else ""
+    lines.append(f"{len(runs)} backup run(s): {counts['ok']} ok, {suspect}{counts['failed']} failed")
     return "\n".join(lines)
 
 
+def count_results(runs):
+    """ok, suspect (the shrink guard kept the backup without counting it as good) and failed runs;
+    any other result counts as failed."""
+    ok = sum(1 for run in runs if run.get("result") == "ok")
+    suspect = sum(1 for run in runs if run.get("result") == "suspect")
+    return {"ok": ok, "suspect": suspect, "failed": len(runs) - ok - suspect}
+
+
 def report_document(runs, playbook=None, now=None):
-    failed = sum(1 for run in runs if run.get("result") != "ok")
+    counts = count_results(runs)
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "playbook": playbook,
-        "summary": {"runs": len(runs), "ok": len(runs) - failed, "failed": failed},
+        "summary": {"runs": len(runs), "ok": counts["ok"], "suspect": counts["suspect"],
+                    "failed": counts["failed"]},
         "runs": runs,
     }
 

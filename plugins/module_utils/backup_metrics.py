@@ -120,17 +120,19 @@ DEFAULT_FILE = "backup_toolkit.prom"
 METRICS = {
     "last_success_timestamp_seconds": "Unix time of the last successful backup.",
     "last_run_timestamp_seconds": "Unix time the last backup run finished (success or failure).",
-    "last_result": "Result of the last backup run: 1 ok, 0 failed.",
+    "last_result": "Result of the last backup run: 1 ok, 0 failed or suspect.",
+    "last_suspect": ("1 when the last run's backup was kept as suspect: its size figures fell below the "
+                     "last good backup's (shrink guard), so it is not counted as good; else 0."),
     "last_duration_seconds": "Duration of the last backup run in seconds.",
     "last_size_bytes": "Size of the last successful backup in bytes.",
     "last_lock_seconds": "Seconds writes were locked during the last successful backup.",
     "last_downtime_seconds": "Seconds the application was down during the last successful backup.",
 }
 ORDER = list(METRICS)
-ALWAYS = ("last_run_timestamp_seconds", "last_result", "last_duration_seconds")
+ALWAYS = ("last_run_timestamp_seconds", "last_result", "last_suspect", "last_duration_seconds")
 ON_SUCCESS = ("last_success_timestamp_seconds", "last_size_bytes", "last_lock_seconds",
               "last_downtime_seconds")
-RESULTS = ("ok", "failed")
+RESULTS = ("ok", "suspect", "failed")
 LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 LINE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\d+)?$")
 
@@ -165,6 +167,7 @@ def normalise_run(run, now=None):
     values = {
         "last_run_timestamp_seconds": finished,
         "last_result": 1.0 if result == "ok" else 0.0,
+        "last_suspect": 1.0 if result == "suspect" else 0.0,
         "last_duration_seconds": _number("duration_seconds", run.get("duration_seconds")) or 0.0,
     }
     if result == "ok":

@@ -38,7 +38,8 @@ def test_success_writes_every_metric_and_passes_promtool(tmp_path):
     state = bm.parse(after)
     assert state[("fs_backup", "h1")] == {
         "last_success_timestamp_seconds": 1700000000, "last_run_timestamp_seconds": 1700000000,
-        "last_result": 1, "last_duration_seconds": 3.5, "last_size_bytes": 2048, "last_lock_seconds": 0.25}
+        "last_result": 1, "last_suspect": 0, "last_duration_seconds": 3.5, "last_size_bytes": 2048,
+        "last_lock_seconds": 0.25}
     rc, out = promtool_check(after)
     assert rc == 0, out
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
@@ -123,7 +124,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 @pytest.mark.parametrize("run, message", [
     ({"result": "ok"}, "strategy is required"),
-    ({"strategy": "x", "result": "maybe"}, "must be one of ok, failed"),
+    ({"strategy": "x", "result": "maybe"}, "must be one of ok, suspect, failed"),
     ({"strategy": "x", "result": "ok", "size_bytes": "lots"}, "size_bytes must be a number"),
     ({"strategy": "x", "result": "ok", "duration_seconds": -1}, "finite number >= 0"),
     ("fs_backup", "must be a mapping"),
@@ -224,3 +225,16 @@ def test_series_of_renamed_strategy_labels_move_to_the_current_name(tmp_path):
     _, _, again, _ = bm.record(str(tmp_path), [ok_run("fs_backup", "etc")], now=500)
     assert bm.parse(again)[("fs_backup", "etc")]["last_success_timestamp_seconds"] == 500
     assert "btw_fs" not in again
+
+
+def test_a_suspect_run_is_not_a_success_and_says_suspect(tmp_path):
+    bm.record(str(tmp_path), [ok_run("fcrepo_backup", "repo")], now=1000)
+    _, _, after, path = bm.record(
+        str(tmp_path), [{"strategy": "fcrepo_backup", "set": "repo", "result": "suspect", "size_bytes": 1}],
+        now=2000)
+    series = bm.parse(read(path))[("fcrepo_backup", "repo")]
+    assert series["last_suspect"] == 1 and series["last_result"] == 0
+    assert series["last_success_timestamp_seconds"] == 1000 and series["last_size_bytes"] == 2048
+    assert 'backup_last_suspect{strategy="fcrepo_backup",set="repo"} 1' in after
+    bm.record(str(tmp_path), [ok_run("fcrepo_backup", "repo")], now=3000)
+    assert bm.parse(read(path))[("fcrepo_backup", "repo")]["last_suspect"] == 0
