@@ -137,11 +137,13 @@ def count_results(runs):
 
 def report_document(runs, playbook=None, now=None):
     counts = count_results(runs)
+    summary = {"runs": len(runs), "ok": counts["ok"], "failed": counts["failed"]}
+    if counts["suspect"]:
+        summary["suspect"] = counts["suspect"]
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "playbook": playbook,
-        "summary": {"runs": len(runs), "ok": counts["ok"], "suspect": counts["suspect"],
-                    "failed": counts["failed"]},
+        "summary": summary,
         "runs": runs,
     }
 
