@@ -11,6 +11,10 @@ description:
     yet in it are copied (temp name, fsync, rename; a killed run leaves no file under a SHA-1 name).
   - The SHA-1 of every copied file is recomputed and compared with its name; a mismatch is reported
     and the file is not installed in the backup.
+  - Shrink guard - the store's files and bytes are recorded in C(dest/.fcrepo-binaries-runs.json) and
+    compared with the last good run's. A drop of more than O(shrink_threshold) fails the run as
+    C(suspect) (RV(result)), naming the figure and both values. The mirror never deletes a file, so
+    nothing is lost from the backup; O(accept_shrink) accepts the drop for one run.
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
@@ -30,8 +34,18 @@ options:
     description: Fail when any file's content does not match its name.
     type: bool
     default: true
+  shrink_threshold:
+    description: Fraction by which files or bytes may fall below the last good run's before the run is
+      suspect (0.4 catches a store that lost half its binaries).
+    type: float
+    default: 0.4
+  accept_shrink:
+    description: Accept a drop caught by the shrink guard for this run (binaries deleted on purpose).
+    type: bool
+    default: false
 notes:
-  - Check mode reports how many files and bytes would be copied.
+  - Check mode reports how many files and bytes would be copied and the shrink guard's verdict, and
+    records nothing.
 attributes:
   check_mode:
     support: full
@@ -88,6 +102,20 @@ unrecognised:
   returned: success
   type: list
   elements: str
+result:
+  description: C(good), or C(suspect) when files or bytes fell by more than O(shrink_threshold) (the
+    module then fails and returns these values too).
+  returned: success or suspect
+  type: str
+figures:
+  description: The store's C(files) and C(bytes) recorded for the shrink guard.
+  returned: success or suspect
+  type: dict
+shrink:
+  description: The figures that fell (figure, previous, current, drop).
+  returned: success or suspect
+  type: list
+  elements: dict
 size_changed:
   description: Files present in both whose sizes differ (content-addressed files must not change).
   returned: success
@@ -106,15 +134,22 @@ def main():
             dest=dict(type="path", required=True),
             verify_existing=dict(type="bool", default=False),
             fail_on_mismatch=dict(type="bool", default=True),
+            shrink_threshold=dict(type="float", default=0.4),
+            accept_shrink=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
         report = backup(p["src"], p["dest"], verify_existing=p["verify_existing"],
-                        check_mode=module.check_mode)
+                        check_mode=module.check_mode, shrink_threshold=p["shrink_threshold"],
+                        accept_shrink=p["accept_shrink"])
     except FcrepoBinariesError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg=f"backup of the binary store failed: {exc}")
+    if report["result"] == "suspect":
+        module.fail_json(msg=report["shrink_message"], **report)
     if p["fail_on_mismatch"] and (report["mismatches"] or report["size_changed"]):
         module.fail_json(msg=f"fixity check failed for {len(report['mismatches'])} file(s) "
                          f"and {len(report['size_changed'])} changed size: {report['mismatches'][:5]}",

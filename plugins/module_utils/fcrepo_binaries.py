@@ -10,12 +10,18 @@ file whose content does not match its name is never installed in the backup; it 
 """
 import ctypes
 import hashlib
+import json
 import os
 import re
+import time
+
+from ansible.module_utils.retention_policy import GOOD, RetentionPolicyError, check_threshold, judge
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 TMP_PREFIX = ".fcrepo-tmp-"
 CHUNK = 1024 * 1024
+FIGURES_FILE = ".fcrepo-binaries-runs.json"
+FIGURES_KEPT = 50
 
 
 class FcrepoBinariesError(Exception):
@@ -48,8 +54,8 @@ def scan_store(root):
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root)
-            if name.startswith(TMP_PREFIX) or os.path.islink(full):
-                continue
+            if name.startswith(TMP_PREFIX) or name.startswith(FIGURES_FILE) or os.path.islink(full):
+                continue  # a copy in progress, or the shrink guard's record of the runs (backup only)
             if not SHA1_RE.match(name):
                 unrecognised.append(rel)
             elif rel != shard_path(name):
@@ -167,12 +173,61 @@ def _makedirs(path, ownership):
         os.chmod(path, ownership["dir_mode"])
 
 
+def read_runs(dest):
+    """The figures of the previous runs recorded in dest (oldest first), [] when none."""
+    try:
+        with open(os.path.join(dest, FIGURES_FILE), encoding="utf-8") as handle:
+            runs = json.load(handle).get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in runs if isinstance(r, dict)]
+
+
+def _write_runs(dest, runs):
+    path = os.path.join(dest, FIGURES_FILE)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"runs": runs[-FIGURES_KEPT:]}, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def shrink_guard(dest, figures, threshold, accept_shrink=False, check_mode=False, now=None):
+    """Compare the store's figures (files, bytes) with the last good run recorded in dest, record
+    this run (not in check mode) and return the verdict (retention_policy.judge). The mirror never
+    deletes, so a suspect run loses nothing from the backup; the run fails so that someone looks."""
+    try:
+        threshold = check_threshold(threshold)
+    except RetentionPolicyError as exc:
+        raise FcrepoBinariesError(str(exc)) from None
+    runs = read_runs(dest)
+    good = next((r for r in reversed(runs) if r.get("result") == GOOD), None)
+    verdict = judge(good.get("figures") if good else None, figures, threshold, accept_shrink,
+                    what="the binary store backup", previous_name=good.get("at") if good else None)
+    if not check_mode:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        runs.append({"at": at, "figures": figures, "result": verdict["status"],
+                     "accepted": verdict["accepted"]})
+        _write_runs(dest, runs)
+    return verdict
+
+
 def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=256 * 1024 * 1024,
-           batch_files=2000, ownership=None):
+           batch_files=2000, ownership=None, shrink_threshold=None, accept_shrink=False):
     """Copy binaries missing from dest; check fixity of every copied file (and of every file already
     in the backup when verify_existing). Returns a report; mismatches are listed, never installed.
     Without ownership, what is created is 0700/0600 (a backup); a restore passes the live store's
-    ({uid, gid, dir_mode, file_mode}, see fcrepo_restore.ownership)."""
+    ({uid, gid, dir_mode, file_mode}, see fcrepo_restore.ownership).
+
+    With shrink_threshold (a backup, not a restore), the store's files and bytes are compared with
+    the last good run's (shrink_guard): report "result" good or suspect, "figures", "shrink"."""
+    if shrink_threshold is not None:
+        try:
+            check_threshold(shrink_threshold)
+        except RetentionPolicyError as exc:
+            raise FcrepoBinariesError(str(exc)) from None
     _check_paths(source, dest)
     binaries, misplaced, unrecognised = scan_store(source)
     report = {"binaries": len(binaries), "copied": 0, "bytes_copied": 0, "already_present": 0,
@@ -238,6 +293,14 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
                 os.unlink(tmp)
         if not check_mode and os.path.isdir(dest):
             remove_stale_temps(dest)
+    if shrink_threshold is not None:
+        figures = {"files": len(binaries), "bytes": sum(binaries.values())}
+        try:
+            verdict = shrink_guard(dest, figures, shrink_threshold, accept_shrink, check_mode)
+        except OSError as exc:
+            raise FcrepoBinariesError(f"cannot record the run's figures in {dest}: {exc}") from exc
+        report.update(result=verdict["status"], figures=figures, shrink=verdict["drops"],
+                      shrink_accepted=verdict["accepted"], shrink_message=verdict["message"])
     return report
 
 

@@ -68,3 +68,33 @@ def test_missing_binary_directory_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(fb.FcrepoBinariesError, match="not a directory"):
         fb.backup(str(tmp_path / "file"), str(tmp_path / "dst"))
+
+
+def test_a_store_that_lost_most_binaries_is_suspect_and_the_mirror_keeps_every_file(tmp_path):
+    src, dst = str(tmp_path / "store"), str(tmp_path / "backup")
+    rels = [put(src, b"binary %d " % i * 300) for i in range(10)]
+    first = fb.backup(src, dst, shrink_threshold=0.4)
+    assert first["result"] == "good" and first["figures"]["files"] == 10
+    for rel in rels[2:]:
+        os.unlink(os.path.join(src, rel))
+    suspect = fb.backup(src, dst, shrink_threshold=0.4)
+    assert suspect["result"] == "suspect"
+    assert "files fell from 10 to 2" in suspect["shrink_message"]
+    assert "accept_shrink: true" in suspect["shrink_message"]
+    assert len(fb.scan_store(dst)[0]) == 10  # nothing left the mirror, the run record is not a binary
+    # still compared with the last good run, until the drop is accepted once
+    assert fb.backup(src, dst, shrink_threshold=0.4)["result"] == "suspect"
+    assert fb.backup(src, dst, shrink_threshold=0.4, accept_shrink=True)["result"] == "good"
+    assert fb.backup(src, dst, shrink_threshold=0.4)["result"] == "good"
+    assert [r["result"] for r in fb.read_runs(dst)] == ["good", "suspect", "suspect", "good", "good"]
+
+
+def test_check_mode_judges_without_recording_and_a_restore_records_nothing(tmp_path):
+    src, dst = str(tmp_path / "store"), str(tmp_path / "backup")
+    put(src, b"a" * 5000)
+    assert fb.backup(src, dst, check_mode=True, shrink_threshold=0.4)["result"] == "good"
+    assert fb.read_runs(dst) == []
+    assert "result" not in fb.backup(src, dst)
+    assert not os.path.exists(os.path.join(dst, fb.FIGURES_FILE))
+    with pytest.raises(fb.FcrepoBinariesError, match="threshold"):
+        fb.backup(src, dst, shrink_threshold=2)
