@@ -14,7 +14,7 @@ from tests.lib.ports import free_port
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_playbook(tmp_path, playbook, host_vars):
+def run_playbook(tmp_path, playbook, host_vars, extra_args=()):
     inventory = tmp_path / "inventory.yml"
     host = dict(ansible_connection="local", ansible_python_interpreter=sys.executable, ansible_become=False)
     host.update(host_vars)
@@ -34,6 +34,7 @@ def run_playbook(tmp_path, playbook, host_vars):
             "-i",
             str(inventory),
             os.path.join(TOP, "playbooks", playbook),
+            *extra_args,
         ],
         cwd=TOP,
         env=env,
@@ -112,12 +113,31 @@ def test_backup_and_sync_then_unchanged(tmp_path, tree, moto_s3):  # noqa: F811
     assert [(r["strategy"], r.get("mode"), r["result"]) for r in runs] == [
         ("fs_backup", "rdiff", "ok"), ("offsite_sync", None, "ok")]
     assert runs[0]["details"].startswith("stored")
-    rc, runs, _out = run_playbook(tmp_path, "fs_backup.yml", host_vars)
+    rc, runs, out = run_playbook(tmp_path, "fs_backup.yml", host_vars)
     assert rc == 0 and runs[0]["details"].startswith("not stored: unchanged")
+    # unchanged: nothing changed, the sync after the backups included (it sent nothing)
+    assert out["stats"]["localhost"]["changed"] == 0, changed_tasks(out)
+    assert runs[1]["result"] == "ok" and "0 uploaded" in runs[1]["details"], runs[1]
+    rc, _runs, out = run_playbook(tmp_path, "offsite_sync.yml", host_vars, ["--check"])
+    assert rc == 0 and out["stats"]["localhost"]["changed"] == 0, changed_tasks(out)
+    # the run reports written into the root after each sync are not backups: nothing is pending,
+    # so the journal can be reset
+    assert [n for n in os.listdir(os.path.join(root, "fs", "good")) if n.startswith("backup-report-")]
     rc, _runs, out = run_playbook(
-        tmp_path, "offsite_sync.yml", dict(host_vars, btw_backup_offsite_action="pending")
+        tmp_path, "offsite_sync.yml", dict(host_vars, btw_backup_offsite_action="reset")
     )
-    assert rc == 0
+    assert rc == 0, json.dumps(out)[-2000:]
+
+
+def changed_tasks(out):
+    """The names of the tasks (and loop items) that reported changed, for a failing assert."""
+    names = []
+    for play in out["plays"]:
+        for task in play["tasks"]:
+            result = task["hosts"].get("localhost", {})
+            if result.get("changed") or any(r.get("changed") for r in result.get("results", []) or []):
+                names.append(task["task"]["name"])
+    return names
 
 
 def test_unreachable_s3_fails_the_sync_play(tmp_path, tree):
