@@ -559,14 +559,109 @@ def final_name(partial_path):
     return os.path.join(directory, base)
 
 
+RDIFF_RC_WARNINGS = 2  # rdiff-backup's exit status with warnings only (e.g. after its own regress)
+_ENOSPC_RE = re.compile(r"\[Errno 28\]|No space left on device")
+_RDIFF_TMP_RE = re.compile(r"rdiff-backup\.tmp\.\d+")
+
+
+def current_mirror_markers(repo):
+    """rdiff-backup's current_mirror markers: one in a sound chain, two after a failed session."""
+    try:
+        names = os.listdir(os.path.join(repo, "rdiff-backup-data"))
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith("current_mirror."))
+
+
+def chain_needs_regress(repo):
+    return len(current_mirror_markers(repo)) > 1
+
+
 def rdiff_backup(runner, source, repo, exclude_tag=None, extra=()):
+    """One rdiff-backup session into repo; returns its warnings, raises BtwError if it failed.
+
+    Judged by its result: exit 2 means warnings only (rdiff-backup exits 2 after repairing a
+    failed previous session itself, and stores the new one), so it succeeded when a session newer
+    than the last one is complete and the chain holds no unfinished session.
+    """
+    before = rdiff_sessions(repo)
     argv = ["rdiff-backup", "backup"]
     if exclude_tag:
         argv += ["--exclude-if-present", exclude_tag]
     argv += list(extra) + [source, repo]
-    rc, _out, err = runner.run(argv)
-    if rc != 0:
-        raise BtwError(f"rdiff-backup failed (rc={rc}): {err.strip()[-800:]}")
+    rc, out, err = runner.run(argv)
+    if rc == 0:
+        return []
+    if rc == RDIFF_RC_WARNINGS:
+        after = rdiff_sessions(repo)
+        if after and (not before or after[-1] > before[-1]) and not chain_needs_regress(repo):
+            said = [line for line in (err + "\n" + out).splitlines() if line.startswith("WARNING")]
+            return [
+                "rdiff-backup stored the backup with warnings (rc=2): "
+                + ("; ".join(said)[-600:] or "see its log in rdiff-backup-data")
+            ]
+    raise BtwError(f"rdiff-backup failed (rc={rc}): {(err.strip() or out.strip())[-800:]}")
+
+
+def regress_chain(runner, repo):
+    """Take a chain back to its last complete session.  None when it is sound afterwards, else why not."""
+    rc, out, err = runner.run(["rdiff-backup", "regress", repo])
+    if not chain_needs_regress(repo):
+        return None
+    return f"rdiff-backup regress failed (rc={rc}): {(err.strip() or out.strip())[-300:]}"
+
+
+def _remove_session_temp_files(repo, since):
+    """The temporary files (rdiff-backup.tmp.N) of the session that just failed in repo: a file
+    being written when the disk filled up, which leaves regress itself no room.  Only files made
+    by that session (mtime from its start on); regress would remove them too."""
+    for top, dirs, names in os.walk(repo):
+        dirs[:] = [d for d in dirs if not (top == repo and d == "rdiff-backup-data")]
+        for name in names:
+            if _RDIFF_TMP_RE.fullmatch(name):
+                path = os.path.join(top, name)
+                try:
+                    if os.lstat(path).st_mtime >= since - 1:
+                        os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+
+def _space(path):
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "free space unknown"
+    return f"{st.f_bavail * st.f_frsize} of {st.f_blocks * st.f_frsize} bytes free"
+
+
+def _failed_session(runner, repo, dest, is_new, error, since):
+    """After a failed session: undo what it left and say so.  Returns the operator's message."""
+    what = "a new full backup" if is_new else f"an increment of {os.path.basename(repo)}"
+    if is_new:
+        shutil.rmtree(repo, ignore_errors=True)  # our own unfinished chain (a hidden partial name)
+        undone = "the unfinished new chain was removed"
+    elif chain_needs_regress(repo):
+        _remove_session_temp_files(repo, since)
+        problem = regress_chain(runner, repo)
+        last = rdiff_sessions(repo)
+        if problem is None:
+            undone = "the chain was regressed to its last complete backup" + (
+                f" ({utc_stamp(last[-1])})" if last else ""
+            )
+        else:
+            undone = (
+                f"the automatic regress failed too ({problem}); the next run regresses the chain "
+                f"first (or run: rdiff-backup regress {repo})"
+            )
+    else:
+        undone = "the chain was not changed"
+    if _ENOSPC_RE.search(error):
+        return (
+            f"out of space on the file system of {dest} ({_space(dest)}) while rdiff-backup stored "
+            f"{what}; {undone}. Free space (or keep fewer backups) and run again"
+        )
+    return f"{error}; {undone}"
 
 
 def store_in_chain(
@@ -579,14 +674,32 @@ def store_in_chain(
     now=None,
     force_full=None,
     touch=(),
+    warnings=None,
 ):
     """rdiff-backup into the current chain or a new one; returns (chain_path, reason, new).
 
     force_full: a reason to start a new chain whatever the policy says.  touch: files (of a
     staging directory) whose mtime is set to the session's second, so rdiff-backup cannot
-    mistake a same-size rewrite for an unchanged file.
+    mistake a same-size rewrite for an unchanged file.  warnings: a list the run's warnings are
+    appended to.
+
+    A chain whose last session failed (out of space, killed) is regressed before it is used; one
+    that cannot be regressed is left as it is and a new chain started.  A session that fails is
+    undone (a new chain removed, an increment regressed) and reported, out of space as such.
     """
+    warnings = [] if warnings is None else warnings
     repo, is_new, reason = choose_chain(dest, max_count, max_span, now)
+    if not is_new and chain_needs_regress(repo):
+        problem = regress_chain(runner, repo)
+        if problem is None:
+            warnings.append(
+                f"{os.path.basename(repo)}: its last session had failed; regressed to its last "
+                "complete backup before this one"
+            )
+        elif not force_full:
+            force_full = (
+                f"{os.path.basename(repo)} holds a failed session that cannot be regressed ({problem})"
+            )
     if force_full and not is_new:
         repo, is_new, reason = (
             _new_name(dest, CHAIN_PREFIX, "", now or time.time(), partial=True),
@@ -601,7 +714,11 @@ def store_in_chain(
             time.sleep(1.05 - (time.time() % 1))
     for path in touch:
         os.utime(path, None)
-    rdiff_backup(runner, staging_or_source, repo, exclude_tag)
+    started = time.time()
+    try:
+        warnings += rdiff_backup(runner, staging_or_source, repo, exclude_tag)
+    except BtwError as exc:
+        raise BtwError(_failed_session(runner, repo, dest, is_new, str(exc), started)) from None
     if is_new:
         final = final_name(repo)
         os.rename(repo, final)
@@ -780,7 +897,15 @@ def fs_backup(
         elif not old_entries:
             force_full = "no usable manifest to vouch for the current chain"
         path, chain_reason, is_new = store_in_chain(
-            runner, source, dest, max_count, max_span, exclude_tag, now, force_full=force_full
+            runner,
+            source,
+            dest,
+            max_count,
+            max_span,
+            exclude_tag,
+            now,
+            force_full=force_full,
+            warnings=result["warnings"],
         )
         state = chain_state(path)
         backup_ref = {"chain": state["chain"], "last_session": state["last_session"], "at": utc_stamp(now)}

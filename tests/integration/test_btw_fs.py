@@ -1,6 +1,7 @@
 """File-system backups with real GNU tar and rdiff-backup."""
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -208,3 +209,70 @@ def test_destination_inside_source_is_refused(tmp_path):
     with pytest.raises(btw_fs.BtwError, match="inside the source"):
         btw_fs.fs_backup("data", str(src), str(tmp_path), "data/backups", "tar")
     assert not (src / "backups").exists()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 3 MiB tmpfs: a backup root that runs out of space."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def rdiff_repo_state(repo):
+    """(complete sessions, current_mirror markers (2 = a failed session), rdiff-backup temp files)."""
+    names = os.listdir(os.path.join(repo, "rdiff-backup-data"))
+    markers = [n for n in names if n.startswith("current_mirror.")]
+    temps = [n for _top, _dirs, names in os.walk(repo) for n in names if "rdiff-backup.tmp" in n]
+    return len(btw_fs.rdiff_sessions(repo)), len(markers), temps
+
+
+def test_rdiff_out_of_space_in_an_increment_is_said_and_regressed(tmp_path, small_fs):
+    src = str(tmp_path / "src")
+    write(os.path.join(src, "a.bin"), os.urandom(400_000))
+    btw_fs.fs_backup("big", src, small_fs, "fs/big", "rdiff")
+    write(os.path.join(src, "a.bin"), os.urandom(400_000))
+    second = btw_fs.fs_backup("big", src, small_fs, "fs/big", "rdiff")
+    repo = second["location"]
+    assert not second["full"] and rdiff_repo_state(repo)[:2] == (2, 1)
+    write(os.path.join(src, "b.bin"), os.urandom(2_500_000))  # does not fit
+    with pytest.raises(btw_fs.BtwError) as failed:
+        btw_fs.fs_backup("big", src, small_fs, "fs/big", "rdiff")
+    message = str(failed.value)
+    assert message.startswith(f"out of space on the file system of {small_fs}/fs/big ("), message
+    assert "while rdiff-backup stored an increment of chain-" in message
+    assert "the chain was regressed to its last complete backup" in message and "Traceback" not in message
+    assert rdiff_repo_state(repo) == (2, 1, [])  # back to the last good session, no leftovers
+    verify = subprocess.run(["rdiff-backup", "verify", repo], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # space made: the next run stores into the same chain, without warnings
+    os.unlink(os.path.join(src, "b.bin"))
+    write(os.path.join(src, "c.bin"), os.urandom(1000))
+    third = btw_fs.fs_backup("big", src, small_fs, "fs/big", "rdiff")
+    assert third["stored"] and third["location"] == repo and third["warnings"] == []
+    assert rdiff_repo_state(repo)[:2] == (3, 1)
+
+
+def test_rdiff_exit_2_after_its_own_regress_is_judged_by_the_stored_session(tmp_path, small_fs):
+    """A failed session nobody regressed: rdiff-backup repairs it itself, stores, and exits 2."""
+    src = str(tmp_path / "src")
+    repo = os.path.join(small_fs, "repo")
+    write(os.path.join(src, "a.bin"), os.urandom(400_000))
+    for _ in range(2):
+        btw_fs.rdiff_backup(btw_fs.Runner(), src, repo)
+        time.sleep(1.05 - time.time() % 1)
+        write(os.path.join(src, "a.bin"), os.urandom(400_000))
+    write(os.path.join(src, "b.bin"), os.urandom(2_500_000))
+    failed = subprocess.run(["rdiff-backup", "backup", src, repo], capture_output=True, text=True)
+    assert failed.returncode != 0 and "No space left on device" in failed.stderr
+    assert rdiff_repo_state(repo)[:2] == (2, 2)  # the failed session is still in the chain
+    subprocess.run(["mount", "-o", "remount,size=20m", small_fs], check=True)
+    warnings = btw_fs.rdiff_backup(btw_fs.Runner(), src, repo)
+    assert len(warnings) == 1 and "rc=2" in warnings[0] and "regressing" in warnings[0], warnings
+    assert rdiff_repo_state(repo) == (3, 1, [])
