@@ -12,6 +12,13 @@ description:
   - Used in a loop by roles/backup_progress/tasks/poll.yml so the play prints progress at a steady
     interval instead of waiting silently; the job's own result is then collected with
     M(ansible.builtin.async_status).
+  - "Fails at once, saying C(the job's process ended without a result: killed?), when the job can
+    never deliver a result of its own: its async job file still says C(finished: false) (or is not
+    JSON) while the async_wrapper process that would write the result runs no more (it was killed),
+    or the wrapper recorded that the module process printed no result (it was killed with SIGKILL,
+    e.g. by the OOM killer). Without this the poll went on until its timeout, or failed with
+    async_wrapper's C(No start of json char found) traceback. A job killed at its C(async) limit is
+    reported so too."
   - With O(state=cancelled), stops the job instead (roles/backup_progress/tasks/cancel.yml; poll.yml
     does it on timeout). The process is the one the progress file records (pid, start time and boot
     id, so a reused pid is never signalled); without a progress file, the module process of the
@@ -92,6 +99,11 @@ finished:
     its process is gone.
   returned: always
   type: bool
+job_state:
+  description: C(running), C(finished), or C(dead) (the job file says unfinished and none of the
+    job's processes runs).
+  returned: when state=reported
+  type: str
 msg:
   description:
     - "One line of progress, e.g. C(copy: 1.2 GiB / 4.0 GiB (30%), 85.3 MiB/s, about 34s left)."
@@ -143,9 +155,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.progress import (
     ProgressError,
-    async_job_finished,
+    async_job_state,
     cancel_job,
     describe,
+    ended_without_result,
     read_progress,
 )
 
@@ -179,15 +192,19 @@ def main():
     deadline = time.monotonic() + max(p["wait_seconds"], 0)
     try:
         while True:
-            finished = async_job_finished(p["results_file"])
-            if finished or time.monotonic() >= deadline:
+            state, job = async_job_state(p["results_file"])
+            if state != "running" or time.monotonic() >= deadline:
                 break
             time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
         data = read_progress(p["path"]) if p["path"] else None
     except ProgressError as exc:
         module.fail_json(msg=str(exc))
+    finished = state != "running"
+    problem = ended_without_result(state, job, p["results_file"], data)
+    if problem:
+        module.fail_json(msg=problem, finished=True, job_state=state, progress=data)
     msg = describe(data, now=time.time()) if p["path"] else ("finished" if finished else "running")
-    module.exit_json(changed=False, finished=finished, progress=data, msg=msg)
+    module.exit_json(changed=False, finished=finished, job_state=state, progress=data, msg=msg)
 
 
 if __name__ == "__main__":

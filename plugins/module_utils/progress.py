@@ -311,6 +311,78 @@ def async_job_finished(results_file):
     return "started" not in data or bool(data.get("finished"))
 
 
+ENDED_WITHOUT_RESULT = "the job's process ended without a result: killed?"
+
+# what async_wrapper writes when the module process printed no JSON (it was SIGKILLed or crashed)
+_NO_JSON_MARKERS = ("No start of json char found", "No end of json char found")
+
+
+def _job_file(results_file):
+    """(data or None, valid): the async job file as async_wrapper last wrote it."""
+    if not results_file:
+        raise ProgressError("the async job's results_file is required (register the async task)")
+    try:
+        with open(os.path.expanduser(results_file), encoding="utf-8") as handle:
+            return json.load(handle), True
+    except FileNotFoundError:
+        raise ProgressError(f"async job file {results_file} not found "
+                            "(job never started or cleaned up)") from None
+    except (OSError, ValueError):
+        return None, False
+
+
+def async_job_state(results_file, wrappers=None):
+    """("running" | "finished" | "dead", the job file's content or None).
+
+    "dead": the job file says finished: false (or is not JSON) and the job's async_wrapper process
+    that would write the result runs no more, so no result will ever be written (the wrapper was
+    killed, with or without the module, or the machine rebooted). async_wrapper writes the result
+    before it exits, so the file is read again after looking at the processes: a job that just ended
+    is "finished", not "dead".
+    wrappers(results_file) -> pids of the job's result-writing async_wrapper process (default:
+    async_job_writers, from /proc)."""
+    wrappers = async_job_writers if wrappers is None else wrappers
+    for attempt in (1, 2):
+        data, valid = _job_file(results_file)
+        if valid and isinstance(data, dict) and ("started" not in data or data.get("finished")):
+            return "finished", data
+        if attempt == 1 and wrappers(results_file):
+            return "running", data
+    return "dead", data
+
+
+def ended_without_result(state, job, results_file, progress=None):
+    """The operator's message when the job ended without a result of its own, else None.
+
+    state and job from async_job_state; progress: the job's progress file content, if any."""
+    name = os.path.basename(results_file or "")
+    last = f"; last progress: {describe(progress)}" if progress else ""
+    if state == "dead":
+        writer = ""
+        if progress and progress.get("state") == "running" and same_process(progress):
+            writer = (f"; its module process (pid {progress['pid']}) still runs without its wrapper and "
+                      "its result can never be collected: cancel it (roles/backup_progress cancel.yml)")
+        what = ("is not valid JSON" if job is None
+                else "still says finished: false")
+        return (f"{ENDED_WITHOUT_RESULT} async job {name}: its job file {what} and the async_wrapper "
+                f"process that would write its result runs no more (killed, e.g. kill -9 or the OOM "
+                f"killer, or the machine restarted){writer}{last}")
+    if state != "finished" or not isinstance(job, dict) or not job.get("failed"):
+        return None
+    msg = str(job.get("msg") or "")
+    if any(marker in msg for marker in _NO_JSON_MARKERS):
+        stderr = str(job.get("stderr") or "").strip()
+        said = f"; it wrote on stderr: {stderr[-500:]}" if stderr else ""
+        return (f"{ENDED_WITHOUT_RESULT} the module process of async job {name} exited without writing "
+                f"its result (SIGKILL, e.g. kill -9 or the OOM killer, or a crash of the interpreter): "
+                f"its cleanup did not run{said}{last}")
+    if msg == "Timeout exceeded" and "child_pid" in job:
+        return (f"the job was still running at its async limit and Ansible's async_wrapper killed it "
+                f"(SIGKILL, async job {name}): its cleanup did not run; give the task a larger async "
+                f"than the poll's timeout{last}")
+    return None
+
+
 # -- cancelling a job ----------------------------------------------------------------------------
 def _cmdline(pid):
     try:
@@ -344,23 +416,52 @@ def descendants(pid, table=None):
     return found
 
 
+def async_wrapper_pids(results_file, table=None):
+    """Pids of the live async_wrapper processes of an Ansible async job (its supervisor and the
+    process that runs the module and writes the result). The job id is ``<jid>.<pid>`` (the results
+    file's name); async_wrapper runs as ``python .../AnsiballZ_async_wrapper.py <jid> <limit> ...``."""
+    jid = os.path.basename(results_file or "").rsplit(".", 1)[0]
+    if not jid:
+        return set()
+    table = _all_processes() if table is None else table
+    wrappers = set()
+    for pid, (state, _ppid, _start) in table.items():
+        if state in ("Z", "X", "x"):
+            continue
+        argv = _cmdline(pid)
+        for i, arg in enumerate(argv[:-1]):
+            if "async_wrapper" in os.path.basename(arg) and argv[i + 1] == jid:
+                wrappers.add(pid)
+                break
+    return wrappers
+
+
+def async_job_writers(results_file, table=None):
+    """Pids of the async_wrapper process that runs the job's module and writes its result (empty when
+    it is gone). async_wrapper's supervisor, which only waits for it (checking every 5 s), does not
+    count: the writer is the wrapper process leading its own process group (the supervisor makes it
+    so), or, in the instant before, the wrapper child of a wrapper."""
+    table = _all_processes() if table is None else table
+    wrappers = async_wrapper_pids(results_file, table)
+    writers = set()
+    for pid in wrappers:
+        try:
+            leads = os.getpgid(pid) == pid
+        except OSError:
+            continue
+        if leads or table[pid][1] in wrappers:
+            writers.add(pid)
+    return writers
+
+
 def async_job_process(results_file):
     """The module process of a running Ansible async job, found through async_wrapper's processes.
 
     The job id is ``<jid>.<pid>`` (the results file's name); async_wrapper runs as
     ``python .../AnsiballZ_async_wrapper.py <jid> <limit> <module> ...`` and starts the module as its
     child. Returns an identity, or None when no such process runs."""
-    jid = os.path.basename(results_file or "").rsplit(".", 1)[0]
-    if not jid:
-        return None
     table = _all_processes()
-    wrappers = set()
-    for pid in table:
-        argv = _cmdline(pid)
-        for i, arg in enumerate(argv[:-1]):
-            if "async_wrapper" in os.path.basename(arg) and argv[i + 1] == jid:
-                wrappers.add(pid)
-                break
+    wrappers = async_wrapper_pids(results_file, table)
     for pid, (state, ppid, start) in sorted(table.items()):
         if ppid in wrappers and pid not in wrappers and state not in ("Z", "X", "x"):
             return {"pid": pid, "pid_start": start, "boot_id": _boot_id()}

@@ -198,3 +198,90 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_grace_and_the_play_says_its_
     assert "cancel: changed=True signals=SIGTERM,SIGKILL" in out
     assert (tmp_path / "out.bin.part").exists()  # what SIGKILL leaves behind, and why cores handle SIGTERM
     assert "again: changed=False" in out
+
+
+
+
+KILLED_PLAYBOOK = """
+- name: A job whose async wrapper is killed with -9
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: The copy fails, its message kept
+      block:
+        - name: Start the long copy (about a minute)
+          progress_demo:
+            dest: "{{ work }}/out.bin"
+            size: 10485760
+            chunk: 16384
+            pause: 0.1
+            progress_file: "{{ work }}/copy.progress"
+          async: 600
+          poll: 0
+          register: copy_job
+
+        - name: Once it writes, kill -9 its async wrapper (the process that would write its result)
+          ansible.builtin.shell: |
+            set -e
+            for i in $(seq 600); do [ -s {{ work }}/copy.progress ] && break; sleep 0.1; done
+            module=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \\
+              {{ work }}/copy.progress)
+            kill -9 "$(ps -o ppid= -p "$module" | tr -d ' ')"
+          changed_when: true
+
+        - name: Follow the copy
+          ansible.builtin.include_role:
+            name: backup_progress
+            tasks_from: poll
+          vars:
+            backup_progress_job: "{{ copy_job }}"
+            backup_progress_file: "{{ work }}/copy.progress"
+            backup_progress_label: demo copy
+            backup_progress_interval: 1
+            backup_progress_timeout: 500
+      rescue:
+        - name: Report the failure
+          ansible.builtin.debug:
+            msg: "FAILED: {{ ansible_failed_result.msg }}"
+
+        - name: Stop the copy if it still runs
+          ansible.builtin.include_role:
+            name: backup_progress
+            tasks_from: cancel
+          vars:
+            backup_progress_job: "{{ copy_job }}"
+            backup_progress_file: "{{ work }}/copy.progress"
+            backup_progress_label: demo copy
+"""
+
+
+def test_a_job_whose_wrapper_is_killed_fails_the_poll_at_once_and_the_rescue_stops_the_orphan(tmp_path):
+    """A real async_wrapper job whose wrapper is killed with -9: its job file stays finished: false
+    forever while the module runs on, orphaned. The poll fails within a few rounds, not at its timeout
+    (500 s here), with the poll's message (not "One or more items failed"); the rescue's cancel stops
+    the orphan. (The module process killed with -9, and a job file that is not JSON: test_progress.py.)"""
+    (tmp_path / "killed.yml").write_text(KILLED_PLAYBOOK)
+    library = [os.path.join(TOP, "library"), os.path.join(TOP, "tests", "integration", "progress_library")]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LIBRARY=os.pathsep.join(library),
+               ANSIBLE_ROLES_PATH=os.path.join(TOP, "roles"), ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
+               PATH=BIN + os.pathsep + os.environ["PATH"])
+    proc = subprocess.run(
+        [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         str(tmp_path / "killed.yml"),
+         "-e", json.dumps({"ansible_python_interpreter": sys.executable, "work": str(tmp_path)})],
+        cwd=TOP, env=env, text=True, capture_output=True, check=False, timeout=180)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    orphan = re.search(r"FAILED: demo copy: the job's process ended without a result: killed\? "
+                       r"async job \S+: its job file still says finished: false and the async_wrapper "
+                       r"process that would write its result runs no more .*its module process "
+                       r"\(pid (\d+)\) still runs without its wrapper", out)
+    assert orphan, out
+    # at the first poll rounds, where the copy would last a minute and the poll's timeout is 500 rounds
+    rounds = re.findall(r"^(?:ok: \[localhost\] => |failed: \[localhost\] )\(item=", out, re.M)
+    assert 1 <= len(rounds) <= 3, out
+    assert re.search(rf"cancelled demo copy \(pid {orphan.group(1)}\): SIGTERM", out), out
+    assert not os.path.exists(f"/proc/{orphan.group(1)}")
+    assert read_progress(str(tmp_path / "copy.progress"))["state"] == "failed"
+    assert os.listdir(tmp_path / "async") == []  # the job file was cleaned up

@@ -2,6 +2,7 @@
 SIGTERM turned into an exception (finally blocks run) and cancel of a job, with real processes."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,3 +264,121 @@ def test_proc_stat_parses_names_with_spaces_and_parentheses(tmp_path):
         proc.kill()
         proc.wait()
     assert pg.proc_stat(proc.pid) is None
+
+
+# -- a job that ends without a result: Ansible's real async_wrapper, killed with -9 ---------------
+FAKE_MODULE = """#!{python}
+import os, sys, time
+open(os.path.join({work!r}, "module.pid"), "w").write(str(os.getpid()))
+time.sleep(120)
+print('{{"changed": false}}')
+"""
+
+
+def start_async_job(tmp_path):
+    """Ansible's own async_wrapper.py running a module (a sleeping script), as `async: 600, poll: 0`
+    starts it; returns (results_file, module pid, wrapper pid: the process that writes the result)."""
+    import ansible.modules
+
+    module = tmp_path / "module-dir" / "fake_module.py"
+    module.parent.mkdir()
+    module.write_text(FAKE_MODULE.format(python=sys.executable, work=str(tmp_path)))
+    module.chmod(0o700)
+    # copied out of ansible/modules, as Ansible ships it to the host (AnsiballZ_async_wrapper.py): run
+    # from its own directory, its sibling modules would shadow the standard library (tempfile)
+    wrapper = tmp_path / "AnsiballZ_async_wrapper.py"
+    shutil.copy(os.path.join(os.path.dirname(ansible.modules.__file__), "async_wrapper.py"), wrapper)
+    env = dict(os.environ, ANSIBLE_ASYNC_DIR=str(tmp_path / "async"))
+    started = subprocess.run([sys.executable, str(wrapper), "4242", "600", str(module), "_"], env=env,
+                             capture_output=True, text=True, timeout=60, check=True)
+    results_file = json.loads(started.stdout)["results_file"]
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "module.pid").exists():
+        assert time.monotonic() < deadline, "the module did not start"
+        time.sleep(0.02)
+    pid = int((tmp_path / "module.pid").read_text())
+    return results_file, pid, pg.proc_stat(pid)[1]
+
+
+def kill_job(results_file):
+    module = pg.async_job_process(results_file)
+    for pid in pg.async_wrapper_pids(results_file) | ({module["pid"]} if module else set()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_state(results_file, want, seconds=15):
+    deadline = time.monotonic() + seconds
+    while True:
+        state, job = pg.async_job_state(results_file)
+        if state == want or time.monotonic() >= deadline:
+            return state, job
+        time.sleep(0.1)
+
+
+def test_a_running_job_is_running_and_a_module_killed_with_sigkill_ended_without_a_result(tmp_path):
+    results_file, module, wrapper = start_async_job(tmp_path)
+    try:
+        assert wrapper in pg.async_wrapper_pids(results_file)
+        state, job = pg.async_job_state(results_file)
+        assert state == "running" and job["finished"] is False
+        assert pg.ended_without_result(state, job, results_file) is None
+        os.kill(module, signal.SIGKILL)
+        state, job = wait_state(results_file, "finished")
+        # async_wrapper's own words
+        assert state == "finished" and "No start of json char found" in job["msg"]
+        progress = {"state": "running", "step": "copy", "done_bytes": 5, "total_bytes": 10}
+        msg = pg.ended_without_result(state, job, results_file, progress)
+        assert msg.startswith("the job's process ended without a result: killed? the module process of "
+                              f"async job {os.path.basename(results_file)} exited without writing its "
+                              "result (SIGKILL")
+        assert "Traceback" not in msg and msg.endswith("last progress: copy, 5 B / 10 B (50%)")
+    finally:
+        kill_job(results_file)
+
+
+def test_a_job_whose_wrapper_is_killed_is_dead_at_once(tmp_path):
+    results_file, module, wrapper = start_async_job(tmp_path)
+    try:
+        assert pg.async_job_writers(results_file) == {wrapper}  # not its supervisor
+        os.kill(wrapper, signal.SIGKILL)  # the process that would write the result; the module runs on
+        state, job = wait_state(results_file, "dead", seconds=2)  # its supervisor still runs: not a writer
+        assert state == "dead" and job == {"started": True, "finished": False,
+                                           "ansible_job_id": os.path.basename(results_file)}
+        progress = pg.process_identity(module)
+        progress.update(state="running", step="copy")
+        msg = pg.ended_without_result(state, job, results_file, progress)
+        assert msg.startswith("the job's process ended without a result: killed? async job "
+                              f"{os.path.basename(results_file)}: its job file still says finished: false "
+                              "and the async_wrapper process that would write its result runs no more")
+        assert f"its module process (pid {module}) still runs without its wrapper" in msg
+        # a job file that is not JSON (written by hand, a full disk): the same, said so
+        with open(results_file, "w") as handle:
+            handle.write('{"started": 1, "fini')
+        state, job = pg.async_job_state(results_file)
+        assert state == "dead" and job is None
+        assert "its job file is not valid JSON" in pg.ended_without_result(state, job, results_file)
+    finally:
+        try:
+            os.kill(module, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_job_that_just_finished_is_never_taken_for_dead(tmp_path):
+    job = tmp_path / "j1.1"
+    job.write_text(json.dumps({"started": True, "finished": False, "ansible_job_id": "j1.1"}))
+
+    def wrappers_gone_after_writing(_results_file):
+        # async_wrapper writes the result, then exits: between our two reads of the job file
+        job.write_text(json.dumps({"changed": True, "rc": 0}))
+        return set()
+
+    assert pg.async_job_state(str(job), wrappers=wrappers_gone_after_writing) == ("finished",
+                                                                                   {"changed": True, "rc": 0})
+    assert pg.ended_without_result("finished", {"changed": True, "rc": 0}, str(job)) is None
+    timeout = {"msg": "Timeout exceeded", "failed": True, "child_pid": 7}
+    assert "Ansible's async_wrapper killed it" in pg.ended_without_result("finished", timeout, str(job))
+    assert pg.ended_without_result("finished", {"failed": True, "msg": "disk full"}, str(job)) is None
