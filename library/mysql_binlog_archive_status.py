@@ -17,7 +17,7 @@ description:
     incomplete, or a source that was re-initialised.
   - With O(events_since) or O(events_until), lists the transactions in that window (optionally only
     those touching O(events_database) / O(events_table)), to find the moment to recover to.
-  - Never changes anything.
+  - Changes nothing but the metrics file (O(metrics_dir)).
 version_added: "1.0.0"
 options:
   directory:
@@ -55,6 +55,15 @@ options:
   max_lag_seconds:
     description: With a value, RV(healthy) is false when the lag is larger (or unknown).
     type: int
+  metrics_dir:
+    description:
+      - node_exporter's textfile collector directory; when given, the facts are written there as
+        C(mysql_binlog_archive_<source>.prom) (lag_bytes, lag_seconds, gaps, files, size_bytes,
+        last_transaction_timestamp_seconds, source_up, healthy; label C(source)).
+    type: path
+  source:
+    description: The source's name, the metrics' C(source) label (default the directory's name).
+    type: str
 attributes:
   check_mode:
     support: full
@@ -135,6 +144,10 @@ problems:
   returned: always
   type: list
   elements: str
+metrics_file:
+  description: The metrics file written.
+  returned: with O(metrics_dir)
+  type: str
 events:
   description: Transactions in the window asked for (file, position, time, gtid, events, tables, statement).
   returned: when O(events_since) or O(events_until) is given
@@ -142,8 +155,11 @@ events:
   elements: dict
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.binlog_archive import ArchiveError, status
+from ansible.module_utils.binlog_archive_metrics import write as write_metrics
 from ansible.module_utils.mysql_full_backups import oldest_needed_file
 from ansible.module_utils.mysql_pitr import ArchiveIndex, parse_datetime
 
@@ -160,6 +176,8 @@ def main():
             events_table=dict(type="str"),
             events_limit=dict(type="int", default=200),
             max_lag_seconds=dict(type="int"),
+            metrics_dir=dict(type="path"),
+            source=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -179,6 +197,9 @@ def main():
                     f"the archive lags {lag} s behind the source (limit {p['max_lag_seconds']} s)"
                 )
         facts.update(healthy=not problems, problems=problems)
+        if p["metrics_dir"]:
+            source = p["source"] or os.path.basename(p["directory"].rstrip("/"))
+            facts["metrics_file"] = write_metrics(p["metrics_dir"], source, facts, module.check_mode)
         if p["events_since"] or p["events_until"]:
             index = ArchiveIndex(p["directory"])
             facts["events"] = index.events(

@@ -325,3 +325,118 @@ def test_a_binlog_purged_while_the_archiver_was_down_is_a_gap(tmp_path):
     finally:
         archiver.kill(signal.SIGTERM)
         source.stop()
+
+
+# -- the playbooks: health check (run_backup strategy), restore (check mode, real, guarded) --------
+
+
+def run_playbook(lab, playbook, check=False, **extra):
+    import yaml
+
+    base = lab["base"]
+    conf = base / "conf"
+    if not conf.exists():
+        conf.mkdir(mode=0o700)
+        shutil.copy(lab["archiver"].defaults_file, conf / "src.cnf")
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_become": False,
+        "mysql_binlog_archive_root": str(base / "archive"),
+        "mysql_binlog_archive_conf_dir": str(conf),
+        "mysql_binlog_archive_sources": [
+            {
+                "name": "src",
+                "host": "127.0.0.1",
+                "port": lab["source"].port,
+                "user": "root",
+                "password": ROOT_PASSWORD,
+                "server_id": 4242,
+            }
+        ],
+        "mysql_binlog_archive_full_backups": {"src": backups(lab)},
+        "mysql_binlog_archive_metrics_dir": str(base),
+        "mysql_binlog_archive_pitr_scratch_user": "root",
+    }
+    inventory = base / "inventory.yml"
+    inventory.write_text(
+        yaml.safe_dump({"all": {"children": {"mysql_binlog_archive": {"hosts": {"localhost": host}}}}})
+    )
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
+        ANSIBLE_LOCAL_TEMP=str(base / "ansible-tmp"),
+    )
+    argv = [
+        os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+        "-i",
+        str(inventory),
+        os.path.join(TOP, "playbooks", playbook),
+        "-e",
+        json.dumps(extra),
+    ]
+    proc = subprocess.run(
+        argv + (["--check"] if check else []),
+        cwd=TOP,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_health_check_playbook_reports_the_archive_and_writes_metrics(lab):
+    rc, out = run_playbook(lab, "mysql_binlog_archive_health.yml")
+    assert rc == 0, out
+    metrics = (lab["base"] / "mysql_binlog_archive_src.prom").read_text()
+    assert 'mysql_binlog_archive_lag_bytes{source="src"} 0' in metrics
+    assert 'mysql_binlog_archive_gaps{source="src"} 0' in metrics
+    assert 'mysql_binlog_archive_healthy{source="src"} 1' in metrics
+
+
+def test_restore_playbook_check_mode_then_gtid_then_guarded_in_place(lab, tmp_path):
+    scratch = tmp_path / "play"
+    rc, out = run_playbook(
+        lab,
+        "mysql_pitr_restore.yml",
+        check=True,
+        mysql_binlog_archive_pitr_source="src",
+        mysql_binlog_archive_pitr_target_gtid=lab["drop_gtid"],
+        mysql_binlog_archive_pitr_scratch_dir=str(scratch),
+    )
+    assert rc == 0, out
+    assert "Would restore dump backup full-1.sql" in out
+    assert not scratch.exists()
+    rc, out = run_playbook(
+        lab,
+        "mysql_pitr_restore.yml",
+        mysql_binlog_archive_pitr_source="src",
+        mysql_binlog_archive_pitr_target_gtid=lab["drop_gtid"],
+        mysql_binlog_archive_pitr_scratch_dir=str(scratch),
+        mysql_binlog_archive_pitr_scratch_keep_running=False,
+    )
+    assert rc == 0, out
+    server = mysql_pitr.ScratchInstance(str(scratch), "root", ["--skip-grant-tables"])
+    server.start()
+    try:
+        restored = MariaDB(scratch, 0)
+        restored.socket = server.socket
+        assert rows(restored, "app.t") == lab["before_drop"]["t"]
+    finally:
+        server.stop()
+    # into an existing server: refused without a confirmation naming the host, nothing changed
+    target = lab["base"] / "target.cnf"
+    binlog_archive.write_option_file(str(target), dict(socket=lab["source"].socket, user="root"))
+    before = rows(lab["source"], "app.u")
+    rc, out = run_playbook(
+        lab,
+        "mysql_pitr_restore.yml",
+        mysql_binlog_archive_pitr_source="src",
+        mysql_binlog_archive_pitr_target_latest=True,
+        mysql_binlog_archive_pitr_target_defaults_file=str(target),
+    )
+    assert rc != 0
+    assert "restore refused, nothing was changed" in out and "-e mysql_binlog_archive_pitr_confirm=localhost" in out, out
+    assert rows(lab["source"], "app.u") == before
