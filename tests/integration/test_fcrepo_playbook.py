@@ -193,3 +193,37 @@ def test_rest_strategy_and_rest_restore_against_the_stand_in(fcrepo):
         ("/rest/fcr:backup", 200), ("/rest/fcr:backup", 401), ("/rest/fcr:restore", 204),
         ("/rest/fcr:restore", 500)]
     proc.send_signal(signal.SIGTERM)
+
+
+def test_a_source_that_lost_most_records_never_replaces_the_good_backups(fcrepo):
+    """Issue 14: two good backups, then the store loses 90 % of its records in place; two more runs
+    with retain 2 are suspect (kept, not latest, the job fails naming the drop and publishes a
+    suspect run) and both good backups survive. One playbook run (about 15 s) is enough for the
+    play's part; the other three runs call the module's core directly."""
+    leveldb_dest = os.path.join(fcrepo["dest"], "leveldb")
+    os.makedirs(fcrepo["dest"], mode=0o700)
+    # the two good backups straight from the core (what the playbook's module runs), to save two runs
+    good = [os.path.basename(lb.backup(fcrepo["leveldb"], leveldb_dest, name=name, retain=2)["path"])
+            for name in ("good-1", "good-2")]
+    db = plyvel.DB(fcrepo["leveldb"])
+    try:
+        for i in range(150, 1500):
+            db.delete(b"k%010d" % i)
+    finally:
+        db.close()
+    with pytest.raises(lb.SuspectBackupError):  # the third run from the core, the fourth through the play
+        lb.backup(fcrepo["leveldb"], leveldb_dest, name="suspect-3", retain=2)
+    rc, runs, _ = run_playbook(fcrepo, PLAYBOOK, fcrepo_backup_strategy="hot", fcrepo_backup_retain=2,
+                               backup_progress_interval=1)
+    assert rc != 0
+    [run] = runs
+    assert run["result"] == "suspect", run
+    assert "records fell from 1500 to 150" in run["details"]["error"]
+    assert "accept_shrink: true" in run["details"]["error"]
+    assert run["details"]["shrink"][0]["figure"] == "records"
+    assert run["location"].startswith(os.path.join(leveldb_dest, "leveldb-"))
+    backups = [os.path.basename(p) for p in lb.list_backups(leveldb_dest)]
+    assert backups[:2] == good and len(backups) == 4
+    assert os.readlink(os.path.join(leveldb_dest, "latest")) == good[1]
+    assert [lb.backup_status(os.path.join(leveldb_dest, b)) for b in backups] == [
+        "good", "good", "suspect", "suspect"]
