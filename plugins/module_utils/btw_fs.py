@@ -853,6 +853,11 @@ def fs_backup(
         "scan": scan_stats,
         "changes": changes,
         "warnings": [],
+        # the shrink guard's figures (btw_retention.shrink_guard): regular files and their bytes
+        "figures": {
+            "files": sum(1 for e in entries.values() if e[0] == "f"),
+            "bytes": sum(e[4] for e in entries.values() if e[0] == "f"),
+        },
     }
     if reason is None:
         result.update(
