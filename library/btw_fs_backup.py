@@ -20,6 +20,11 @@ description:
     O(max_incremental_span) of time, or when a file changed with its size and mtime (to the
     second) kept, which rdiff-backup alone would miss.
   - A directory holding the O(exclude_tag) file is left out entirely.
+  - Shrink guard - each run's regular files and bytes are compared with the last good run's
+    (recorded in C(.btw-runs.json) beside the backups). When one fell by more than
+    O(shrink_threshold) the backup is kept but B(suspect) - M(btw_retention) does not count it as
+    good - and the module fails naming the figure, both values and how to accept the drop
+    (O(accept_shrink)). A source that stays shrunk keeps failing, also when nothing new is stored.
 version_added: "1.0.0"
 options:
   name:
@@ -65,6 +70,16 @@ options:
     default: none
   hash_all:
     description: Hash every file instead of trusting unchanged stat results (slower, paranoid).
+    type: bool
+    default: false
+  shrink_threshold:
+    description: Fraction by which the files or bytes may fall below the last good run's before the
+      backup is suspect (0.4 catches a source that lost half its files).
+    type: float
+    default: 0.4
+  accept_shrink:
+    description: Accept a drop caught by the shrink guard for this run (data deleted on purpose); the
+      backup is recorded as good.
     type: bool
     default: false
 attributes:
@@ -128,8 +143,22 @@ scan:
   description: Files scanned, files hashed, bytes hashed.
   returned: always
   type: dict
+figures:
+  description: The source's regular C(files) and their C(bytes), compared by the shrink guard.
+  returned: always
+  type: dict
+result_status:
+  description: C(good), or C(suspect) when the shrink guard caught a drop (the module then fails).
+  returned: always
+  type: str
+shrink:
+  description: The figures that fell (figure, previous, current, drop).
+  returned: always
+  type: list
+  elements: dict
 backup_run:
-  description: The run as the strategy playbooks publish it in C(backup_runs).
+  description: The run as the strategy playbooks publish it in C(backup_runs) (result C(ok),
+    C(suspect) or C(failed)).
   returned: always, also on failure
   type: dict
   sample: {strategy: fs_backup, mode: rdiff, set: etc, result: ok,
@@ -140,6 +169,7 @@ backup_run:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.btw_fs import fs_backup
 from ansible.module_utils.btw_module import ModuleRun
+from ansible.module_utils.btw_retention import shrink_guard
 
 
 def main():
@@ -156,6 +186,8 @@ def main():
             owner=dict(type="str"),
             compression=dict(type="str", choices=["none", "gzip", "zstd"], default="none"),
             hash_all=dict(type="bool", default=False),
+            shrink_threshold=dict(type="float", default=0.4),
+            accept_shrink=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -180,6 +212,21 @@ def main():
         p["hash_all"],
         check_mode=module.check_mode,
     )
+    verdict = run.call(
+        shrink_guard,
+        result["destination"],
+        result.get("location"),
+        result["figures"],
+        result["stored"],
+        p["shrink_threshold"],
+        p["accept_shrink"],
+        check_mode=module.check_mode,
+    )
+    result.update(
+        result_status=verdict["status"], shrink=verdict["drops"], shrink_accepted=verdict["accepted"]
+    )
+    if verdict["status"] == "suspect":
+        run.exit_suspect(result, verdict["message"])
     run.exit_stored(result)
 
 

@@ -8,8 +8,10 @@ short_description: Delete old btw backups by count and age, never one not yet sy
 description:
   - Works on whole backups of one set - a tar archive, or a whole rdiff-backup chain (a full backup
     with its increments). The newest backup is always kept.
-  - A backup is deleted when it is beyond the newest O(keep_count), or when its newest state is
-    older than O(max_age).
+  - A backup is deleted when it is beyond the newest O(keep_count) good backups, or when its newest
+    state is older than O(max_age) - by the rule every strategy shares (C(retention_policy)) - the
+    newest good backup and at least O(min_good) good ones are always kept, and suspect backups (the
+    shrink guard of M(btw_fs_backup)) are not counted as good.
   - With O(require_synced) (default), a backup is kept while any of its files is not confirmed
     in every off-site journal under C(<root>/.btw-sync/) (content hash compared), and nothing is
     deleted when no journal exists.
@@ -25,8 +27,13 @@ options:
     type: str
     required: true
   keep_count:
-    description: Keep at most this many newest backups (at least 1).
+    description: Keep at most this many newest good backups (at least 1).
     type: int
+  min_good:
+    description: Never leave fewer than this many good (not suspect) backups, whatever O(keep_count)
+      and O(max_age) say.
+    type: int
+    default: 2
   max_age:
     description: Delete backups whose newest state is older than this (C(30d), C(12w), C(36h)).
     type: str
@@ -58,6 +65,11 @@ deleted:
   returned: always
   type: list
   elements: dict
+suspect:
+  description: Names of the suspect backups kept (the shrink guard's, not counted as good).
+  returned: always
+  type: list
+  elements: str
 held:
   description: Backups due for deletion but kept because they are not synced off-site yet.
   returned: always
@@ -87,6 +99,7 @@ def main():
             keep_count=dict(type="int"),
             max_age=dict(type="str"),
             require_synced=dict(type="bool", default=True),
+            min_good=dict(type="int", default=2),
         ),
         required_one_of=[("keep_count", "max_age")],
         supports_check_mode=True,
@@ -100,6 +113,7 @@ def main():
         p["max_age"],
         p["require_synced"],
         check_mode=module.check_mode,
+        min_good=p["min_good"],
     )
     module.exit_json(**result)
 

@@ -81,6 +81,13 @@ class ModuleRun:
         )
         return self.run
 
+    def exit_suspect(self, result, message):
+        """The backup was stored but the shrink guard found it suspect: publish the run with result
+        suspect (its location and size, the message as details) and fail the module with the message."""
+        self.ok(result["size_bytes"], result["duration_seconds"], message, location=result["location"])
+        self.run["result"] = "suspect"
+        self.module.fail_json(msg=f"{self.fail_prefix}{message}", backup_run=self.run, **result)
+
     def exit_stored(self, result):
         """exit_json for a backup core's result (stored, reason, location, size_bytes, duration)."""
         self.ok(

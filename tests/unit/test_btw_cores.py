@@ -155,8 +155,10 @@ def test_retention_plan():
     assert [b["name"] for b in keep] == ["b3", "b4", "b5"] and len(delete) == 3
     keep, delete = btw_retention.plan(backups, max_age_seconds=2.5 * 86400, now=now)
     assert [b["name"] for b in keep] == ["b4", "b5"]
-    keep, delete = btw_retention.plan(backups, keep_count=1, max_age_seconds=1, now=10**9)
+    keep, delete = btw_retention.plan(backups, keep_count=1, max_age_seconds=1, now=10**9, min_good=1)
     assert [b["name"] for b in keep] == ["b5"]  # the newest is never deleted
+    keep, delete = btw_retention.plan(backups, keep_count=1, max_age_seconds=1, now=10**9)
+    assert [b["name"] for b in keep] == ["b4", "b5"]  # min_good (default 2) good backups stay
 
 
 def test_retention_never_deletes_unsynced(tmp_path):
@@ -166,7 +168,7 @@ def test_retention_never_deletes_unsynced(tmp_path):
     for stamp in ("20260101T000000Z", "20260102T000000Z", "20260103T000000Z"):
         with open(os.path.join(dest, f"x-{stamp}.tar"), "wb") as f:
             f.write(stamp.encode())
-    result = btw_retention.apply_retention(root, "fs/x", keep_count=1)
+    result = btw_retention.apply_retention(root, "fs/x", keep_count=1, min_good=1)
     assert (
         result["deleted"] == []
         and len(result["held"]) == 2
@@ -186,7 +188,7 @@ def test_retention_never_deletes_unsynced(tmp_path):
         }
     )
     journal.close()
-    result = btw_retention.apply_retention(root, "fs/x", keep_count=1)
+    result = btw_retention.apply_retention(root, "fs/x", keep_count=1, min_good=1)
     assert [d["name"] for d in result["deleted"]] == ["x-20260101T000000Z.tar"]
     assert [h["name"] for h in result["held"]] == ["x-20260102T000000Z.tar"]
     assert "not yet synced" in result["held"][0]["held"]
