@@ -690,8 +690,8 @@ def prepare_run(config, run=subprocess.run):
     not start (unreadable option file, source refusing the login, re-initialised source)."""
     directory = config["directory"]
     check_secret_file(config["defaults_file"])
-    os.makedirs(directory, mode=0o750, exist_ok=True)
     source_logs = source_binary_logs(config["defaults_file"], run=run)
+    os.makedirs(directory, mode=0o750, exist_ok=True)  # only once the source has answered
     start, reason = resume_file(archive_files(directory), source_logs, config.get("needed_from"))
     argv = archiver_command(
         directory, config["defaults_file"], config["server_id"], start, config.get("binary")
