@@ -605,6 +605,16 @@ def repair_copy(path, scratch, reference_keys=None):
               "keys_lost": None, "lost_keys_sample": []}
     lost_dir = os.path.join(path, "lost")
     report["lost_files"] = sorted(os.listdir(lost_dir)) if os.path.isdir(lost_dir) else []
+    # RepairDB rewrites each damaged table beside its original (moved to lost/); on a full disk the
+    # rewrite fails, the table's keys are dropped and even its LOG may stay silent. Less free space
+    # than the largest damaged table means it could not have been rewritten: out of space, not loss.
+    largest = max((os.path.getsize(os.path.join(lost_dir, n)) for n in report["lost_files"]
+                   if os.path.isfile(os.path.join(lost_dir, n))), default=0)
+    if largest and free_bytes(path) < largest:
+        raise LevelDBBackupError(
+            f"out of space while repairing the copy in {path}: {free_bytes(path)} bytes free, less than "
+            f"the {largest} bytes of a damaged table RepairDB had to rewrite; free space and run the backup "
+            "again")
     if after["ok"] and reference_keys is not None:
         lost = reference_keys - after["keys"]
         report["keys_lost"] = len(lost)

@@ -6,6 +6,7 @@ case is refused by the backup core with repair off and with repair on, and a rep
 the true loss (keys the undamaged store had that the repaired copy lacks)."""
 import os
 import shutil
+import subprocess
 
 import plyvel
 import pytest
@@ -175,3 +176,44 @@ def test_an_unwritable_destination_is_reported_as_the_backups_message(pristine, 
         assert not isinstance(failed.value, OSError)
     finally:
         os.chmod(ro, 0o700)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tmpfs of a given size (root only), unmounted at teardown."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounts = []
+
+    def make(name, options):
+        mnt = tmp_path / name
+        mnt.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], check=True)
+        mounts.append(mnt)
+        return mnt
+
+    yield make
+    for mnt in mounts:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_read_only_destination_that_does_not_exist_yet_is_the_backups_message(pristine, small_fs):
+    read_only = small_fs("ro", "ro,size=1m")
+    with pytest.raises(lb.LevelDBBackupError, match="Read-only file system") as failed:
+        lb.backup(pristine["path"], str(read_only / "dest"), name="x", fsync=False)
+    assert "backup failed" in str(failed.value)
+
+
+def test_out_of_space_during_a_repair_is_reported_as_out_of_space(pristine, tmp_path, small_fs):
+    src = damaged(pristine, tmp_path, "flip:" + pristine["tables"][2])
+    need = lb.plan(src, str(tmp_path / "unused"))["bytes_to_copy"]
+    full = small_fs("full", f"size={need + 512 * 1024}")
+    dest = str(full / "dest")
+    # leave room for the copy and the small files, not for the rewritten table
+    free = lb.free_bytes(str(full))
+    with open(full / "filler", "wb") as handle:
+        handle.write(b"\0" * (free - need - 40 * 1024))
+    with pytest.raises(lb.LevelDBBackupError, match="out of space while repairing") as failed:
+        lb.backup(src, dest, name="x", repair=True, fail_on_data_loss=False, fsync=False)
+    assert "lost" not in str(failed.value)
+    assert lb.list_backups(dest) == [] and not os.path.lexists(os.path.join(dest, "latest"))
