@@ -8,9 +8,15 @@ short_description: Unmount and remove backup snapshots and partial copies, curre
 description:
   - Step 8 of the eXo Platform LVM snapshot procedure (unmount & remove the snapshot), and the
     detection of what an earlier crashed run left behind, run before a new backup.
-  - Unmounts everything mounted under O(mount_root) (with retries), removes every snapshot LV whose
-    name ends with O(snapshot_suffix) in O(vgs) (all VGs when empty) with C(lvremove) and retries,
-    and deletes C(.partial-*) directories in O(dest). Complete backups are never touched.
+  - Unmounts the toolkit's own snapshot mounts (with retries), that is a mount on
+    C(<mount_root>/<vg>-<snapshot>) whose device is that snapshot, for every snapshot LV whose name
+    ends with O(snapshot_suffix) in O(vgs) (all VGs when empty). Never O(mount_root) itself nor any
+    other mount below it (listed in RV(left_mounted)). Then removes those snapshot LVs with
+    C(lvremove) and retries, and deletes C(.partial-*) directories in O(dest). Complete backups are
+    never touched.
+  - O(mount_root) must be an absolute normalized path and a directory of the toolkit's own;
+    system directories such as C(/), C(/run), C(/mnt), C(/var), C(/home), C(/srv), and anything
+    under C(/proc), C(/sys), C(/dev), are refused before anything is looked at.
   - Changed only when something was found. In check mode, or with O(report_only=true), only reports.
 version_added: "1.0.0"
 author: Backup toolkit team
@@ -25,8 +31,8 @@ options:
     type: str
     default: -backup-snap
   mount_root:
-    description: Directory under which the toolkit mounts snapshots.
-    type: path
+    description: Directory under which the toolkit mounts snapshots (one of its own, see above).
+    type: str
     default: /run/lvm-snapshot-backup
   dest:
     description: Backup destination whose stale C(.partial-*) directories are removed.
@@ -57,7 +63,12 @@ EXAMPLES = r"""
 
 RETURN = r"""
 unmounted:
-  description: Mount points unmounted.
+  description: Mount points unmounted (in check mode, to unmount).
+  returned: always
+  type: list
+  elements: str
+left_mounted:
+  description: Mounts at or below O(mount_root) that are not the toolkit's snapshot mounts, left alone.
   returned: always
   type: list
   elements: str
@@ -75,25 +86,11 @@ removed_partials:
 
 import os
 import shutil
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.lvm_snapshot import LvmError, is_snapshot, read_lvs, remove_lv
 from ansible.module_utils.lvm_snapshot_copy import stale_partials
-
-
-def mounts_under(root, mounts_file="/proc/mounts"):
-    root = os.path.realpath(root).rstrip("/") + "/"
-    found = []
-    with open(mounts_file) as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 1:
-                mountpoint = fields[1].replace("\\040", " ")
-                if (mountpoint + "/").startswith(root):
-                    found.append(mountpoint)
-    # deepest first
-    return sorted(found, key=len, reverse=True)
+from ansible.module_utils.lvm_snapshot_mounts import MountRootError, check_mount_root, toolkit_mounts, unmount
 
 
 def main():
@@ -101,7 +98,7 @@ def main():
         argument_spec=dict(
             vgs=dict(type="list", elements="str", default=[]),
             snapshot_suffix=dict(type="str", default="-backup-snap"),
-            mount_root=dict(type="path", default="/run/lvm-snapshot-backup"),
+            mount_root=dict(type="str", default="/run/lvm-snapshot-backup"),
             dest=dict(type="path"),
             retries=dict(type="int", default=3),
             delay=dict(type="float", default=2.0),
@@ -112,12 +109,15 @@ def main():
     p = module.params
     if not p["snapshot_suffix"]:
         module.fail_json(msg="snapshot_suffix must not be empty (it would match every LV)")
+    try:
+        check_mount_root(p["mount_root"])
+    except MountRootError as exc:
+        module.fail_json(msg=f"{exc}; nothing was unmounted or removed")
     dry = module.check_mode or p["report_only"]
 
     def runner(args):
         return module.run_command(args, environ_update={"LC_ALL": "C", "LVM_SUPPRESS_FD_WARNINGS": "1"})
 
-    mounts = mounts_under(p["mount_root"]) if os.path.isdir(p["mount_root"]) else []
     try:
         lvs = read_lvs(runner)
     except LvmError as exc:
@@ -129,31 +129,19 @@ def main():
         and (not p["vgs"] or lv["vg_name"] in p["vgs"])
         and is_snapshot(lv)
     ]
+    mounts, others = toolkit_mounts(p["mount_root"], snaps)
     partials = stale_partials(p["dest"]) if p["dest"] else []
     result = dict(
         changed=bool(mounts or snaps or partials),
         unmounted=mounts,
+        left_mounted=others,
         removed_snapshots=[f"{lv['vg_name']}/{lv['lv_name']}" for lv in snaps],
         removed_partials=partials,
     )
     if dry:
         module.exit_json(**result)
 
-    errors = []
-    for mountpoint in mounts:
-        for attempt in range(p["retries"] + 1):
-            rc, out, err = runner(["umount", mountpoint])
-            if rc == 0:
-                break
-            if attempt < p["retries"]:
-                time.sleep(p["delay"])
-        else:
-            errors.append(f"umount {mountpoint}: {(err or out).strip()}")
-            continue
-        try:
-            os.rmdir(mountpoint)
-        except OSError:
-            pass
+    errors = unmount(runner, mounts, retries=p["retries"], delay=p["delay"])
     for lv in snaps:
         try:
             remove_lv(runner, lv["vg_name"], lv["lv_name"], retries=p["retries"], delay=p["delay"])

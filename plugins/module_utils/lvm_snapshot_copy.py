@@ -39,6 +39,7 @@ import sys
 import time
 
 from ansible.module_utils.lvm_snapshot import FillWatcher, LvmError, find_lv, is_invalid, read_lvs
+from ansible.module_utils.lvm_snapshot_mounts import MountRootError, check_mount_root, snapshot_mountpoint
 from ansible.module_utils.progress import (
     NO_PROGRESS,
     PhaseProgress,
@@ -549,6 +550,10 @@ class SnapshotCopy:
             raise CopyError(f"unknown copy method {self.method!r} (rsync or tar)")
         if self.timeout is not None and self.timeout < 0:
             raise CopyError(f"timeout must be 0 (no limit) or a number of seconds, not {self.timeout}")
+        try:
+            check_mount_root(self.mount_root)
+        except MountRootError as exc:
+            raise CopyError(str(exc)) from exc
         labels = [s["label"] for s in self.snapshots]
         if len(set(labels)) != len(labels) or any(not re.match(r"^[A-Za-z0-9_.-]+$", x) for x in labels):
             raise CopyError(f"snapshot labels must be unique simple names: {labels}")
@@ -565,7 +570,7 @@ class SnapshotCopy:
 
     def _mount(self, snap):
         fstype = snap.get("fstype") or detect_fstype(self.runner, snap["path"])
-        mountpoint = os.path.join(self.mount_root, f"{snap['vg']}-{snap['name']}")
+        mountpoint = snapshot_mountpoint(self.mount_root, snap["vg"], snap["name"])
         os.makedirs(mountpoint, mode=0o700, exist_ok=True)
         rc, out, err = self.runner(
             ["mount", "-t", fstype, "-o", mount_options(fstype), snap["path"], mountpoint]

@@ -1,13 +1,18 @@
-"""Host-side parts of the LVM snapshot copy: manifest, retention, destination guard, and the
-throwaway-server verification on a real MariaDB data directory copied with rsync.
+"""Host-side parts of the LVM snapshot copy: manifest, retention, destination guard, the
+throwaway-server verification on a real MariaDB data directory copied with rsync, and the cleanup's
+choice of mounts on real mounts (loop devices standing in for the snapshot LVs).
 Mounting and copying real snapshots runs in the molecule scenario `lvm`."""
 
+import json
 import os
 import subprocess
+import sys
 
 import pytest
 from ansible.module_utils import lvm_snapshot_copy as C
 from ansible.module_utils.mysql_datadir_verify import VerifyError, verify_datadir
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_tree(root):
@@ -101,3 +106,117 @@ def test_verify_starts_a_throwaway_server_on_a_copied_datadir(mariadb_factory, t
     assert not os.path.exists(copy / "verify.sock")
     with pytest.raises(VerifyError, match="does not look like a MySQL data directory"):
         verify_datadir(str(tmp_path / "copy" / "app"))
+
+
+# the module as Ansible runs it (its main(), arguments as JSON), in a process of its own; the project's
+# module_utils found as ansible.cfg makes Ansible find them
+RUN_MODULE = """
+import sys
+import ansible.module_utils
+ansible.module_utils.__path__.append(sys.argv[1])
+import runpy
+sys.argv = [sys.argv[2], sys.argv[3]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_module(name, args, env):
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_MODULE, os.path.join(TOP, "plugins", "module_utils"),
+         os.path.join(TOP, "library", f"{name}.py"), json.dumps({"ANSIBLE_MODULE_ARGS": args})],
+        env=env, text=True, capture_output=True, check=False, timeout=120)
+    return json.loads(proc.stdout)
+
+
+FAKE_LVS = """#!/bin/sh
+case "$0" in
+  *lvremove) echo "$@" >> {work}/lvremove.calls; exit 0 ;;
+esac
+cat <<'JSON'
+{report}
+JSON
+"""
+
+
+def run(args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)  # noqa: S603
+
+
+@pytest.fixture
+def loop_volumes(tmp_path):
+    """Two small ext4 filesystems on loop devices: the stand-ins for two snapshot LVs."""
+    devices = []
+    try:
+        for name in ("mysql", "app"):
+            image = tmp_path / f"{name}.img"
+            with open(image, "wb") as handle:
+                handle.truncate(8 * 1024 * 1024)
+            run(["mkfs.ext4", "-q", "-F", str(image)])
+            devices.append(run(["losetup", "--find", "--show", str(image)]).stdout.strip())
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False)
+        pytest.skip(f"no loop devices here: {exc}")
+    yield devices
+    for device in devices:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def mount_points():
+    with open("/proc/self/mountinfo") as handle:
+        return [line.split()[4] for line in handle]
+
+
+def test_cleanup_unmounts_only_the_toolkits_own_snapshot_mounts(tmp_path, loop_volumes):
+    """mount_root is itself a mount (tmpfs); under it: the mysql snapshot mounted where the toolkit
+    mounts it (unmounted), a tmpfs where the app snapshot would be mounted but not that device, and an
+    unrelated tmpfs (both left alone, like mount_root). A mount root that is not normalized is refused
+    before anything is looked at (system directories such as /, and the role's validation:
+    tests/unit/test_lvm_snapshot_mounts.py, which never runs the module on them)."""
+    mysql_dev, app_dev = loop_volumes
+    root = tmp_path / "mnt"
+    root.mkdir()
+    lvs = [{"lv_name": f"{name}-backup-snap", "vg_name": "vgdata", "lv_attr": "swi-a-s---",
+            "lv_size": "104857600", "origin": name, "data_percent": "1.00", "pool_lv": "",
+            "lv_path": device, "segtype": "linear", "lv_snapshot_invalid": ""}
+           for name, device in (("mysql", mysql_dev), ("app", app_dev))]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = FAKE_LVS.format(work=tmp_path, report=json.dumps({"report": [{"lv": lvs}]}))
+    for name in ("lvs", "lvremove"):
+        (bin_dir / name).write_text(script)
+        (bin_dir / name).chmod(0o755)
+    mounted = []
+    try:
+        run(["mount", "-t", "tmpfs", "-o", "size=1m", "rootfs-standin", str(root)])
+        mounted.append(str(root))
+        for name in ("vgdata-mysql-backup-snap", "vgdata-app-backup-snap", "other"):
+            (root / name).mkdir()
+        run(["mount", "-o", "ro", mysql_dev, str(root / "vgdata-mysql-backup-snap")])
+        for source, point in (("not-the-snapshot", "vgdata-app-backup-snap"), ("unrelated", "other")):
+            run(["mount", "-t", "tmpfs", "-o", "size=1m", source, str(root / point)])
+        mounted += [str(root / n) for n in ("vgdata-mysql-backup-snap", "vgdata-app-backup-snap", "other")]
+        env = dict(os.environ, PATH=os.pathsep.join([str(bin_dir), os.environ["PATH"]]))
+        # never "/" or another system directory here: a module that regressed would unmount the host's
+        # own mounts (the module before this check unmounted /proc and removed its directory); a root
+        # that is not normalized holds only this test's mounts
+        refused = run_module("lvm_snapshot_cleanup", {"mount_root": f"{root}/", "vgs": ["vgdata"]}, env)
+        assert refused["failed"] and "must be an absolute, normalized path" in refused["msg"], refused
+        assert refused["msg"].endswith("nothing was unmounted or removed")
+        assert all(point in mount_points() for point in mounted)
+        args = {"mount_root": str(root), "vgs": ["vgdata"], "retries": 0}
+        cleaned = run_module("lvm_snapshot_cleanup", args, env)
+        assert not cleaned.get("failed") and cleaned["changed"], cleaned
+        assert cleaned["unmounted"] == [str(root / "vgdata-mysql-backup-snap")]
+        assert sorted(cleaned["left_mounted"]) == sorted(
+            [str(root), str(root / "vgdata-app-backup-snap"), str(root / "other")])
+        assert cleaned["removed_snapshots"] == ["vgdata/mysql-backup-snap", "vgdata/app-backup-snap"]
+        assert (tmp_path / "lvremove.calls").read_text().split() == [
+            "-y", "vgdata/mysql-backup-snap", "-y", "vgdata/app-backup-snap"]
+        points = mount_points()
+        assert str(root / "vgdata-mysql-backup-snap") not in points
+        assert not (root / "vgdata-mysql-backup-snap").exists()  # its empty directory removed
+        assert {str(root), str(root / "vgdata-app-backup-snap"), str(root / "other")} <= set(points)
+    finally:
+        for point in reversed(mounted):
+            subprocess.run(["umount", point], check=False, capture_output=True)
