@@ -927,8 +927,10 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
                     f"{report['source_records']}")
 
         figures = {"records": report["records"]}
-        good_meta = read_meta(good) if good else None
-        verdict = judge((good_meta or {}).get("figures"), figures, policy["threshold"],
+        good_meta = read_meta(good) if good else {}
+        # backups made before the shrink guard carry their record count only
+        good_figures = (good_meta or {}).get("figures") or {"records": (good_meta or {}).get("records")}
+        verdict = judge(good_figures, figures, policy["threshold"],
                         policy["accept_shrink"], what=f"LevelDB backup {name}",
                         previous_name=os.path.basename(good) if good else None)
         report.update(result=verdict["status"], figures=figures, shrink=verdict["drops"],

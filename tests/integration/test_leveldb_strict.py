@@ -4,6 +4,7 @@ The tests build a store with plyvel, then damage copies of it the ways the at-re
 catches: a bit flip in each table file, a missing table, a truncated MANIFEST, no CURRENT. Every
 case is refused by the backup core with repair off and with repair on, and a repair's keys_lost is
 the true loss (keys the undamaged store had that the repaired copy lacks)."""
+import json
 import os
 import shutil
 import subprocess
@@ -217,3 +218,26 @@ def test_out_of_space_during_a_repair_is_reported_as_out_of_space(pristine, tmp_
         lb.backup(src, dest, name="x", repair=True, fail_on_data_loss=False, fsync=False)
     assert "lost" not in str(failed.value)
     assert lb.list_backups(dest) == [] and not os.path.lexists(os.path.join(dest, "latest"))
+
+
+def test_a_backup_made_before_the_guard_is_compared_by_its_record_count(pristine, tmp_path):
+    src = str(tmp_path / "src")
+    shutil.copytree(pristine["path"], src)
+    dest = str(tmp_path / "b")
+    old = lb.backup(src, dest, name="old", fsync=False)["path"]
+    meta_path = os.path.join(old, lb.META_FILE)
+    with open(meta_path, encoding="utf-8") as handle:
+        meta = json.load(handle)
+    for field in ("figures", "result", "shrink", "shrink_accepted"):
+        meta.pop(field)
+    with open(meta_path, "w", encoding="utf-8") as handle:
+        json.dump(meta, handle)
+    db = plyvel.DB(src)
+    try:
+        for i in range(RECORDS // 2, RECORDS):
+            db.delete(key(i))
+    finally:
+        db.close()
+    with pytest.raises(lb.SuspectBackupError, match=f"records fell from {RECORDS} to {RECORDS // 2}"):
+        lb.backup(src, dest, name="new", fsync=False)
+    assert os.readlink(os.path.join(dest, "latest")) == "leveldb-old"
