@@ -98,6 +98,8 @@ options:
         than this fraction is B(suspect) - kept, but C(latest) stays on the last good backup,
         retention does not count it as good, and the module fails naming both counts.
       - The default 0.4 catches a source that lost half its records.
+      - Needs O(verify=full), which counts the records; with V(changed) or V(none) the count is not
+        known and nothing is compared.
     type: float
     default: 0.4
   accept_shrink:
