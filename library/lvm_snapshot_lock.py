@@ -17,7 +17,12 @@ description:
     blocking every writer).
   - Takes the lock with O(lock_wait_timeout), reads the binlog coordinates and GTID position at the
     lock, creates every snapshot, and releases the lock in a C(finally). If one lvcreate fails the
-    snapshots already created are removed.
+    snapshots already created (and the one it was creating) are removed.
+  - A watchdog bounds the lock to O(lock_max_seconds) - a hung C(lvcreate) would otherwise block
+    every production write for as long as it hangs. Past the bound it ends the lock's session from
+    a second session (C(KILL CONNECTION); the server releases the lock with it), interrupts the
+    C(lvcreate) (SIGINT, then SIGTERM, then SIGKILL), removes the snapshots of this run, half-made
+    ones included, and the module fails saying so.
   - With O(lock_mysql=false) only the snapshots are taken (application data without a database).
   - In check mode only the plan is returned (and the MySQL server is reached once when
     O(lock_mysql=true), so an unreachable server is reported before the application is stopped).
@@ -83,6 +88,13 @@ options:
     description: Session lock_wait_timeout for FLUSH TABLES WITH READ LOCK, in seconds.
     type: int
     default: 10
+  lock_max_seconds:
+    description:
+      - Longest time the read lock may be held while the snapshots are created; past it the
+        watchdog releases the lock, stops C(lvcreate), removes the snapshots and the run fails.
+      - 0 disables the watchdog (not recommended).
+    type: float
+    default: 60
   login_user:
     description:
       - MySQL user on the server being snapshotted (needs RELOAD, PROCESS, and REPLICATION CLIENT /
@@ -150,6 +162,7 @@ from ansible.module_utils.lvm_snapshot import (
     plan_snapshots,
     read_lvs,
     read_vgs,
+    remove_snapshots,
     run_with_services_stopped,
 )
 from ansible.module_utils.lvm_snapshot_copy import CopyError, check_destination
@@ -162,6 +175,7 @@ from ansible.module_utils.mysql_connection import (
     login_params,
 )
 from ansible.module_utils.mysql_lock import MysqlLockError, lock_and_snapshot, no_lock_snapshot
+from ansible.module_utils.stoppable_runner import StoppableRunner
 
 
 def main():
@@ -186,10 +200,13 @@ def main():
             long_query_seconds=dict(type="int", default=30),
             long_query_wait_seconds=dict(type="int", default=30),
             lock_wait_timeout=dict(type="int", default=10),
+            lock_max_seconds=dict(type="float", default=60),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    if p["lock_max_seconds"] < 0:
+        module.fail_json(msg="lock_max_seconds must be 0 (no watchdog) or a number of seconds", snapshots=[])
     if p["lock_mysql"] and not HAS_PYMYSQL:
         module.fail_json(msg=missing_required_lib("PyMySQL"), exception=str(PYMYSQL_IMPORT_ERROR))
 
@@ -231,8 +248,11 @@ def main():
             server_version=server_version,
         )
 
+    # lvcreate runs through a runner the lock's watchdog can interrupt (module.run_command cannot be)
+    lvcreate_runner = StoppableRunner(env={"LVM_SUPPRESS_FD_WARNINGS": "1"})
+
     def snapshot():
-        created, _seconds = create_snapshots(runner, plans)
+        created, _seconds = create_snapshots(lvcreate_runner, plans, stopped=lambda: lvcreate_runner.stopped)
         return created
 
     def lock_and_snap():
@@ -244,6 +264,9 @@ def main():
                 long_query_seconds=p["long_query_seconds"],
                 long_query_wait_seconds=p["long_query_wait_seconds"],
                 lock_wait_timeout=p["lock_wait_timeout"],
+                max_lock_seconds=p["lock_max_seconds"] or None,
+                on_lock_expired=lvcreate_runner.stop,
+                discard=lambda created: remove_snapshots(runner, created),
             )
         return no_lock_snapshot(snapshot)
 

@@ -272,22 +272,37 @@ def lvcreate_args(plan):
     ]
 
 
-def create_snapshots(runner, plans, clock=time.monotonic):
-    """Create every planned snapshot; on a failure remove those already created, then raise."""
+def create_snapshots(runner, plans, clock=time.monotonic, stopped=lambda: False):
+    """Create every planned snapshot; on a failure remove those already created and the one being
+    created (an lvcreate interrupted half way can leave it), then raise. stopped(): True once the
+    caller wants no further lvcreate (the read-lock watchdog fired). A planned name never exists
+    before (plan_snapshots refuses it), so what is removed here was made by this run."""
     created = []
     t0 = clock()
+    current = None
     try:
         for plan in plans:
+            if stopped():
+                raise LvmError(f"creating snapshot {plan['vg']}/{plan['name']} not started: stopped")
+            current = plan
             _run(runner, lvcreate_args(plan), f"creating snapshot {plan['vg']}/{plan['name']}")
             created.append(plan)
+            current = None
     except LvmError:
-        for plan in created:
-            try:
-                remove_lv(runner, plan["vg"], plan["name"], retries=2, delay=1)
-            except LvmError:
-                pass
+        remove_snapshots(runner, created + ([current] if current else []))
         raise
     return created, clock() - t0
+
+
+def remove_snapshots(runner, plans):
+    """Remove the snapshots of plans (absent ones are fine); returns the problems, [] when all are gone."""
+    problems = []
+    for plan in plans:
+        try:
+            remove_lv(runner, plan["vg"], plan["name"], retries=2, delay=1)
+        except LvmError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def remove_lv(runner, vg, name, retries=3, delay=2.0, sleep=time.sleep):

@@ -12,10 +12,18 @@ kept a `mysql` client open on a named pipe); here the module process holds the s
 5. run the snapshot callback (lvcreate of every LV at once);
 6. UNLOCK TABLES in a `finally`, close the session, report the lock-held time.
 
+A watchdog bounds step 5 (``max_lock_seconds``): a hung lvcreate would otherwise keep every writer
+blocked for as long as it hangs. Past the bound a second session ends the lock's session (KILL
+CONNECTION; the server releases FTWRL with it), ``on_lock_expired()`` stops the snapshot step (the
+module stops the lvcreate child), and the run fails with LockExpired; a snapshot that completed after
+the lock was gone is handed to ``discard()`` (it may hold writes made after the coordinates).
+
 Pure Python; the connection comes from an injected ``connect()``.
 """
 
 import os
+import socket
+import threading
 import time
 
 from ansible.module_utils.mysql_dialect import Dialect
@@ -36,6 +44,78 @@ _IDLE_COMMANDS = (
 
 class MysqlLockError(Exception):
     """The lock could not be taken or held safely; nothing is left locked."""
+
+
+class LockExpired(MysqlLockError):
+    """The read lock was held past its bound: the watchdog released it; the backup failed."""
+
+
+class LockWatchdog:
+    """Ends the lock's session from a second session when the lock is held past max_seconds.
+
+    start() when the lock is granted; cancel() when the snapshot step ends: True when the watchdog
+    had not fired (the lock is still held and is released as usual). Firing and cancelling exclude
+    each other, so a snapshot that finished in time is never discarded."""
+
+    def __init__(self, connect, lock_conn, session_id, max_seconds, on_expire=None, clock=time.monotonic):
+        self.connect = connect
+        self.lock_conn = lock_conn
+        self.session_id = session_id
+        self.max_seconds = max_seconds
+        self.on_expire = on_expire
+        self.clock = clock
+        self.fired = False
+        self.released_by = None  # how the lock's session was ended
+        self.released_at = None
+        self.stop_report = None  # what on_expire said (e.g. the signals sent to lvcreate)
+        self.problems = []
+        self._cancelled = False
+        self._mutex = threading.Lock()
+        self._timer = threading.Timer(max_seconds, self._fire)
+        self._timer.daemon = True
+
+    def start(self):
+        self._timer.start()
+
+    def cancel(self):
+        with self._mutex:
+            self._cancelled = True
+            fired = self.fired
+        self._timer.cancel()
+        if fired:
+            self._timer.join()  # the session is ended and the snapshot step stopped before we go on
+        return not fired
+
+    def _fire(self):
+        with self._mutex:
+            if self._cancelled:
+                return
+            self.fired = True
+        self.released_by = self._end_session()
+        self.released_at = self.clock()
+        if self.on_expire is not None:
+            try:
+                self.stop_report = self.on_expire()
+            except Exception as exc:  # reported, the lock is released whatever happens here
+                self.problems.append(f"stopping the snapshot step failed: {exc}")
+
+    def _end_session(self):
+        try:
+            other = self.connect()
+            try:
+                _rows(other, "KILL CONNECTION %s", (int(self.session_id),))
+            finally:
+                other.close()
+            return f"KILL CONNECTION {self.session_id} from a second session"
+        except Exception as exc:
+            self.problems.append(f"KILL CONNECTION failed ({exc}), the lock's socket was shut down instead")
+        sock = getattr(self.lock_conn, "_sock", None)  # the server ends the session at end of stream
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+            return "the lock's connection shut down"
+        except Exception as exc:
+            self.problems.append(f"shutting the lock's connection down failed: {exc}")
+            return None
 
 
 def _rows(conn, sql, args=None):
@@ -104,11 +184,17 @@ def lock_and_snapshot(
     clock=time.monotonic,
     sleep=time.sleep,
     sync=os.sync,
+    max_lock_seconds=None,
+    on_lock_expired=None,
+    discard=None,
 ):
     """Take FTWRL in one session, call snapshot() under it, always unlock. Returns the figures.
 
     snapshot(): creates the snapshot(s) and returns anything JSON-able (kept as result['snapshot']).
     Raises MysqlLockError for a lock problem; an exception from snapshot() propagates after the unlock.
+    max_lock_seconds: the watchdog's bound on the lock (None: no watchdog); on_lock_expired(): stops
+    the snapshot step (called from the watchdog's thread); discard(snapshot's result): removes
+    snapshots that completed after the lock was released. Both then end in LockExpired.
     """
     try:
         conn = connect()
@@ -123,6 +209,7 @@ def lock_and_snapshot(
         "server_version": None,
     }
     locked_at = s0 = None
+    watchdog = None
     try:
         version = _rows(conn, "SELECT VERSION() AS v")[0]["v"]
         result["server_version"] = version
@@ -131,6 +218,7 @@ def lock_and_snapshot(
             wait_for_quiet(conn, long_query_seconds, long_query_wait_seconds, clock=clock, sleep=sleep), 3
         )
         _rows(conn, "SET SESSION lock_wait_timeout = %s", (int(lock_wait_timeout),))
+        session_id = _rows(conn, "SELECT CONNECTION_ID() AS id")[0]["id"]
         if flush_first:
             _rows(conn, "FLUSH NO_WRITE_TO_BINLOG TABLES")
         # write dirty page cache out now, unlocked: lvcreate suspends the origin and would flush it
@@ -145,10 +233,26 @@ def lock_and_snapshot(
                 f"{lock_wait_timeout}s: {exc}"
             ) from exc
         locked_at = clock()
+        if max_lock_seconds:
+            watchdog = LockWatchdog(connect, conn, session_id, max_lock_seconds, on_lock_expired, clock)
+            watchdog.start()
         result["lock_wait_seconds"] = round(locked_at - t0, 3)
         result["coordinates"] = read_coordinates(conn, dialect)
         s0 = clock()
-        result["snapshot"] = snapshot()
+        try:
+            snap = snapshot()
+        except BaseException as exc:
+            if watchdog is not None and not watchdog.cancel():
+                raise _expired(watchdog, locked_at, "the snapshot step was stopped", exc) from exc
+            raise
+        if watchdog is not None and not watchdog.cancel():
+            what = "the snapshot step ended after the lock was gone"
+            if discard is not None:
+                problems = discard(snap) or []
+                what += (", its snapshots were removed" if not problems
+                         else f", removing its snapshots failed: {'; '.join(problems)}")
+            raise _expired(watchdog, locked_at, what)
+        result["snapshot"] = snap
         result["snapshot_seconds"] = round(clock() - s0, 3)
     except MysqlLockError:
         raise
@@ -158,7 +262,9 @@ def lock_and_snapshot(
             raise MysqlLockError(f"taking the lock failed ({state}, no snapshot taken): {exc}") from exc
         raise
     finally:
-        if locked_at is not None:
+        if watchdog is not None and watchdog.fired:
+            result["lock_seconds"] = round((watchdog.released_at or clock()) - locked_at, 3)
+        elif locked_at is not None:
             try:
                 _rows(conn, "UNLOCK TABLES")
             finally:
@@ -168,6 +274,24 @@ def lock_and_snapshot(
         except Exception:
             pass
     return result
+
+
+def _expired(watchdog, locked_at, what, cause=None):
+    held = (watchdog.released_at or watchdog.clock()) - locked_at
+    released = (f"the watchdog ended the lock's session after {held:.1f} s ({watchdog.released_by}), so "
+                "writes resumed" if watchdog.released_by else
+                "the watchdog could NOT end the lock's session: check the server (SHOW PROCESSLIST)")
+    details = [what]
+    if watchdog.stop_report:
+        details.append(f"signals sent to the snapshot step: {', '.join(watchdog.stop_report)}")
+    if cause is not None:
+        details.append(f"it said: {str(cause).strip()[:300]}")
+    details += watchdog.problems
+    return LockExpired(
+        f"the global read lock was held longer than lock_max_seconds={watchdog.max_seconds:g} s while the "
+        f"snapshots were created (lvcreate hung?): {released}; {'; '.join(details)}; the backup FAILED "
+        "(no snapshot is kept)"
+    )
 
 
 def no_lock_snapshot(snapshot, clock=time.monotonic, sync=os.sync):

@@ -5,13 +5,16 @@ against the server from a second session, which is exactly what the lock has to 
 blocked, coordinates frozen. The lvcreate side runs in the molecule scenario `lvm` on a real VG.
 """
 
+import subprocess
 import threading
 import time
 
 import pymysql
 import pytest
+from ansible.module_utils.lvm_snapshot import create_snapshots
 from ansible.module_utils.mysql_connection import connect
-from ansible.module_utils.mysql_lock import MysqlLockError, lock_and_snapshot
+from ansible.module_utils.mysql_lock import LockExpired, MysqlLockError, lock_and_snapshot
+from ansible.module_utils.stoppable_runner import StoppableRunner
 
 from tests.lib.ports import free_port
 
@@ -157,3 +160,79 @@ def test_lock_not_granted_within_lock_wait_timeout(db):
     finally:
         holder.close()
     assert try_insert(db) is None
+
+
+# -- the watchdog: the read lock held past lock_max_seconds (a hung lvcreate) --------------------------
+PLANS = [{"vg": "vgdata", "origin": "mysql", "name": "mysql-backup-snap", "thin": False, "extents": 10}]
+
+
+class HungLvm:
+    """LVM stood in (no device-mapper here): lvcreate is a real child that hangs and ignores SIGINT,
+    run through the StoppableRunner the module uses; lvremove is recorded."""
+
+    def __init__(self):
+        self.runner = StoppableRunner(grace=1.0)
+        self.calls = []
+        self.pids = []
+
+    def __call__(self, args):
+        self.calls.append(list(args))
+        if args[0] == "lvcreate":
+            return self.runner(["sh", "-c", "trap '' INT; echo $$ > /dev/stderr; exec sleep 60"])
+        return 0, "", ""
+
+
+def test_watchdog_releases_a_lock_held_past_its_bound_stops_lvcreate_and_removes_the_snapshot(db):
+    """lvcreate hangs under the lock: past lock_max_seconds the lock's session is killed (writes
+    resume), lvcreate gets SIGINT then SIGTERM, the half-made snapshot is removed, the run fails."""
+    lvm = HungLvm()
+    written = {}
+
+    def writer():
+        conn = db.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION lock_wait_timeout = 50")
+                cur.execute("INSERT INTO app.t (v) VALUES (7)")  # blocked by the lock until released
+            written["at"] = time.monotonic()
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=writer)
+
+    def snapshot():
+        thread.start()
+        created, _ = create_snapshots(lvm, PLANS, stopped=lambda: lvm.runner.stopped)
+        return created
+
+    started = time.monotonic()
+    with pytest.raises(LockExpired) as info:
+        lock_and_snapshot(lambda: connect(params(db)), snapshot, lock_wait_timeout=5, flush_first=False,
+                          max_lock_seconds=1, on_lock_expired=lvm.runner.stop)
+    ended = time.monotonic()
+    thread.join(30)
+    msg = str(info.value)
+    assert msg.startswith("the global read lock was held longer than lock_max_seconds=1 s while the "
+                          "snapshots were created (lvcreate hung?): the watchdog ended the lock's session")
+    assert "KILL CONNECTION" in msg and "signals sent to the snapshot step: SIGINT, SIGTERM" in msg, msg
+    assert msg.endswith("the backup FAILED (no snapshot is kept)")
+    # the writer went through at the bound, while lvcreate still hung (it ignored SIGINT for 1 s more)
+    assert written["at"] - started < ended - started and written["at"] - started < 20
+    assert ended - started < 30  # not the 60 s the hung lvcreate would have taken
+    assert lvm.calls[-1] == ["lvremove", "-y", "vgdata/mysql-backup-snap"]  # the half-made snapshot
+    assert db.sql("SELECT COUNT(*) FROM app.t WHERE v = 7")[0][0] == 1
+    assert try_insert(db) is None
+    assert subprocess.run(["pgrep", "-f", "exec sleep 60"], capture_output=True).returncode == 1
+
+    # a snapshot step that ends by itself, but after the lock was released: its snapshots may hold
+    # writes made after the coordinates, so they are discarded (same server: one start for both cases)
+    discarded = []
+    with pytest.raises(LockExpired, match="the snapshot step ended after the lock was gone, its snapshots "
+                                          "were removed"):
+        lock_and_snapshot(lambda: connect(params(db)), lambda: time.sleep(1.5) or ["snap"], flush_first=False,
+                          max_lock_seconds=0.5, discard=lambda snap: discarded.append(snap))
+    assert discarded == [["snap"]]
+    assert try_insert(db) is None
+    # in time: the watchdog never fires, the lock is released as usual
+    result = lock_and_snapshot(lambda: connect(params(db)), lambda: "snap", max_lock_seconds=30)
+    assert result["snapshot"] == "snap" and try_insert(db) is None
