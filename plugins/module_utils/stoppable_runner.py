@@ -18,6 +18,10 @@ import time
 class StoppableRunner:
     def __init__(self, env=None, grace=5.0, popen=subprocess.Popen):
         self.env = dict(os.environ, LC_ALL="C", **(env or {}))
+        # LVM's tools live in sbin, which a non-login PATH may lack
+        path = self.env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+        self.env["PATH"] = os.pathsep.join(path + [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin")
+                                                   if d not in path])
         self.grace = grace
         self.popen = popen
         self.stopped = False
