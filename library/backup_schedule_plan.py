@@ -12,6 +12,12 @@ description:
     systemd it becomes an C(OnCalendar) expression with the same meaning (or the job's
     O(jobs[].on_calendar) is used), checked with C(systemd-analyze calendar) when that exists.
   - A schedule that does not parse fails the task with a message naming the job and the field.
+  - Every value written into a unit, a cron line or the wrapper is checked before anything is
+    returned; a control character (a newline would add a directive or a root cron line) anywhere
+    is refused. O(user) must be an account name, O(jobs[].description) holds no backslash (C(%) is
+    written as C(%%)), and O(jobs[].on_calendar) is read by C(systemd-analyze calendar) when the
+    target has it, otherwise it must match a strict pattern (a shorthand such as C(daily), or
+    C([weekdays] [date] [time] [timezone])).
 version_added: "1.0.0"
 options:
   jobs:
@@ -31,7 +37,9 @@ options:
         description: Cron expression (minute hour day-of-month month day-of-week) or shortcut.
         type: str
       on_calendar:
-        description: systemd C(OnCalendar) expression (systemd only), instead of O(jobs[].schedule).
+        description:
+          - systemd C(OnCalendar) expression (systemd only), instead of O(jobs[].schedule).
+          - Checked with C(systemd-analyze calendar), or without it against a strict pattern.
         type: str
       extra_vars:
         description:
@@ -45,7 +53,9 @@ options:
         description: Playbook of this job, relative to O(project_dir) (default O(playbook)).
         type: str
       description:
-        description: Description of the systemd service.
+        description:
+          - Description of the systemd service (at most 200 characters, no control characters or
+            backslashes).
         type: str
       randomized_delay_seconds:
         description: systemd C(RandomizedDelaySec) of the timer.
@@ -93,7 +103,7 @@ options:
     type: path
     default: /var/log/backup-toolkit
   user:
-    description: User the jobs run as.
+    description: User the jobs run as (an account name, a-z 0-9 _ -).
     type: str
     default: root
   vault_password_file:
@@ -192,7 +202,7 @@ def main():
     except ScheduleError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, method=method, jobs=plans,
-                     calendar_checked_with=binary or "the project's cron parser")
+                     calendar_checked_with=binary or "the strict OnCalendar pattern")
 
 
 if __name__ == "__main__":

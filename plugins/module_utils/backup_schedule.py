@@ -6,11 +6,31 @@ A job's ``schedule`` is a 5-field cron expression (or @hourly, @daily, @weekly, 
 @yearly); for systemd it is translated to an OnCalendar expression with the same meaning, or the
 job gives ``on_calendar`` itself. Whatever does not parse is refused with a message naming the job
 and the field, before any file is written.
+
+Every value that lands in a unit or a cron line is checked first, since a newline there adds a
+directive or a root cron line: no control characters anywhere (description, on_calendar, user,
+the directories), the user a plain account name, the description free of backslashes (a line
+continuation in a unit) with ``%`` written as ``%%`` (systemd's specifier escape), and
+``on_calendar`` read by ``systemd-analyze calendar`` when the target has it, else held to a strict
+pattern (``strict_on_calendar``).
 """
 import re
 import shlex
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+DESCRIPTION_MAX = 200
+CALENDAR_MAX = 256
+CALENDAR_SHORTHANDS = {"minutely", "hourly", "daily", "weekly", "monthly", "yearly", "annually",
+                       "quarterly", "semiannually"}
+_WEEKDAY_NAMES = {"mon", "tue", "wed", "thu", "fri", "sat", "sun", "monday", "tuesday", "wednesday",
+                  "thursday", "friday", "saturday", "sunday"}
+_WEEKDAY_ITEM = r"[A-Za-z]{3,9}(?:(?:\.\.|-)[A-Za-z]{3,9})?"
+_CALENDAR_WEEKDAYS = re.compile(rf"{_WEEKDAY_ITEM}(?:,{_WEEKDAY_ITEM})*")
+_CALENDAR_DATE = re.compile(r"[0-9*][0-9*.,/~-]*-[0-9*.,/~-]*")
+_CALENDAR_TIME = re.compile(r"[0-9*][0-9*.,/]*:[0-9*.,/:]*")
+_CALENDAR_ZONE = re.compile(r"UTC|[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
 SHORTCUTS = {
     "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
     "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *",
@@ -141,6 +161,91 @@ def cron_to_on_calendar(expression):
     return calendar
 
 
+def check_text(value, what):
+    """A string without control characters (a newline in a unit or cron line adds a line)."""
+    if not isinstance(value, str):
+        raise ScheduleError(f"{what} must be a string, got {value!r}")
+    if CONTROL_RE.search(value):
+        raise ScheduleError(f"{what} {value!r} holds a control character (newline, tab...): refused, "
+                            "it would add a line to the unit or cron file")
+    return value
+
+
+def check_user(user):
+    check_text(user, "user")
+    if not USER_RE.fullmatch(user):
+        raise ScheduleError(f"user {user!r} is not an account name (a-z, 0-9, _ and -, starting with a "
+                            "letter or _, at most 32 characters)")
+    return user
+
+
+def check_description(description, name):
+    what = f"job {name}: description"
+    check_text(description, what)
+    if "\\" in description:
+        raise ScheduleError(f"{what} {description!r} holds a backslash (a line continuation in a unit)")
+    if len(description) > DESCRIPTION_MAX:
+        raise ScheduleError(f"{what} is longer than {DESCRIPTION_MAX} characters")
+    return description.replace("%", "%%")  # systemd expands %n, %u...: keep the text as written
+
+
+def strict_on_calendar(expression):
+    """Check an OnCalendar expression without systemd-analyze: a shorthand (daily ...), or
+    [weekdays] [date] [time] [timezone], each made of the characters its part allows."""
+    text = expression.strip()
+    if text.lower() in CALENDAR_SHORTHANDS:
+        return text
+    tokens = text.split(" ")
+    if not text or "" in tokens or len(tokens) > 4:
+        raise ScheduleError(f"{expression!r} is not an OnCalendar expression this check accepts: "
+                            "[weekdays] [date] [time] [timezone], single spaces, or a shorthand "
+                            f"({', '.join(sorted(CALENDAR_SHORTHANDS))})")
+    parts = {}
+    for token in tokens:
+        if not parts and _CALENDAR_WEEKDAYS.fullmatch(token) and all(
+                w.lower() in _WEEKDAY_NAMES for w in re.split(r"\.\.|-|,", token)):
+            parts["weekdays"] = token
+        elif "date" not in parts and "time" not in parts and "zone" not in parts \
+                and _CALENDAR_DATE.fullmatch(token):
+            parts["date"] = token
+        elif "time" not in parts and "zone" not in parts and _CALENDAR_TIME.fullmatch(token):
+            parts["time"] = token
+        elif ("date" in parts or "time" in parts) and "zone" not in parts and _CALENDAR_ZONE.fullmatch(token):
+            parts["zone"] = token
+        else:
+            raise ScheduleError(f"{token!r} in {expression!r} is not a weekday list, a date "
+                                "(*-*-*, 2026-01-01), a time (02:30, *:00/15) or a timezone in the "
+                                "expected order")
+    if "date" not in parts and "time" not in parts:
+        raise ScheduleError(f"{expression!r} has neither a date nor a time")
+    return text
+
+
+def check_on_calendar(expression, validate_calendar=None):
+    """The job's OnCalendar: no control characters, then systemd-analyze (validate_calendar) or
+    the strict pattern."""
+    check_text(expression, "on_calendar")
+    if len(expression) > CALENDAR_MAX:
+        raise ScheduleError(f"on_calendar is longer than {CALENDAR_MAX} characters")
+    if validate_calendar is not None:
+        validate_calendar(expression)
+    else:
+        strict_on_calendar(expression)
+    return expression
+
+
+def check_settings(settings):
+    """The role's settings that land in units, cron lines and the wrapper."""
+    check_user(settings["user"])
+    for key in ("project_dir", "inventory", "ansible_playbook", "playbook", "bin_dir", "config_dir",
+                "lock_dir", "log_dir", "vault_password_file"):
+        if settings.get(key):
+            check_text(settings[key], key)
+    if re.search(r"\s", settings["bin_dir"]):
+        raise ScheduleError(f"bin_dir {settings['bin_dir']!r} holds white space (it starts the cron "
+                            "line's command and the unit's ExecStart)")
+
+
 def check_job_name(name):
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ScheduleError(f"job name {name!r} must be 1-63 characters of a-z, 0-9, _ and -, "
@@ -189,14 +294,17 @@ def plan_job(job, settings, method, validate_calendar=None):
             if not schedule and not on_calendar:
                 raise ScheduleError("schedule (cron syntax) or on_calendar is required")
             on_calendar = on_calendar or cron_to_on_calendar(schedule)
-            if validate_calendar is not None:
-                validate_calendar(on_calendar)
-            plan["on_calendar"] = on_calendar
+            plan["on_calendar"] = check_on_calendar(on_calendar, validate_calendar)
     except ScheduleError as exc:
         shown = schedule or on_calendar
         raise ScheduleError(f"job {name}: schedule {shown!r} does not parse: {exc}") from None
+    description = job.get("description")
+    if description is not None:
+        description = check_description(description, name)
     inventory = job.get("inventory") or settings["inventory"]
     playbook = job.get("playbook") or settings["playbook"]
+    check_text(inventory, f"job {name}: inventory")
+    check_text(playbook, f"job {name}: playbook")
     if not playbook.startswith("/"):
         playbook = f"{settings['project_dir']}/{playbook}"
     plan["strategy"] = strategy  # extra_vars may hold secrets: never returned, the role writes them
@@ -204,7 +312,7 @@ def plan_job(job, settings, method, validate_calendar=None):
     if method == "cron":
         plan["cron_text"] = render_cron(plan, settings)
     else:
-        plan["service"] = render_service(plan, settings, job.get("description"))
+        plan["service"] = render_service(plan, settings, description)
         plan["timer"] = render_timer(plan, job.get("randomized_delay_seconds", 0))
     return plan
 
@@ -280,6 +388,7 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 def plan_jobs(jobs, settings, method, validate_calendar=None):
     if not isinstance(jobs, list):
         raise ScheduleError("backup_schedule_jobs must be a list")
+    check_settings(settings)
     plans = [plan_job(job, settings, method, validate_calendar) for job in jobs]
     names = [plan["name"] for plan in plans]
     duplicates = sorted({name for name in names if names.count(name) > 1})

@@ -205,3 +205,67 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path):
     proc = subprocess.run([SYSTEMD_ANALYZE, "verify", str(timer), str(service)], capture_output=True,
                           text=True, check=False, cwd=tmp_path)
     assert proc.returncode != 0 and "calendar" in proc.stderr
+
+
+# What lands in a unit or a cron line is checked: a newline there would add a directive or a root
+# cron line (issue 15).
+INJECTED = "*-*-* 02:30:00\nExecStartPre=/bin/sh -c 'id > /tmp/owned'"
+
+
+@pytest.mark.parametrize("method, bad_job, bad_settings, message", [
+    ("systemd", {"description": "Nightly\nExecStartPre=/bin/sh -c 'id > /tmp/owned'"}, {},
+     "job nightly-files: description .* holds a control character"),
+    ("systemd", {"description": "Nightly \\"}, {}, "holds a backslash"),
+    ("systemd", {"description": "x" * 201}, {}, "longer than 200"),
+    ("systemd", {"schedule": None, "on_calendar": INJECTED}, {}, "on_calendar .* holds a control character"),
+    ("cron", {}, {"user": "root\n* * * * * root /bin/sh -c 'id > /tmp/owned'"},
+     "user .* holds a control character"),
+    ("cron", {}, {"user": "root /bin/true #"}, "user 'root /bin/true #' is not an account name"),
+    ("systemd", {}, {"user": "0"}, "user '0' is not an account name"),
+    ("cron", {}, {"bin_dir": "/usr/local/sbin /tmp/x"}, "bin_dir .* holds white space"),
+    ("systemd", {}, {"log_dir": "/var/log\n[Install]"}, "log_dir .* holds a control character"),
+    ("cron", {"playbook": "playbooks/x.yml\nrm"}, {}, "job nightly-files: playbook .* control character"),
+])
+def test_values_pasted_into_units_and_cron_lines_are_refused(method, bad_job, bad_settings, message):
+    validator = bs.systemd_analyze_validator(run, SYSTEMD_ANALYZE) if SYSTEMD_ANALYZE else None
+    with pytest.raises(bs.ScheduleError, match=message):
+        bs.plan_jobs([job(**bad_job)], dict(SETTINGS, **bad_settings), method, validator)
+
+
+def test_a_non_root_job_user_and_a_percent_in_the_description():
+    settings = dict(SETTINGS, user="backup-job")
+    plan = bs.plan_jobs([job(description="Files, 100% of them")], settings, "systemd")[0]
+    assert "User=backup-job" in plan["service"]
+    assert "Description=Files, 100%% of them" in plan["service"]  # systemd's escape for a plain %
+    cron = bs.plan_jobs([job()], settings, "cron")[0]
+    last = cron["cron_text"].splitlines()[-1]
+    assert last == "30 2 * * * backup-job /usr/local/sbin/backup-job-nightly-files"
+
+
+STRICT_GOOD = ["daily", "weekly", "*-*-* 02:30:00", "*-*-* *:*:00/20", "Mon..Fri 02:30",
+               "Sat,Sun *-*-* 03:00:00 UTC", "2026-01-01 00:00 Europe/Berlin", "*:0/15", "*-*~07 01:00",
+               "Mon *-*-1..7 03:00"]
+STRICT_BAD = ["02:30 ; rm -rf /", "every day at 3", "Mon..Fri 02:30 UTC extra", "Mon", "UTC", "02:30  daily",
+              "*-*-* 02:30:00 $(id)", ""]
+
+
+@pytest.mark.parametrize("expression", STRICT_GOOD)
+def test_strict_on_calendar_accepts_what_systemd_accepts(expression):
+    assert bs.strict_on_calendar(expression) == expression
+    if SYSTEMD_ANALYZE:  # never more lenient than systemd itself
+        assert run([SYSTEMD_ANALYZE, "calendar", expression])[0] == 0
+
+
+@pytest.mark.parametrize("expression", STRICT_BAD)
+def test_strict_on_calendar_refuses_the_rest(expression):
+    with pytest.raises(bs.ScheduleError):
+        bs.strict_on_calendar(expression)
+
+
+@pytest.mark.parametrize("cron", ["30 2 * * *", "*/15 * * * *", "15 1 * * 1-5", "0 3 * * 0,6", "0 4 1 * *",
+                                  "0 0-23/6 1,15 jan *", "5 4 * 1-12/3 *", "@weekly"])
+def test_without_systemd_analyze_the_translations_pass_the_strict_pattern(cron):
+    plan = bs.plan_job(job(schedule=cron), SETTINGS, "systemd", validate_calendar=None)
+    assert plan["on_calendar"] == bs.cron_to_on_calendar(cron)
+    with pytest.raises(bs.ScheduleError, match="does not parse"):
+        bs.plan_job(job(schedule=None, on_calendar="every day at 3"), SETTINGS, "systemd")
