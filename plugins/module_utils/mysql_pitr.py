@@ -182,14 +182,14 @@ class ArchiveIndex:
                 continue
             if database or table:
                 names = list(t.get("tables") or [])
-                stmt = (t.get("statement") or "").lower()
+                stmt = t.get("statement") or ""
                 dbs = set(t.get("databases") or []) | {n.split(".", 1)[0] for n in names}
-                if database and database not in dbs and database.lower() not in stmt:
+                if database and database not in dbs and not _names_identifier(stmt, database):
                     continue
                 if (
                     table
                     and not any(n.split(".", 1)[1] == table for n in names)
-                    and table.lower() not in stmt
+                    and not _names_identifier(stmt, table)
                 ):
                     continue
             found.append(
@@ -203,6 +203,12 @@ class ArchiveIndex:
             if len(found) >= limit:
                 break
         return found
+
+
+def _names_identifier(statement, name):
+    """Whether a statement's text names an identifier (bare or `quoted`, as a whole word, any case)."""
+    word = re.escape(name)
+    return bool(re.search(rf"(?<![\w$])`?{word}`?(?![\w$])", statement, re.IGNORECASE))
 
 
 def _resolve_stop(index, target, start_index):
@@ -414,12 +420,14 @@ class ScratchInstance:
         self.user = user
         self.options = list(options)
         self.pid = None
+        self.existed = None
 
     def check_new(self):
         if os.path.exists(self.directory) and (
             not os.path.isdir(self.directory) or os.listdir(self.directory)
         ):
             raise PitrError(f"scratch directory {self.directory} exists and is not empty: name a new one")
+        self.existed = os.path.isdir(self.directory)
 
     def create(self, datadir_source=None):
         os.makedirs(self.directory, mode=0o750, exist_ok=True)
@@ -516,8 +524,20 @@ class ScratchInstance:
         self.pid = None
 
     def remove(self):
+        """Stop the instance and remove what create() made: the directory, or only its content when
+        the directory was there (empty) before; never anything else."""
         self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.existed is None:
+            return  # check_new() was not called: what is there is not known to be ours
+        if not self.existed:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            return
+        for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            path = os.path.join(self.directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
 
 
 def _client(defaults_file):
