@@ -615,8 +615,18 @@ def status(directory, defaults_file=None, needed_from=None, now=None, run=subpro
     """What the archive holds, its gaps and its lag: the facts of mysql_binlog_archive_status.
 
     The source is asked (SHOW BINARY LOGS) when an option file is given; an unreachable source is
-    reported (source_error), not raised, so the archive's own facts still come back.
+    reported (source_error), not raised, so the archive's own facts still come back. It is asked
+    first: the archive, read after, holds all the source had then when the archiver keeps up, so a
+    write during a long read of the archive is not taken for lag (on a quiet source the lag in
+    seconds counts from its last transaction, which would be a false alarm).
     """
+    source_logs = None
+    source_error = None
+    if defaults_file:
+        try:
+            source_logs = source_binary_logs(defaults_file, run=run)
+        except (ArchiveError, OSError, subprocess.SubprocessError) as exc:
+            source_error = str(exc)
     archived = archive_files(directory)
     closed = {}
     first_trx = last_trx = None
@@ -630,13 +640,6 @@ def status(directory, defaults_file=None, needed_from=None, now=None, run=subpro
             first_trx = trxs[0]
         if trxs:
             last_trx = trxs[-1]
-    source_logs = None
-    source_error = None
-    if defaults_file:
-        try:
-            source_logs = source_binary_logs(defaults_file, run=run)
-        except (ArchiveError, OSError, subprocess.SubprocessError) as exc:
-            source_error = str(exc)
     gaps = find_gaps(archived, source_logs, needed_from, closed)
     behind = lag(archived, source_logs, last_trx["time"] if last_trx else None, now)
     return dict(

@@ -407,6 +407,15 @@ def _binary(*names):
     raise PitrError(f"none of {', '.join(names)} is installed on this host")
 
 
+def _failure_lines(output, limit=1200):
+    """The lines that say why a server program failed (its [ERROR] lines), then the end of its output."""
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+    errors = [line for line in text.splitlines() if "ERROR" in line or "error" in line.lower()[:40]]
+    head = "\n".join(errors[:10])
+    tail = text[-max(200, limit - len(head)) :]
+    return (head + "\n...\n" if head else "") + tail
+
+
 class ScratchInstance:
     """A private MariaDB server in a new directory: socket only (no network), no binlog."""
 
@@ -455,7 +464,7 @@ class ScratchInstance:
             )
             if proc.returncode != 0:
                 raise PitrError(
-                    f"mariadb-install-db for the scratch instance failed: {proc.stdout.decode()[-600:]}"
+                    f"mariadb-install-db for the scratch instance failed: {_failure_lines(proc.stdout)}"
                 )
         write_option_file(self.defaults_file, dict(user="root", socket=self.socket))
 

@@ -187,6 +187,40 @@ def test_read_file_stops_before_a_partial_event_and_groups_transactions(tmp_path
         ba.read_file(str(tmp_path / F(2)))
 
 
+def test_status_asks_the_source_before_reading_the_archive(tmp_path):
+    # a quiet source writes one transaction while the health check reads the archive, and the
+    # archiver has it at once: that is no lag (read the other way round it would count the seconds
+    # since the previous transaction, an hour here)
+    data = bytearray(ba.BINLOG_MAGIC)
+    data += _event(100, ba.FORMAT_DESCRIPTION_EVENT, _fde(), len(data))
+    ends = []
+    for seq, ts in ((1, 100), (2, 3600)):
+        data += _event(ts, ba.MARIADB_GTID_EVENT, struct.pack("<QIB", seq, 0, 1), len(data))
+        data += _event(ts, ba.QUERY_EVENT, _query(f"CREATE TABLE t{seq} (id INT)"), len(data))
+        ends.append(len(data))
+    first = ends[0]
+    path = tmp_path / F(1)
+    path.write_bytes(bytes(data[:first]))
+    defaults = tmp_path / "src.cnf"
+    ba.write_option_file(str(defaults), dict(host="db1", user="archiver", password="pw"))
+    asked = []
+
+    class Answer:
+        returncode = 0
+        stderr = b""
+
+    def source(argv, **_kw):
+        asked.append(argv)
+        answer = Answer()
+        answer.stdout = f"{F(1)}\t{len(data)}\n".encode()
+        path.write_bytes(bytes(data))  # the archiver streams the new transaction right after
+        return answer
+
+    st = ba.status(str(tmp_path), str(defaults), now=3601, run=source)
+    assert asked and st["lag_bytes"] == 0 and st["lag_seconds"] == 0
+    assert st["last"]["gtid"] == "0-1-2" and st["transactions"] == 2
+
+
 # -- the restore planner's pure parts ---------------------------------------------------------
 
 
@@ -222,6 +256,13 @@ def test_event_filter_matches_a_table_named_in_a_statement_as_a_whole_word():
     assert mysql_pitr._names_identifier("alter table shop.orders add x int", "orders")
     assert not mysql_pitr._names_identifier("alter table shop.orders2 add x int", "orders")
     assert not mysql_pitr._names_identifier("create table my_orders (id int)", "orders")
+
+
+def test_a_failed_bootstrap_is_reported_by_its_error_lines_first():
+    output = b"Installing MariaDB system tables\n2026-12-02 [ERROR] InnoDB: cannot allocate\n" + b"." * 5000
+    message = mysql_pitr._failure_lines(output)
+    assert message.startswith("2026-12-02 [ERROR] InnoDB: cannot allocate") and len(message) < 1300
+    assert mysql_pitr._failure_lines(b"exit 1") == "exit 1"
 
 
 def test_a_failed_scratch_removes_only_what_it_made(tmp_path):
