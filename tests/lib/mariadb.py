@@ -3,9 +3,11 @@
 Nothing outside the given base directory is touched. Root connects over the socket without a
 password (unix_socket auth) and over TCP with ROOT_PASSWORD, which the fixture sets.
 """
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import pymysql
@@ -23,6 +25,25 @@ def _binary(*names):
     raise RuntimeError(f"none of {names} found: run scripts/setup.sh")
 
 
+_TEMPLATE = {}
+
+
+def _bootstrapped_template():
+    """The datadir mariadb-install-db writes, made once per process (removed at exit)."""
+    if "datadir" not in _TEMPLATE:
+        base = tempfile.mkdtemp(prefix="bt-mariadb-template-")
+        atexit.register(shutil.rmtree, base, ignore_errors=True)
+        datadir = os.path.join(base, "data")
+        os.makedirs(datadir)
+        subprocess.run(
+            [_binary("mariadb-install-db", "mysql_install_db"), "--no-defaults", "--user=root",
+             f"--datadir={datadir}", "--auth-root-authentication-method=socket", "--skip-test-db"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _TEMPLATE["datadir"] = datadir
+    return _TEMPLATE["datadir"]
+
+
 class MariaDB:
     def __init__(self, base, server_id, extra_args=()):
         self.base = str(base)
@@ -37,13 +58,9 @@ class MariaDB:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def install(self):
-        os.makedirs(self.datadir, exist_ok=True)
-        subprocess.run(
-            [_binary("mariadb-install-db", "mysql_install_db"), "--no-defaults", "--user=root",
-             f"--datadir={self.datadir}", "--auth-root-authentication-method=socket",
-             "--skip-test-db"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        """A fresh datadir: a copy of one bootstrapped for the whole test process (mariadb-install-db
+        costs seconds, and the suite starts servers by the dozen; a copy is what it would write)."""
+        shutil.copytree(_bootstrapped_template(), self.datadir, dirs_exist_ok=True)
 
     def start(self, extra_args=None, wait=30):
         if not os.path.isdir(os.path.join(self.datadir, "mysql")):
