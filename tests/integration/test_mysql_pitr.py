@@ -396,6 +396,55 @@ def test_a_binlog_purged_while_the_archiver_was_down_is_a_gap(tmp_path, template
         source.stop()
 
 
+def test_restore_from_a_datadir_backup_in_the_lvm_layout(tmp_path, template):
+    """The lvm kind's path: a datadir copied into the scratch instance, then the archive replayed.
+    The datadir is a cold copy (clean shutdown) laid out as roles/lvm_snapshot_backup writes it
+    (<dest>/<stamp>/mysql/, metadata.json with the coordinates); the snapshot itself is the VM's."""
+    source = new_server(tmp_path / "source", 21, template)
+    archiver = Archiver(tmp_path, source, server_id=4245).start()
+    scratch = None
+    try:
+        source.sql("CREATE DATABASE l")
+        source.sql("CREATE TABLE l.t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
+        source.sql("INSERT INTO l.t VALUES (1, 1), (2, 2)")
+        binlog_file, position = source.sql("SHOW MASTER STATUS")[0][:2]
+        gtid = source.sql("SELECT @@gtid_binlog_pos")[0][0]
+        archiver.wait_caught_up()
+        archiver.kill(signal.SIGTERM)
+        source.stop()
+        backup = tmp_path / "lvm" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        shutil.copytree(source.datadir, backup / "mysql")
+        (backup / "metadata.json").write_text(
+            json.dumps(dict(coordinates=dict(binlog_file=binlog_file, binlog_position=position, gtid=gtid)))
+        )
+        source.start()
+        archiver.start()
+        source.sql("INSERT INTO l.t VALUES (3, 3)")
+        source.sql("UPDATE l.t SET v = v * 10")
+        expected = rows(source, "l.t")
+        source.sql("DROP TABLE l.t")
+        drop_gtid = source.sql("SELECT @@gtid_binlog_pos")[0][0]
+        archiver.wait_caught_up()
+        p = mysql_pitr.plan(
+            archiver.directory,
+            [dict(kind="lvm", path=str(tmp_path / "lvm"))],
+            mysql_pitr.parse_target(gtid=drop_gtid),
+        )
+        assert p["backup"]["kind"] == "lvm" and p["first_applied"]["file"] != binlog_file
+        result = mysql_pitr.execute(p, scratch_dir=str(tmp_path / "scratch"), scratch_user="root")
+        scratch = mysql_pitr.ScratchInstance(str(tmp_path / "scratch"), "root")
+        scratch.pid = result["scratch"]["pid"]
+        restored = MariaDB(tmp_path / "scratch", 0)
+        restored.socket = result["scratch"]["socket"]
+        assert rows(restored, "l.t") == expected == ((1, 10), (2, 20), (3, 30))
+        assert result["transactions_applied"] == p["transactions"] >= 3
+    finally:
+        if scratch:
+            scratch.stop()
+        archiver.kill(signal.SIGTERM)
+        source.stop()
+
+
 # -- the playbooks: health check (run_backup strategy), restore (check mode, real, guarded) --------
 
 
