@@ -60,8 +60,13 @@ molecule: lab-image
 
 # The two tracks of make test; they expect setup and lab-image done (running those twice at once
 # would race), so they have no prerequisites of their own.
+# INTEGRATION_HOST_WORKERS pytest-xdist workers, one test module each at a time (--dist loadfile, so a
+# module's fixtures are set up once): the host tests spend much of their time waiting on servers,
+# containers and timers, and a second worker uses that time. 1 runs them in one process.
+INTEGRATION_HOST_WORKERS ?= 2
 integration-host:
-	$(PYTEST) tests/integration -q -m "not vm" --durations=10
+	$(PYTEST) tests/integration -q -m "not vm" --durations=10 \
+	  $(if $(filter-out 1,$(INTEGRATION_HOST_WORKERS)),-n $(INTEGRATION_HOST_WORKERS) --dist loadfile)
 
 integration-vm:
 	$(PYTEST) tests/integration -q -m vm --durations=10
