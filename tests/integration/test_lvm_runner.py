@@ -16,7 +16,7 @@ import pytest
 import yaml
 from ansible.module_utils.progress import human_bytes
 
-from tests.lib.lvm_vm import ssh
+from tests.lib.lvm_vm import fill_file, ssh
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -39,6 +39,7 @@ SETTINGS = {
 }
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
+BIG_MIB = 60  # the application's extra data: the copy lasts several progress lines under TCG
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def lab(tmp_path_factory, lab_vm):
             'GRANT RELOAD, PROCESS, BINLOG MONITOR ON *.* TO lvmbackup@localhost"'
         )
         # enough data for the copy to last a few progress lines under TCG
-        ssh("head -c 120M /dev/urandom > /srv/app/big.bin")
+        fill_file("/srv/app/big.bin", BIG_MIB)
         with open(lab_vm) as f:
             hosts = f.read()
         yield {"hosts": hosts, "base": tmp_path_factory.mktemp("lvmrunner")}
@@ -127,7 +128,7 @@ def test_job_succeeds_with_progress_lines_and_backup_runs(lab):
     assert result.status == "successful" and result.rc == 0, result.text[-5000:]
     [run] = backup_runs(result)
     assert run["strategy"] == "lvm_snapshot_backup" and run["result"] == "ok" and run["host"] == "lvmlab"
-    assert run["location"].startswith("/srv/backup/lvm/") and run["size_bytes"] > 120 * 1024 * 1024
+    assert run["location"].startswith("/srv/backup/lvm/") and run["size_bytes"] > BIG_MIB * 1024 * 1024
     assert float(run["lock_seconds"]) > 0 and run["coordinates"]["gtid"]
     name = os.path.basename(run["location"])
     assert backups() == (before + [name])[-SETTINGS["lvm_snapshot_backup_keep"]:]
@@ -160,9 +161,9 @@ def test_copy_past_its_timeout_fails_the_job_and_leaves_nothing(lab):
     stops it (rsync and its forks), unmounts, removes the partial copy; the play removes the snapshots
     and the job fails with a failed run in backup_runs; the earlier backup stays untouched."""
     before = backups()
-    result = run_job(lab, "timeout", {"lvm_snapshot_backup_copy_timeout": 4})
+    result = run_job(lab, "timeout", {"lvm_snapshot_backup_copy_timeout": 2})
     assert result.status == "failed" and result.rc != 0, result.text[-5000:]
-    assert "did not finish within the time limit of 4 s (timeout)" in result.text, result.text[-5000:]
+    assert "did not finish within the time limit of 2 s (timeout)" in result.text, result.text[-5000:]
     assert "LVM snapshot backup FAILED" in result.text
     [run] = backup_runs(result)
     assert run["result"] == "failed" and "time limit" in run["details"], run

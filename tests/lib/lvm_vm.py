@@ -33,6 +33,14 @@ def ssh(command, check=True):
     return result.stdout.strip()
 
 
+def fill_file(path, mib):
+    """A file of `mib` MiB of incompressible data in the VM, written cheaply: /dev/urandom under TCG
+    costs seconds per MiB, so 1 MiB of it is repeated (rsync and the checksums read every byte all
+    the same; nothing in the copy deduplicates)."""
+    ssh(f"head -c 1M /dev/urandom > {path}.chunk && for i in $(seq {mib}); do cat {path}.chunk; done > {path}"
+        f" && rm -f {path}.chunk")
+
+
 @contextlib.contextmanager
 def booted(lab_setup=False):
     if os.environ.get("LVM_VM_TESTS", "1") == "0":
