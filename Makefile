@@ -4,9 +4,10 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := . scripts/env.sh &&
-# Each pytest run gets its own temp root: concurrent runs sharing /tmp/pytest-of-root prune each
-# other's directories (pytest keeps only the newest three).
-PYTEST := $(ENV) export PYTEST_DEBUG_TEMPROOT=$$(mktemp -d /tmp/bt-pytest.XXXXXX) && python -m pytest -p no:cacheprovider
+# Each pytest run gets its own base temp directory: concurrent runs sharing /tmp/pytest-of-root prune
+# each other's directories (pytest keeps only the newest three). --basetemp keeps the paths short
+# (xdist adds popen-gwN/): a MariaDB socket path in a test's directory must stay under 108 bytes.
+PYTEST := $(ENV) python -m pytest -p no:cacheprovider --basetemp=$$(mktemp -d /tmp/bt-pytest.XXXXXX)
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 # The scenarios that run in the LVM lab VM rather than in podman containers.
 VM_SCENARIOS := lvm
