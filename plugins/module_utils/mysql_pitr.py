@@ -416,6 +416,10 @@ def _failure_lines(output, limit=1200):
     return (head + "\n...\n" if head else "") + tail
 
 
+# sun_path holds 108 bytes with its NUL; mariadbd refuses a longer socket path at start
+SOCKET_PATH_MAX = 107
+
+
 class ScratchInstance:
     """A private MariaDB server in a new directory: socket only (no network), no binlog."""
 
@@ -432,6 +436,12 @@ class ScratchInstance:
         self.existed = None
 
     def check_new(self):
+        if len(self.socket.encode()) > SOCKET_PATH_MAX:
+            raise PitrError(
+                f"scratch directory {self.directory} is too long a path for the scratch server's Unix "
+                f"socket ({self.socket}: {len(self.socket.encode())} bytes, at most {SOCKET_PATH_MAX}): "
+                "name a shorter one"
+            )
         if os.path.exists(self.directory) and (
             not os.path.isdir(self.directory) or os.listdir(self.directory)
         ):

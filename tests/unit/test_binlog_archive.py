@@ -341,3 +341,12 @@ def test_metrics_render_one_series_per_family_for_the_source(tmp_path):
     assert 'mysql_binlog_archive_source_up{source="db1"} 0' in text
     path = binlog_archive_metrics.write(str(tmp_path), "db1", facts)
     assert open(path).read() == text
+
+
+def test_a_scratch_directory_too_long_for_the_socket_is_refused_before_anything(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    scratch = mysql_pitr.ScratchInstance(str(deep), user="root")
+    with pytest.raises(mysql_pitr.PitrError, match=r"too long a path for the scratch server's Unix socket"):
+        scratch.check_new()
+    assert not deep.exists()
+    mysql_pitr.ScratchInstance(str(tmp_path / "short"), user="root").check_new()
