@@ -577,6 +577,21 @@ def chain_needs_regress(repo):
     return len(current_mirror_markers(repo)) > 1
 
 
+def _past_the_last_sessions_second(repo):
+    """rdiff-backup names a session (its mirror marker, increments and logs) by the second it started:
+    a session started in the same second as the previous one (a quick run, or the run after a
+    regress) collides with its files and fails. Wait until the second of the newest file in
+    rdiff-backup-data has passed (at most a second)."""
+    data = os.path.join(repo, "rdiff-backup-data")
+    try:
+        newest = max(os.stat(os.path.join(data, name)).st_mtime for name in os.listdir(data))
+    except (OSError, ValueError):  # no chain yet, or an empty one
+        return
+    wait = int(newest) + 1 - time.time()
+    if wait > 0:
+        time.sleep(min(wait, 1.0))
+
+
 def rdiff_backup(runner, source, repo, exclude_tag=None, extra=()):
     """One rdiff-backup session into repo; returns its warnings, raises BtwError if it failed.
 
@@ -585,6 +600,7 @@ def rdiff_backup(runner, source, repo, exclude_tag=None, extra=()):
     than the last one is complete and the chain holds no unfinished session.
     """
     before = rdiff_sessions(repo)
+    _past_the_last_sessions_second(repo)
     argv = ["rdiff-backup", "backup"]
     if exclude_tag:
         argv += ["--exclude-if-present", exclude_tag]

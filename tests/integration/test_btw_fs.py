@@ -237,6 +237,9 @@ def test_rdiff_out_of_space_in_an_increment_is_said_and_regressed(tmp_path, smal
     src = str(tmp_path / "src")
     write(os.path.join(src, "a.bin"), os.urandom(400_000))
     btw_fs.fs_backup("big", src, small_fs, "fs/big", "rdiff")
+    # rewritten in a later second: same size and mtime to the second would be a stealth change, which
+    # (rightly) starts a new chain
+    time.sleep(1.05 - time.time() % 1)
     write(os.path.join(src, "a.bin"), os.urandom(400_000))
     second = btw_fs.fs_backup("big", src, small_fs, "fs/big", "rdiff")
     repo = second["location"]
