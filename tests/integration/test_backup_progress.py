@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from ansible.module_utils.progress import read_progress
 
@@ -282,6 +283,22 @@ def test_a_job_whose_wrapper_is_killed_fails_the_poll_at_once_and_the_rescue_sto
     rounds = re.findall(r"^(?:ok: \[localhost\] => |failed: \[localhost\] )\(item=", out, re.M)
     assert 1 <= len(rounds) <= 3, out
     assert re.search(rf"cancelled demo copy \(pid {orphan.group(1)}\): SIGTERM", out), out
-    assert not os.path.exists(f"/proc/{orphan.group(1)}")
+    assert ended(int(orphan.group(1))), f"the orphan (pid {orphan.group(1)}) still runs"
     assert read_progress(str(tmp_path / "copy.progress"))["state"] == "failed"
     assert os.listdir(tmp_path / "async") == []  # the job file was cleaned up
+
+
+def ended(pid, wait=30):
+    """The process has exited: gone, or a zombie its new parent has not reaped yet (an orphan's
+    parent is PID 1, which on some hosts reaps late). Waits a little for a SIGTERM to take effect."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
