@@ -407,80 +407,14 @@ def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, 
     )
 
 
-def _varint(buf, pos):
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _log_records(data):
-    """Logical records of a LevelDB log file (32 KB blocks, 7-byte headers); checksums not checked."""
-    record, pos, block = b"", 0, 32768
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:
-            pos += block - pos % block
-            continue
-        length = data[pos + 4] | data[pos + 5] << 8
-        kind = data[pos + 6]
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            yield chunk
-        elif kind == 2:
-            record = chunk
-        elif kind == 3:
-            record += chunk
-        elif kind == 4:
-            yield record + chunk
-        elif kind == 0 and length == 0:
-            pos += block - pos % block if pos % block else 0
-
-
 def manifest_next_file_number(path):
     """The next file number recorded in the LevelDB's current manifest, None when unreadable.
 
     LevelDB gives every new file a number at or above it, also when it reuses the number of an
     orphan left by a crash or a copy taken mid-compaction, and opens such files with O_TRUNC."""
-    try:
-        with open(os.path.join(path, "CURRENT"), encoding="ascii") as handle:
-            manifest = handle.read().strip()
-        with open(os.path.join(path, manifest), "rb") as handle:
-            data = handle.read()
-        best = None
-        for edit in _log_records(data):
-            pos = 0
-            while pos < len(edit):
-                tag, pos = _varint(edit, pos)
-                if tag == 1:  # comparator name
-                    size, pos = _varint(edit, pos)
-                    pos += size
-                elif tag in (2, 4, 9):  # log number, last sequence, previous log number
-                    _, pos = _varint(edit, pos)
-                elif tag == 3:
-                    value, pos = _varint(edit, pos)
-                    best = value if best is None else max(best, value)
-                elif tag == 5:  # compact pointer: level, internal key
-                    _, pos = _varint(edit, pos)
-                    size, pos = _varint(edit, pos)
-                    pos += size
-                elif tag == 6:  # deleted file: level, number
-                    _, pos = _varint(edit, pos)
-                    _, pos = _varint(edit, pos)
-                elif tag == 7:  # new file: level, number, size, smallest, largest
-                    for _ in range(3):
-                        _, pos = _varint(edit, pos)
-                    for _ in range(2):
-                        size, pos = _varint(edit, pos)
-                        pos += size
-                else:
-                    return None
-        return best
-    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+    try:  # leveldb_keys parses the manifest (the one parser of it); next_file only grows
+        return read_manifest(path)["next_file"]
+    except ParseError:
         return None
 
 
