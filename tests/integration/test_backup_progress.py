@@ -46,16 +46,23 @@ PLAYBOOK = """
 
 
 def run(tmp_path, *extra):
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    return play(tmp_path, "play.yml", PLAYBOOK,
+                ["-e", f"ansible_python_interpreter={sys.executable}", "-e", f"work={tmp_path}", *extra], 120)
+
+
+def play(tmp_path, name, text, args, timeout):
+    """ansible-playbook on localhost with the project's library, roles and the test's own modules,
+    its async jobs under tmp_path: the finished process."""
+    (tmp_path / name).write_text(text)
     library = [os.path.join(TOP, "library"), os.path.join(TOP, "tests", "integration", "progress_library")]
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LIBRARY=os.pathsep.join(library),
                ANSIBLE_ROLES_PATH=os.path.join(TOP, "roles"), ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
                PATH=BIN + os.pathsep + os.environ["PATH"])
     return subprocess.run(
-        [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"),
-         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"work={tmp_path}", *extra],
-        cwd=TOP, env=env, text=True, capture_output=True, check=False, timeout=120)
+        [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp_path / name),
+         *args],
+        cwd=TOP, env=env, text=True, capture_output=True, check=False, timeout=timeout)
 
 
 def test_progress_lines_at_a_steady_interval_then_the_result(tmp_path):
@@ -151,17 +158,8 @@ CANCEL_PLAYBOOK = """
 
 
 def run_cancel(tmp_path, **extra):
-    (tmp_path / "cancel.yml").write_text(CANCEL_PLAYBOOK)
-    library = [os.path.join(TOP, "library"), os.path.join(TOP, "tests", "integration", "progress_library")]
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LIBRARY=os.pathsep.join(library),
-               ANSIBLE_ROLES_PATH=os.path.join(TOP, "roles"), ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
-               PATH=BIN + os.pathsep + os.environ["PATH"])
     extra = dict(extra, ansible_python_interpreter=sys.executable, work=str(tmp_path))
-    proc = subprocess.run(
-        [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         str(tmp_path / "cancel.yml"), "-e", json.dumps(extra)],
-        cwd=TOP, env=env, text=True, capture_output=True, check=False, timeout=300)
+    proc = play(tmp_path, "cancel.yml", CANCEL_PLAYBOOK, ["-e", json.dumps(extra)], 300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -261,17 +259,9 @@ def test_a_job_whose_wrapper_is_killed_fails_the_poll_at_once_and_the_rescue_sto
     forever while the module runs on, orphaned. The poll fails within a few rounds, not at its timeout
     (500 s here), with the poll's message (not "One or more items failed"); the rescue's cancel stops
     the orphan. (The module process killed with -9, and a job file that is not JSON: test_progress.py.)"""
-    (tmp_path / "killed.yml").write_text(KILLED_PLAYBOOK)
-    library = [os.path.join(TOP, "library"), os.path.join(TOP, "tests", "integration", "progress_library")]
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LIBRARY=os.pathsep.join(library),
-               ANSIBLE_ROLES_PATH=os.path.join(TOP, "roles"), ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
-               PATH=BIN + os.pathsep + os.environ["PATH"])
-    proc = subprocess.run(
-        [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         str(tmp_path / "killed.yml"),
-         "-e", json.dumps({"ansible_python_interpreter": sys.executable, "work": str(tmp_path)})],
-        cwd=TOP, env=env, text=True, capture_output=True, check=False, timeout=180)
+    proc = play(tmp_path, "killed.yml", KILLED_PLAYBOOK,
+                ["-e", json.dumps({"ansible_python_interpreter": sys.executable, "work": str(tmp_path)})],
+                180)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     orphan = re.search(r"FAILED: demo copy: the job's process ended without a result: killed\? "
