@@ -24,7 +24,7 @@ description:
     when an error appears (for example a wrong replication password), or after O(wait_timeout).
   - Values go through pymysql escaping (strings) and int() (numbers), never pasted raw into SQL.
   - On MariaDB, when coordinates are applied, C(MASTER_USE_GTID=no) is set so the file/position
-    are the ones used.
+    are the ones used; with O(source_use_gtid=true), C(MASTER_USE_GTID=slave_pos) instead.
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
@@ -67,6 +67,18 @@ options:
   source_connect_retry:
     description: Seconds between reconnection attempts. Compared only when set.
     type: int
+  source_use_gtid:
+    description:
+      - Start from the replica's GTID position instead of file/position (MariaDB C(MASTER_USE_GTID=slave_pos),
+        MySQL C(SOURCE_AUTO_POSITION=1)). O(source_log_file)/O(source_log_pos) are then not used.
+      - Compared only when set; switching it on a configured replica keeps its position.
+    type: bool
+  source_gtid_pos:
+    description:
+      - MariaDB GTID list to start from (the seed's C(gtid)), written to C(gtid_slave_pos) with the threads
+        stopped, before START. Needs O(source_use_gtid=true). Same rule as coordinates (new source only).
+      - Ignored on MySQL, where the seed's dump sets C(GTID_PURGED) itself.
+    type: str
   state:
     description: C(running), C(stopped), or C(absent) (stop and RESET REPLICA ALL).
     type: str
@@ -157,9 +169,15 @@ coordinates_applied:
   returned: always
   type: bool
 coordinates_ignored_reason:
-  description: Why given coordinates were not applied (replica already configured for this source), else "".
+  description: >-
+    Why given coordinates or GTID position were not applied (replica already configured for this
+    source), else "".
   returned: always
   type: str
+gtid_position_applied:
+  description: Whether source_gtid_pos was written to gtid_slave_pos.
+  returned: always
+  type: bool
 flavor:
   description: Server flavour (mariadb or mysql).
   returned: always
@@ -192,6 +210,8 @@ def main():
         source_ssl_key=dict(type="str", no_log=False),
         source_ssl_verify_server_cert=dict(type="bool"),
         source_connect_retry=dict(type="int"),
+        source_use_gtid=dict(type="bool"),
+        source_gtid_pos=dict(type="str"),
         state=dict(type="str", choices=["running", "stopped", "absent"], default="running"),
         update_password=dict(type="str", choices=["on_create", "always"], default="on_create", no_log=False),
         wait=dict(type="bool", default=True),

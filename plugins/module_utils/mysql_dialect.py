@@ -104,6 +104,7 @@ CHANGE_OPTIONS = {
     "ssl_verify_server_cert": ("MASTER_SSL_VERIFY_SERVER_CERT", "SOURCE_SSL_VERIFY_SERVER_CERT"),
     "connect_retry": ("MASTER_CONNECT_RETRY", "SOURCE_CONNECT_RETRY"),
     "use_gtid": ("MASTER_USE_GTID", None),
+    "auto_position": ("MASTER_AUTO_POSITION", "SOURCE_AUTO_POSITION"),
 }
 
 
@@ -150,6 +151,24 @@ class Dialect:
     @property
     def supports_use_gtid_option(self):
         return self._mariadb_at_least(10, 0, 0)
+
+    def gtid_start_option(self, on):
+        """The CHANGE option that makes the replica start from its GTID position (or stop doing so).
+
+        MariaDB: MASTER_USE_GTID=slave_pos (the position is gtid_slave_pos, set before START);
+        MySQL: MASTER_AUTO_POSITION=1 / SOURCE_AUTO_POSITION=1 (the position is gtid_executed).
+        """
+        if self.flavor == MARIADB:
+            if not self.supports_use_gtid_option:
+                raise DialectError(f"GTID replication needs MariaDB 10.0 or later, not {self!r}")
+            return f"{self.change_option('use_gtid')}={'slave_pos' if on else 'no'}"
+        return f"{self.change_option('auto_position')}={1 if on else 0}"
+
+    @property
+    def sets_gtid_slave_pos(self):
+        """MariaDB takes the GTID start position from SET GLOBAL gtid_slave_pos; MySQL from the
+        dump's SET @@GLOBAL.GTID_PURGED (nothing to set on the replica)."""
+        return self.flavor == MARIADB
 
     @property
     def uses_replica_keyword(self):

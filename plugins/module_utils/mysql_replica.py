@@ -7,14 +7,18 @@ Idempotence rules:
 - coordinates (source_log_file/pos) apply only when the replica has no source yet, or when source
   host, port or user changed; a replica already configured for the same source is never re-pointed;
 - the password cannot be read back: sent on (re)configuration, or on every run with update_password=always;
-- other settings (SSL, connect retry) are compared only when given, and changed without coordinates
-  (the replica keeps its position).
+- other settings (SSL, connect retry, GTID mode) are compared only when given, and changed without
+  coordinates (the replica keeps its position);
+- with source_use_gtid the replica starts from its GTID position instead of file/position
+  (MariaDB MASTER_USE_GTID=slave_pos, MySQL SOURCE_AUTO_POSITION=1); source_gtid_pos (MariaDB) is
+  written to gtid_slave_pos before START, under the same rule as coordinates (new source only).
 """
 
+import re
 import time
 
 from ansible.module_utils.mysql_connection import query
-from ansible.module_utils.mysql_dialect import MARIADB, STATUS_COLUMNS, Dialect
+from ansible.module_utils.mysql_dialect import MARIADB, STATUS_COLUMNS, Dialect, DialectError
 
 MASK = "********"
 # Settings compared with the status: wanted-param name -> (normalised status key, kind)
@@ -28,7 +32,10 @@ COMPARED = {
     "source_ssl_key": ("ssl_key", "str"),
     "source_ssl_verify_server_cert": ("ssl_verify_server_cert", "bool"),
     "source_connect_retry": ("connect_retry", "int"),
+    "source_use_gtid": ("gtid_start", "gtid"),
 }
+# A MariaDB GTID list: domain-server-sequence, comma separated ("" = empty position).
+GTID_LIST_RE = re.compile(r"^\s*(?:\d+-\d+-\d+(?:\s*,\s*\d+-\d+-\d+)*)?\s*$")
 IDENTITY = ("source_host", "source_port", "source_user")
 # wanted-param name -> CHANGE option key in the dialect table
 CHANGE_KEYS = {
@@ -90,6 +97,7 @@ def normalise_status(row):
             last_sql_errno=0,
             last_sql_error="",
             using_gtid="",
+            gtid_start=False,
         )
     status = {}
     for key, columns in STATUS_COLUMNS.items():
@@ -121,6 +129,13 @@ def normalise_status(row):
     ):
         status[key] = "" if status.get(key) is None else str(status[key])
     status["configured"] = bool(status.get("source_host"))
+    # Starts from its GTID position: MariaDB Using_Gtid=Slave_Pos, MySQL Auto_Position=1 -> True;
+    # file/position -> False; MariaDB Current_Pos (GTID, but not what this module sets) differs from both.
+    using = status["using_gtid"].lower()
+    if using == "current_pos":
+        status["gtid_start"] = "current_pos"
+    else:
+        status["gtid_start"] = using == "slave_pos" or str(status.get("auto_position") or "").strip() == "1"
     return status
 
 
@@ -135,6 +150,8 @@ def _as_bool(value):
 
 def _current_value(status, key, kind):
     value = status.get(key)
+    if kind == "gtid":
+        return value if value == "current_pos" else bool(value)
     if kind == "bool":
         return _as_bool(value)
     if kind == "int":
@@ -161,7 +178,16 @@ def plan(status, wanted, dialect):
     running = status.get("io_running") in ("Yes", "Connecting") or status.get("sql_running") == "Yes"
     before = dict(settings_view(status), state=_state_of(status))
     steps = []
-    result = dict(coordinates_applied=False, coordinates_ignored_reason="")
+    result = dict(coordinates_applied=False, coordinates_ignored_reason="", gtid_position_applied=False)
+    gtid_pos = wanted.get("source_gtid_pos")
+    if gtid_pos is not None and not GTID_LIST_RE.match(str(gtid_pos)):
+        raise ReplicaError(
+            f"source_gtid_pos {gtid_pos!r} is not a MariaDB GTID list "
+            "(domain-server-sequence, comma separated)"
+        )
+    use_gtid = bool(wanted.get("source_use_gtid"))
+    if gtid_pos is not None and not use_gtid:
+        raise ReplicaError("source_gtid_pos is only used with source_use_gtid=true")
 
     if state == "absent":
         if configured or running:
@@ -182,7 +208,18 @@ def plan(status, wanted, dialect):
                 f"({'no source configured yet' if not configured else 'host/port/user changed'})"
             )
         changes["source_password"] = wanted["source_password"]
-        if wanted.get("source_log_file"):
+        if use_gtid:
+            # The GTID position replaces file/position (the two cannot be given together).
+            changes["source_use_gtid"] = True
+            if gtid_pos is not None and dialect.sets_gtid_slave_pos:
+                changes["gtid_slave_pos"] = str(gtid_pos).replace(" ", "")
+                result["gtid_position_applied"] = True
+            elif gtid_pos is not None:
+                result["coordinates_ignored_reason"] = (
+                    "MySQL takes the GTID position from the seed itself (SET @@GLOBAL.GTID_PURGED in the "
+                    "dump): source_gtid_pos is not used"
+                )
+        elif wanted.get("source_log_file"):
             changes["source_log_file"] = wanted["source_log_file"]
             changes["source_log_pos"] = int(wanted["source_log_pos"])
             result["coordinates_applied"] = True
@@ -194,7 +231,7 @@ def plan(status, wanted, dialect):
                 changes[param] = wanted[param]
         if wanted.get("update_password") == "always" and wanted.get("source_password") is not None:
             changes["source_password"] = wanted["source_password"]
-        if wanted.get("source_log_file"):
+        if wanted.get("source_log_file") or gtid_pos is not None:
             result["coordinates_ignored_reason"] = (
                 "the replica is already configured for this source (at "
                 f"{status.get('relay_source_log_file') or status.get('source_log_file')}:"
@@ -205,6 +242,8 @@ def plan(status, wanted, dialect):
     if changes:
         if running:
             steps.append(("stop", None))
+        if "gtid_slave_pos" in changes:
+            steps.append(("gtid_slave_pos", changes.pop("gtid_slave_pos")))
         steps.append(("change", changes))
         if state == "running":
             steps.append(("start", None))
@@ -224,13 +263,15 @@ def plan(status, wanted, dialect):
     if result["coordinates_applied"]:
         after["source_log_file"] = changes["source_log_file"]
         after["source_log_pos"] = changes["source_log_pos"]
+    if result["gtid_position_applied"]:
+        after["gtid_slave_pos"] = str(gtid_pos).replace(" ", "")
     after["state"] = state
     return dict(result, steps=steps, before=before, after=after)
 
 
 def _normal(param, value):
     kind = COMPARED[param][1]
-    if kind == "bool":
+    if kind in ("bool", "gtid"):
         return bool(value)
     if kind == "int":
         return int(value)
@@ -287,7 +328,11 @@ def render_change(changes, dialect, literal):
             text = literal(str(value))
         parts.append(f"{name}={text}")
         masked.append(f"{name}={literal(MASK) if param == 'source_password' else text}")
-    if "source_log_file" in changes and dialect.flavor == MARIADB and dialect.supports_use_gtid_option:
+    if "source_use_gtid" in changes:
+        option = dialect.gtid_start_option(bool(changes["source_use_gtid"]))
+        parts.append(option)
+        masked.append(option)
+    elif "source_log_file" in changes and dialect.flavor == MARIADB and dialect.supports_use_gtid_option:
         parts.append(f"{dialect.change_option('use_gtid')}=no")
         masked.append(f"{dialect.change_option('use_gtid')}=no")
     return f"{dialect.change_source} {', '.join(parts)}", f"{dialect.change_source} {', '.join(masked)}"
@@ -303,6 +348,9 @@ def render(steps, dialect, literal):
             out.append((dialect.start_replica,) * 2)
         elif kind == "reset_all":
             out.append((dialect.reset_replica_all,) * 2)
+        elif kind == "gtid_slave_pos":
+            # Only while the replica threads are stopped (planned after STOP, before CHANGE/START).
+            out.append((f"SET GLOBAL gtid_slave_pos = {literal(str(changes))}",) * 2)
         elif kind == "change":
             out.append(render_change(changes, dialect, literal))
     return out
@@ -351,13 +399,17 @@ def ensure_replica(conn, params, check_mode=False):
     dialect = Dialect.from_version_string(version, params.get("flavor") or "auto")
     status = read_status(conn, dialect)
     decided = plan(status, params, dialect)
-    rendered = render(decided["steps"], dialect, conn.escape)
+    try:
+        rendered = render(decided["steps"], dialect, conn.escape)
+    except DialectError as exc:
+        raise ReplicaError(str(exc)) from exc
     result = dict(
         changed=bool(rendered),
         statements=[masked for _, masked in rendered],
         diff=dict(before=decided["before"], after=decided["after"]),
         coordinates_applied=decided["coordinates_applied"] and bool(rendered),
         coordinates_ignored_reason=decided["coordinates_ignored_reason"],
+        gtid_position_applied=decided["gtid_position_applied"] and bool(rendered),
         flavor=dialect.flavor,
         version=version,
         status=status,

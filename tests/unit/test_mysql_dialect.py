@@ -237,3 +237,15 @@ def test_from_version_string_flavor_override():
     assert Dialect.from_version_string("10.11.6-MariaDB", "mysql").flavor == "mysql"
     with pytest.raises(DialectError):
         Dialect("postgres", (15, 0, 0))
+
+
+def test_gtid_start_option_per_dialect():
+    assert Dialect("mariadb", (10, 11, 6)).gtid_start_option(True) == "MASTER_USE_GTID=slave_pos"
+    assert Dialect("mariadb", (10, 11, 6)).gtid_start_option(False) == "MASTER_USE_GTID=no"
+    assert Dialect("mysql", (8, 4, 0)).gtid_start_option(True) == "SOURCE_AUTO_POSITION=1"
+    assert Dialect("mysql", (8, 0, 22)).gtid_start_option(True) == "MASTER_AUTO_POSITION=1"
+    assert Dialect("mysql", (5, 7, 44)).gtid_start_option(False) == "MASTER_AUTO_POSITION=0"
+    assert Dialect("mariadb", (10, 11, 6)).sets_gtid_slave_pos
+    assert not Dialect("mysql", (8, 4, 0)).sets_gtid_slave_pos
+    with pytest.raises(DialectError):
+        Dialect("mariadb", (5, 5, 60)).gtid_start_option(True)

@@ -261,3 +261,72 @@ def test_wait_loop_until_caught_up_and_timeout():
         wait_for_replica(
             FakeConn([behind]), MARIADB, 30, 5, clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s)
         )
+
+
+# -- GTID ------------------------------------------------------------------------------------
+GTID_WANT = dict(WANT, source_use_gtid=True, source_gtid_pos="0-1-42")
+
+
+def test_gtid_new_replica_sets_slave_pos_before_start_and_no_coordinates():
+    decided = plan(normalise_status(None), GTID_WANT, MARIADB)
+    statements = sql_of(decided)
+    assert statements[0] == "SET GLOBAL gtid_slave_pos = '0-1-42'"
+    assert statements[1].endswith("MASTER_USE_GTID=slave_pos") and "MASTER_LOG_FILE" not in statements[1]
+    assert "MASTER_USE_GTID=no" not in statements[1]
+    assert statements[2] == "START REPLICA"
+    assert decided["gtid_position_applied"] and not decided["coordinates_applied"]
+    assert decided["after"]["gtid_slave_pos"] == "0-1-42" and decided["after"]["source_use_gtid"] is True
+
+
+def test_gtid_repoint_stops_before_setting_the_position():
+    decided = plan(normalise_status(MARIADB_ROW), dict(GTID_WANT, source_host="10.0.0.9"), MARIADB)
+    assert sql_of(decided)[:2] == ["STOP REPLICA", "SET GLOBAL gtid_slave_pos = '0-1-42'"]
+
+
+def test_gtid_mysql_uses_auto_position_and_sets_no_slave_pos():
+    decided = plan(normalise_status(None), GTID_WANT, MYSQL84)
+    statements = sql_of(decided, MYSQL84)
+    assert statements[0].startswith("CHANGE REPLICATION SOURCE TO") and statements[0].endswith(
+        "SOURCE_AUTO_POSITION=1"
+    )
+    assert "SOURCE_LOG_FILE" not in statements[0] and not any("gtid_slave_pos" in s for s in statements)
+    assert not decided["gtid_position_applied"] and "GTID_PURGED" in decided["coordinates_ignored_reason"]
+    assert sql_of(plan(normalise_status(None), GTID_WANT, MYSQL57), MYSQL57)[0].endswith(
+        "MASTER_AUTO_POSITION=1"
+    )
+
+
+def test_gtid_running_on_slave_pos_changes_nothing():
+    row = dict(MARIADB_ROW, Using_Gtid="Slave_Pos")
+    decided = plan(normalise_status(row), GTID_WANT, MARIADB)
+    assert decided["steps"] == [] and not decided["gtid_position_applied"]
+    assert "already configured" in decided["coordinates_ignored_reason"]
+    mysql_row = dict(MYSQL8_ROW, Auto_Position=1)
+    assert plan(normalise_status(mysql_row), GTID_WANT, MYSQL84)["steps"] == []
+
+
+def test_gtid_switch_on_configured_replica_keeps_position():
+    assert sql_of(plan(normalise_status(MARIADB_ROW), GTID_WANT, MARIADB)) == [
+        "STOP REPLICA",
+        "CHANGE MASTER TO MASTER_USE_GTID=slave_pos",
+        "START REPLICA",
+    ]
+    back = dict(WANT, source_use_gtid=False)
+    assert sql_of(plan(normalise_status(dict(MARIADB_ROW, Using_Gtid="Current_Pos")), back, MARIADB)) == [
+        "STOP REPLICA",
+        "CHANGE MASTER TO MASTER_USE_GTID=no",
+        "START REPLICA",
+    ]
+    # not given: not compared
+    assert plan(normalise_status(dict(MARIADB_ROW, Using_Gtid="Slave_Pos")), WANT, MARIADB)["steps"] == []
+
+
+def test_gtid_position_validated_before_anything():
+    with pytest.raises(ReplicaError, match="not a MariaDB GTID list"):
+        plan(normalise_status(None), dict(GTID_WANT, source_gtid_pos="0-1-5'; DROP"), MARIADB)
+    with pytest.raises(ReplicaError, match="only used with source_use_gtid"):
+        plan(normalise_status(None), dict(WANT, source_gtid_pos="0-1-5"), MARIADB)
+    multi = plan(normalise_status(None), dict(GTID_WANT, source_gtid_pos="0-1-5, 1-2-9"), MARIADB)
+    assert sql_of(multi)[0] == "SET GLOBAL gtid_slave_pos = '0-1-5,1-2-9'"
+    empty = plan(normalise_status(None), dict(GTID_WANT, source_gtid_pos=""), MARIADB)
+    assert sql_of(empty)[0] == "SET GLOBAL gtid_slave_pos = ''"
