@@ -20,6 +20,17 @@ description:
     option file passed as the first argument, C(--defaults-file). It is the only option file the
     clients read, so a C(~/.my.cnf) or C(/etc/mysql/my.cnf) on the host never changes the server or
     the user.
+  - C(mysqldump) records the binlog file, position and GTID of the dump's snapshot where the server
+    writes a binary log (O(record_coordinates); MariaDB C(--master-data=2 --gtid) read from the
+    consistent snapshot without a lock, MySQL C(--source-data=2), which needs RELOAD and REPLICATION
+    CLIENT). They go to C(<name>.meta.json) (0600) beside the dump in the chain and to
+    C(.btw-coordinates.json) in the destination, which M(mysql_binlog_archive_retention) reads
+    (full backup kind C(btw)). A server without a binary log gives a dump without coordinates
+    (C(coordinates_note) says so), never a failure.
+  - Shrink guard - the dump's tables (roles for C(pg_globals)) and bytes are compared with the last
+    good dump's (C(.btw-runs.json)). When one fell by more than O(shrink_threshold) the dump is kept,
+    in a chain of its own, but B(suspect) (M(btw_retention) does not count it as good) and the module
+    fails naming the figure, both values and how to accept the drop (O(accept_shrink)).
 version_added: "1.0.0"
 options:
   name:
@@ -78,6 +89,22 @@ options:
   owner:
     description: C(user:group) given to the stored files.
     type: str
+  record_coordinates:
+    description:
+      - For C(mysqldump), record the binlog coordinates of the dump (nothing is recorded, and nothing
+        fails, when the server has no binary log). False dumps without them, as before.
+    type: bool
+    default: true
+  shrink_threshold:
+    description:
+      - Fraction (0 to <1) by which tables or bytes may fall below the last good dump's before the
+        dump is suspect.
+    type: float
+    default: 0.4
+  accept_shrink:
+    description: Accept a drop beyond O(shrink_threshold) for this run (the dump is recorded as good).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -140,8 +167,32 @@ dump_size_bytes:
   description: Size of the new dump.
   returned: always
   type: int
+figures:
+  description: The shrink guard's figures of the new dump, C(tables) (C(roles) for C(pg_globals)), C(bytes).
+  returned: always
+  type: dict
+  sample: {tables: 12, bytes: 483920}
+coordinates:
+  description:
+    - The binlog coordinates the new C(mysqldump) recorded (C(binlog_file), C(binlog_position), C(gtid)),
+      null without them. When the dump is not stored, the chain keeps the previous dump's, consistent with it.
+  returned: for mysqldump
+  type: dict
+coordinates_note:
+  description: Why a C(mysqldump) has no coordinates (no binary log, O(record_coordinates) false), else null.
+  returned: for mysqldump
+  type: str
+result_status:
+  description: C(good), or C(suspect) when a figure fell by more than O(shrink_threshold).
+  returned: when the dump was made
+  type: str
+shrink:
+  description: The figures that fell by more than O(shrink_threshold) (figure, previous, current, drop).
+  returned: when the dump was made
+  type: list
+  elements: dict
 backup_run:
-  description: The run as the strategy playbooks publish it in C(backup_runs).
+  description: The run as the playbooks publish it in C(backup_runs) (result C(ok), C(suspect), C(failed)).
   returned: always, also on failure
   type: dict
 """
@@ -162,6 +213,9 @@ def main():
             max_incremental_count=dict(type="int", default=10),
             max_incremental_span=dict(type="str", default="24h"),
             owner=dict(type="str"),
+            record_coordinates=dict(type="bool", default=True),
+            shrink_threshold=dict(type="float", default=0.4),
+            accept_shrink=dict(type="bool", default=False),
             **CONNECTION_SPEC,
         ),
         supports_check_mode=True,
@@ -186,7 +240,16 @@ def main():
         max_incremental_span=p["max_incremental_span"],
         owner=p["owner"],
         check_mode=module.check_mode,
+        record_coordinates=p["record_coordinates"],
+        shrink_threshold=p["shrink_threshold"],
+        accept_shrink=p["accept_shrink"],
     )
+    verdict = result.pop("verdict")
+    result.update(
+        result_status=verdict["status"], shrink=verdict["drops"], shrink_accepted=verdict["accepted"]
+    )
+    if verdict["status"] == "suspect":
+        run.exit_suspect(result, verdict["message"])
     run.exit_stored(result)
 
 

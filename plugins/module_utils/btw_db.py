@@ -9,7 +9,17 @@ Types:
   "Started/Completed on").
 * ``pg_globals``: ``pg_dumpall --globals-only`` (roles, tablespaces) as SQL (``<name>.sql``).
 * ``mysqldump``: ``mysqldump --single-transaction --skip-dump-date`` of one MySQL/MariaDB
-  database (``<name>.sql``).
+  database (``<name>.sql``).  Where the server writes a binary log, the dump also records the binlog
+  file, position and GTID of its snapshot (``--master-data=2 --gtid`` on MariaDB, read from the
+  consistent snapshot without a lock; ``--source-data=2`` / ``--master-data=2`` on MySQL, which
+  takes FLUSH TABLES WITH READ LOCK for a moment and needs RELOAD and REPLICATION CLIENT).
+
+Each stored dump has ``<name>.meta.json`` (0600) beside it in the chain: its figures (tables,
+bytes) and binlog coordinates (or why there are none).  The coordinates of every stored session also
+go to ``.btw-coordinates.json`` in the set's destination, which mysql_full_backups reads so the binlog
+archive keeps what a retained dump needs.  The shrink guard (btw_retention.shrink_guard) judges the
+figures against the last good dump before it is stored: a suspect dump goes into a chain of its own,
+so the good chain's newest state stays the good dump.
 
 The dump is written into a hidden 0700 staging directory beside the chains, compared with the
 dump held by the current rdiff-backup chain, and stored with rdiff-backup only when its content
@@ -25,6 +35,7 @@ see the "Restore" section below.
 
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -49,14 +60,24 @@ from ansible.module_utils.btw_fs import (
     session_size,
     store_in_chain,
     validate_policy,
+    write_atomic,
 )
+from ansible.module_utils.btw_retention import shrink_guard
+from ansible.module_utils.mysql_dialect import MARIADB, Dialect, DialectError, parse_client_version
+from ansible.module_utils.mysql_seed import HeaderScanner
 
 TYPES = ("pg_dump", "pg_globals", "mysqldump")
 EXTENSIONS = {"pg_dump": ".dump", "pg_globals": ".sql", "mysqldump": ".sql"}
 STAGING_PREFIX = ".staging-"
 _VOLATILE = re.compile(
-    rb"^(\\(un)?restrict \S+|-- (Dumped from|Dumped by|Started on|Completed on|Dump completed on)\b)"
+    rb"^(\\(un)?restrict \S+|-- (Dumped from|Dumped by|Started on|Completed on|Dump completed on)\b"
+    # the binlog coordinates a mysqldump records change with every write to any database
+    rb"|(-- )?CHANGE (MASTER|REPLICATION SOURCE) TO (MASTER|SOURCE)_LOG_FILE|-- SET GLOBAL gtid_slave_pos"
+    rb"|SET @@GLOBAL\.GTID_PURGED)"
 )
+META_SUFFIX = ".meta.json"
+COORDINATES_FILE = ".btw-coordinates.json"
+_PRIVILEGE_DENIED = re.compile(r"Access denied; you need \(at least one of\) the (.+?) privilege", re.I)
 
 
 class BtwDbError(BtwError):
@@ -135,7 +156,86 @@ def mysql_defaults_file(staging, connection):
     return path
 
 
-def dump_command(backup_type, database, connection, out_path, staging, pg_bin_dir=None):
+def coordinate_options(version_output):
+    """The mysqldump options that record the snapshot's binlog coordinates, for the dump client
+    whose --version printed version_output: MariaDB --master-data=2 --gtid (read from the consistent
+    snapshot, no lock), MySQL --source-data=2 from 8.0.26, else --master-data=2 (MySQL takes FLUSH
+    TABLES WITH READ LOCK for a moment with --single-transaction)."""
+    try:
+        flavor, version = parse_client_version(version_output)
+    except DialectError as exc:
+        raise BtwDbError(f"cannot tell the mysqldump client's version: {exc}") from None
+    dialect = Dialect(flavor, version)
+    options = [dialect.dump_coordinates_option(2)]
+    if flavor == MARIADB:
+        options.append("--gtid")
+    return options
+
+
+def privilege_message(stderr):
+    """A clear message when mysqldump could not read the coordinates for lack of a privilege, else None."""
+    m = _PRIVILEGE_DENIED.search(stderr or "")
+    if not m:
+        return None
+    return (
+        f"the dump user lacks a privilege to record the binlog coordinates ({m.group(1)}); "
+        "grant it RELOAD and REPLICATION CLIENT on MySQL, BINLOG MONITOR on MariaDB 10.5+ "
+        "(e.g. GRANT RELOAD, REPLICATION CLIENT ON *.* TO 'backup'@'host'), "
+        "or set record_coordinates: false for this set (its dumps then keep no binlogs in the archive)"
+    )
+
+
+def mysql_binlog_enabled(runner, defaults_file):
+    """Whether the server writes a binary log (@@log_bin); a failed connection is reported here."""
+    rc, out, err = runner.run(
+        [
+            shutil.which("mysql") or "mysql",
+            f"--defaults-file={defaults_file}",
+            "--batch",
+            "--skip-column-names",
+            "--execute",
+            "SELECT @@GLOBAL.log_bin",
+        ]
+    )
+    if rc != 0:
+        raise BtwDbError(f"connecting to the MySQL/MariaDB server failed (rc={rc}): {_client_error(err)}")
+    return out.strip() in ("1", "ON")
+
+
+def dump_coordinates(path):
+    """{binlog_file, binlog_position, gtid} a mysqldump recorded, None when it recorded none."""
+    scanner = HeaderScanner()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            scanner.feed(chunk)
+    scanner.finish()
+    if not scanner.found:
+        return None
+    return {
+        "binlog_file": scanner.binlog_file,
+        "binlog_position": scanner.binlog_position,
+        "gtid": scanner.gtid or None,
+    }
+
+
+def read_coordinate_ledger(dest):
+    """The recorded coordinates of a set's stored dumps (oldest first), [] when none or unreadable."""
+    try:
+        with open(os.path.join(dest, COORDINATES_FILE), encoding="utf-8") as f:
+            entries = json.load(f).get("dumps", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [e for e in entries if isinstance(e, dict) and e.get("binlog_file")]
+
+
+def _record_coordinates(dest, entry):
+    entries = read_coordinate_ledger(dest)
+    present = {name for name, _path in list_chains(dest)}
+    entries = [e for e in entries if e.get("chain") in present] + [entry]
+    write_atomic(os.path.join(dest, COORDINATES_FILE), json.dumps({"dumps": entries}, indent=1).encode())
+
+
+def dump_command(backup_type, database, connection, out_path, staging, pg_bin_dir=None, extra_options=()):
     """(argv, env) for the dump; the dump goes to out_path."""
     if backup_type == "pg_dump":
         return (
@@ -167,6 +267,7 @@ def dump_command(backup_type, database, connection, out_path, staging, pg_bin_di
             "--triggers",
             "--hex-blob",
             "--default-character-set=utf8mb4",
+            *extra_options,
             f"--result-file={out_path}",
             "--",
             database,
@@ -177,15 +278,37 @@ def dump_command(backup_type, database, connection, out_path, staging, pg_bin_di
 
 def content_hash(runner, backup_type, path, pg_bin_dir=None):
     """sha256 of the dump's content without the lines that change from run to run."""
+    return dump_content(runner, backup_type, path, pg_bin_dir)[0]
+
+
+_TABLE_LINE = {
+    "pg_dump": re.compile(rb"^CREATE (UNLOGGED )?TABLE "),
+    "mysqldump": re.compile(rb"^CREATE TABLE `"),
+    "pg_globals": re.compile(rb"^CREATE ROLE "),
+}
+
+
+def dump_content(runner, backup_type, path, pg_bin_dir=None):
+    """(content sha256, tables created) of a dump, in one pass: the hash leaves out the lines that
+    change from run to run; for pg_globals the count is of the roles."""
     digest = hashlib.sha256()
     if backup_type == "pg_dump":
         lines = runner.stream([pg_bin(pg_bin_dir, "pg_restore"), "--file", "-", path])
     else:
         lines = _read_lines(path)
+    creates = _TABLE_LINE[backup_type]
+    count = 0
     for line in lines:
         if not _VOLATILE.match(line):
             digest.update(line)
-    return digest.hexdigest()
+            if creates.match(line):
+                count += 1
+    return digest.hexdigest(), count
+
+
+def dump_figures(backup_type, objects, size):
+    """The shrink guard's figures of a dump: tables (roles for pg_globals) and bytes."""
+    return {("roles" if backup_type == "pg_globals" else "tables"): objects, "bytes": size}
 
 
 def _read_lines(path):
@@ -218,8 +341,15 @@ def db_backup(
     check_mode=False,
     runner=None,
     now=None,
+    record_coordinates=True,
+    shrink_threshold=0.4,
+    accept_shrink=False,
 ):
-    """Dump a database; store it with rdiff-backup if its content changed.  Returns a result dict."""
+    """Dump a database; store it with rdiff-backup if its content changed.  Returns a result dict.
+
+    The result's "verdict" is the shrink guard's (btw_retention.shrink_guard): a suspect dump is
+    stored in a new chain of its own and recorded suspect; the caller fails the run with its message.
+    """
     started = time.time()
     runner = runner or Runner()
     connection = dict(connection or {})
@@ -243,20 +373,42 @@ def db_backup(
         dump_dir = os.path.join(staging, "dump")
         os.mkdir(dump_dir, 0o700)
         dump_path = os.path.join(dump_dir, filename)
-        argv, env = dump_command(backup_type, database, connection, dump_path, staging, pg_bin_dir)
+        extra, coordinates_note = [], None
+        if backup_type == "mysqldump":
+            # one option file (written once, in staging) for the check and the dump
+            connection = dict(connection, defaults_file=mysql_defaults_file(staging, connection))
+            if not record_coordinates:
+                coordinates_note = "not recorded (record_coordinates is false)"
+            elif not mysql_binlog_enabled(runner, connection["defaults_file"]):
+                coordinates_note = "none: the server has no binary log (log_bin is OFF)"
+            else:
+                _rc, version, _err = runner.run([shutil.which("mysqldump") or "mysqldump", "--version"])
+                extra = coordinate_options(version)
+        argv, env = dump_command(backup_type, database, connection, dump_path, staging, pg_bin_dir, extra)
         rc, _out, err = runner.run(argv, env=env)
         if rc != 0:
             what = f"database {database}" if database else "the cluster globals"
-            raise BtwDbError(f"{os.path.basename(argv[0])} of {what} failed (rc={rc}): {err.strip()[-800:]}")
+            detail = (privilege_message(err) if extra else None) or err.strip()[-800:]
+            raise BtwDbError(f"{os.path.basename(argv[0])} of {what} failed (rc={rc}): {detail}")
         os.chmod(dump_path, 0o600)
         dump_size = os.path.getsize(dump_path)
-        new_hash = content_hash(runner, backup_type, dump_path, pg_bin_dir)
+        new_hash, objects = dump_content(runner, backup_type, dump_path, pg_bin_dir)
+        figures = dump_figures(backup_type, objects, dump_size)
+        coordinates = dump_coordinates(dump_path) if extra else None
+        if extra and coordinates is None:
+            raise BtwDbError(
+                f"{os.path.basename(argv[0])} of database {database} recorded no binlog coordinates"
+            )
         chains = list_chains(dest)
         previous = os.path.join(chains[-1][1], filename) if chains else None
         old_hash = None
         if previous and os.path.isfile(previous):
             old_hash = content_hash(runner, backup_type, previous, pg_bin_dir)
-        result.update(dump_size_bytes=dump_size, content_sha256=new_hash)
+        result.update(dump_size_bytes=dump_size, content_sha256=new_hash, figures=figures)
+        if backup_type == "mysqldump":
+            result.update(coordinates=coordinates, coordinates_note=coordinates_note)
+        # judged before anything is stored (check mode: nothing recorded), recorded after
+        verdict = shrink_guard(dest, None, figures, False, shrink_threshold, accept_shrink, check_mode=True)
         if old_hash == new_hash:
             result.update(
                 changed=False,
@@ -278,11 +430,32 @@ def db_backup(
                 changed=True, stored=False, reason="dump content changed", location=dest, size_bytes=0
             )
         else:
+            meta = {"version": 1, "type": backup_type, "database": database, "figures": figures}
+            if backup_type == "mysqldump":
+                meta.update(coordinates=coordinates, coordinates_note=coordinates_note)
+            meta_path = os.path.join(dump_dir, name + META_SUFFIX)
+            write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+            suspect = verdict["status"] == "suspect"
             repo, chain_reason, is_new = store_in_chain(
-                runner, dump_dir, dest, max_count, max_span, now=now, touch=[dump_path]
+                runner,
+                dump_dir,
+                dest,
+                max_count,
+                max_span,
+                now=now,
+                touch=[dump_path, meta_path],
+                force_full="the dump is suspect (shrink guard): kept apart from the good chain"
+                if suspect
+                else None,
             )
             apply_owner([dest], owner_ids)
             apply_owner([repo], owner_ids, recursive=True)
+            state = chain_state(repo)
+            if coordinates:
+                _record_coordinates(
+                    dest,
+                    dict(coordinates, chain=state["chain"], session=int(state["last_session"]), dump=filename),
+                )
             result.update(
                 changed=True,
                 stored=True,
@@ -291,8 +464,12 @@ def db_backup(
                 reason="no previous dump" if old_hash is None else "dump content changed",
                 location=repo,
                 size_bytes=session_size(repo, is_new),
-                chain=chain_state(repo),
+                chain=state,
             )
+        result["verdict"] = shrink_guard(
+            dest, result["location"], figures, result["stored"], shrink_threshold, accept_shrink,
+            check_mode=check_mode, now=now,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result["duration_seconds"] = round(time.time() - started, 3)

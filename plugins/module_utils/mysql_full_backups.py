@@ -11,7 +11,11 @@ Kinds of backup, each described by a dict {kind, path, ...}:
   lvm   roles/lvm_snapshot_backup's destination: <path>/<YYYYmmddTHHMMSSZ>/metadata.json with the
         coordinates read under the lock; label (default mysql) and subdir (default '') locate the
         datadir inside the backup (rsync method; tar backups are listed, not restorable here).
-btw mysqldump sets are not listed: btw_db dumps without --master-data and records no coordinates.
+  btw   a btw mysqldump set's destination (roles/btw_backup: the directory of its chains): every
+        stored dump whose chain and rdiff-backup session still exist, with the coordinates
+        btw_db recorded for it (.btw-coordinates.json). Listed for the archive's retention and gap
+        check; not a starting point of a point-in-time restore (a btw dump holds one database, the
+        archive replays them all): restorable is false.
 """
 
 import calendar
@@ -22,9 +26,11 @@ import os
 import time
 
 from ansible.module_utils.binlog_archive import ArchiveError, binlog_index
+from ansible.module_utils.btw_db import read_coordinate_ledger
+from ansible.module_utils.btw_fs import list_chains, rdiff_sessions
 from ansible.module_utils.mysql_seed import HeaderScanner
 
-KINDS = ("dump", "lvm")
+KINDS = ("dump", "lvm", "btw")
 DUMP_SUFFIXES = (".sql", ".sql.gz")
 LVM_NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -127,6 +133,36 @@ def _lvm_backups(spec):
     return found
 
 
+def _btw_backups(spec):
+    dest = spec["path"]
+    if not os.path.isdir(dest):
+        raise BackupCatalogError(f"btw dump set {dest}: no such directory")
+    sessions = {name: set(rdiff_sessions(path)) for name, path in list_chains(dest)}
+    found = []
+    for entry in read_coordinate_ledger(dest):
+        chain, session = entry.get("chain"), entry.get("session")
+        if session not in sessions.get(chain, ()):
+            continue  # removed by retention, or a session rdiff-backup regressed
+        found.append(
+            dict(
+                kind="btw",
+                name=f"{chain}@{time.strftime(LVM_NAME_FORMAT, time.gmtime(session))}",
+                path=os.path.join(dest, chain),
+                dump=entry.get("dump"),
+                session=session,
+                binlog_file=entry["binlog_file"],
+                binlog_position=int(entry.get("binlog_position") or 4),
+                gtid=entry.get("gtid") or None,
+                time=int(session),
+                restorable=False,
+            )
+        )
+    return found
+
+
+_LISTERS = {"dump": _dump_backups, "lvm": _lvm_backups, "btw": _btw_backups}
+
+
 def list_backups(specs):
     """Every full backup with coordinates, oldest first (by binlog coordinates, then time)."""
     backups = []
@@ -136,7 +172,7 @@ def list_backups(specs):
             raise BackupCatalogError(f"full backup kind {kind!r}: use one of {', '.join(KINDS)}")
         if not spec.get("path"):
             raise BackupCatalogError(f"full backup of kind {kind} needs a path")
-        backups.extend(_dump_backups(spec) if kind == "dump" else _lvm_backups(spec))
+        backups.extend(_LISTERS[kind](spec))
     for b in backups:
         if binlog_index(b["binlog_file"]) is None:
             raise BackupCatalogError(f"{b['path']}: binlog file {b['binlog_file']!r} is not a binlog name")

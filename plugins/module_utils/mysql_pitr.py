@@ -267,9 +267,19 @@ def _resolve_skip(index, skip):
 def plan(archive_dir, backup_specs, target, skip=None):
     """Everything the restore will do, decided before anything changes; raises PitrError on refusal."""
     index = ArchiveIndex(archive_dir)
-    backups = list_backups(backup_specs)
+    listed = list_backups(backup_specs)
+    # a btw dump holds one database while the archive replays every database: not a starting point
+    backups = [b for b in listed if b["kind"] != "btw"]
     if not backups:
-        raise PitrError("no full backup with binlog coordinates was found in the backups given")
+        raise PitrError(
+            "no full backup with binlog coordinates was found in the backups given"
+            + (
+                " (btw mysqldump sets count for the archive's retention only: a restore starts from an "
+                "LVM backup or a dump of all databases made with --master-data)"
+                if listed
+                else ""
+            )
+        )
     oldest = backups[0]
     if not index.trx:
         raise PitrError(index.covers())

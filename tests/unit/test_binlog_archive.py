@@ -321,7 +321,7 @@ def test_catalog_reads_lvm_metadata_and_dump_headers_oldest_first(tmp_path):
     with pytest.raises(mysql_full_backups.BackupCatalogError, match="--master-data=2"):
         mysql_full_backups.list_backups([{"kind": "dump", "path": str(tmp_path / "plain.sql")}])
     with pytest.raises(mysql_full_backups.BackupCatalogError, match="kind"):
-        mysql_full_backups.list_backups([{"kind": "btw", "path": str(tmp_path)}])
+        mysql_full_backups.list_backups([{"kind": "xtrabackup", "path": str(tmp_path)}])
 
 
 def test_metrics_render_one_series_per_family_for_the_source(tmp_path):
