@@ -3,10 +3,15 @@
 One server of each for the whole module (each test uses its own database names).
 """
 
+import glob
+import json
 import os
+import subprocess
+import threading
+import time
 
 import pytest
-from ansible.module_utils import btw_db, btw_fs
+from ansible.module_utils import btw_db, btw_fs, btw_retention, mysql_full_backups
 
 from tests.lib.btw_servers import Postgres
 from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
@@ -158,6 +163,112 @@ def test_mysqldump_mariadb(tmp_path, mariadb):
     with pytest.raises(btw_db.BtwDbError, match="mysqldump of database missing failed.*Unknown database"):
         btw_db.db_backup("missing", "mysqldump", root, "db/missing", database="missing", connection=db.tcp)
     assert staging_left(root) == []
+
+
+def test_mysqldump_records_coordinates_a_replay_from_them_onto_the_dump_equals_the_source(tmp_path, mariadb):
+    """A writer inserts rows during the dump; the dump loaded into a second server and the binlog
+    replayed from the recorded position gives exactly the source's rows (too early: a duplicate key,
+    too late: rows missing). A server without a binary log gives a dump without coordinates."""
+    db = mariadb
+    db.sql("CREATE DATABASE pit")
+    db.sql("CREATE TABLE pit.w (id int primary key, v varchar(20)) ENGINE=InnoDB")
+    db.sql("INSERT INTO pit.w VALUES (0, 'before')")
+    root = str(tmp_path / "root")
+    os.mkdir(root)
+    args = dict(name="pit", backup_type="mysqldump", root=root, destination="db/pit", database="pit",
+                connection=db.tcp)
+    stop = threading.Event()
+
+    def writer():
+        conn, i = db.connect(), 1
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                cur.execute("INSERT INTO pit.w VALUES (%s, 'during')", (i,))
+                i += 1
+        conn.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        first = btw_db.db_backup(**args)
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    coords = first["coordinates"]
+    assert first["stored"] and coords["binlog_file"].startswith("mysql-bin.") and coords["gtid"]
+    meta = os.path.join(first["location"], "pit.meta.json")
+    assert oct(os.stat(meta).st_mode & 0o777) == "0o600"
+    with open(meta) as f:
+        assert json.load(f)["coordinates"] == coords
+    listed = mysql_full_backups.list_backups([{"kind": "btw", "path": first["destination"]}])
+    assert [(b["binlog_file"], b["binlog_position"], b["gtid"]) for b in listed] == [
+        (coords["binlog_file"], coords["binlog_position"], coords["gtid"])]
+
+    scratch = MariaDB(tmp_path / "scratch", 2, extra_args=["--skip-log-bin"]).start()
+    try:
+        btw_db.db_restore("pit", "mysqldump", root, "db/pit", target_database="pit", connection=scratch.tcp,
+                          create_database=True)
+        binlogs = sorted(glob.glob(os.path.join(db.base, "binlog", "mysql-bin.[0-9]*")))
+        binlogs = [b for b in binlogs if os.path.basename(b) >= coords["binlog_file"]]
+        events = subprocess.run(
+            ["mariadb-binlog", "--no-defaults", f"--start-position={coords['binlog_position']}", *binlogs],
+            check=True, capture_output=True).stdout
+        subprocess.run(["mariadb", "--no-defaults", f"--socket={scratch.socket}", "-uroot"], input=events,
+                       check=True, capture_output=True)
+        source = db.sql("SELECT id, v FROM pit.w ORDER BY id")
+        assert len(source) > 2 and scratch.sql("SELECT id, v FROM pit.w ORDER BY id") == source
+
+        # no writer: the coordinates are the server's binlog position at the dump
+        db.sql("INSERT INTO pit.w VALUES (-1, 'after')")
+        second = btw_db.db_backup(**args)
+        (file, pos, *_rest), = db.sql("SHOW MASTER STATUS")
+        assert second["stored"] and second["coordinates"] == {
+            "binlog_file": file, "binlog_position": pos, "gtid": db.sql("SELECT @@gtid_binlog_pos")[0][0]}
+
+        # a server without a binary log: a dump without coordinates, and says why
+        scratch_args = dict(args, root=root, destination="db/scratch", connection=scratch.tcp)
+        plain = btw_db.db_backup(**scratch_args)
+        assert plain["stored"] and plain["coordinates"] is None
+        assert "the server has no binary log" in plain["coordinates_note"]
+        assert mysql_full_backups.list_backups([{"kind": "btw", "path": plain["destination"]}]) == []
+    finally:
+        scratch.stop()
+
+
+def test_a_dump_of_a_database_that_lost_most_tables_is_suspect_and_kept_apart(tmp_path, postgres):
+    pg = postgres
+    pg.psql("CREATE DATABASE shrink")
+    pg.psql("; ".join(f"CREATE TABLE t{i} (id int primary key)" for i in range(10)), "shrink")
+    root = str(tmp_path / "root")
+    os.mkdir(root)
+    args = dict(name="shrink", backup_type="pg_dump", root=root, destination="db/shrink", database="shrink",
+                connection=pg.conn)
+    first = btw_db.db_backup(**args)
+    assert first["figures"]["tables"] == 10 and first["verdict"]["status"] == "good"
+    pg.psql("INSERT INTO t0 VALUES (1)", "shrink")
+    second = btw_db.db_backup(**args)
+    assert second["verdict"]["status"] == "good" and second["location"] == first["location"]
+    pg.psql("; ".join(f"DROP TABLE t{i}" for i in range(2, 10)), "shrink")
+    third = btw_db.db_backup(**args)
+    verdict = third["verdict"]
+    assert third["stored"] and verdict["status"] == "suspect" and third["location"] != first["location"]
+    assert "tables fell from 10 to 2 (-80 %)" in verdict["message"]
+    assert "accept_shrink: true" in verdict["message"]
+    # the good chain still ends with the good dump; the database stays shrunk: still suspect
+    assert "CREATE TABLE public.t9" in subprocess.run(
+        ["pg_restore", "--schema-only", "-f", "-", os.path.join(first["location"], "shrink.dump")],
+        capture_output=True, text=True, check=True).stdout
+    assert btw_db.db_backup(**args)["verdict"]["status"] == "suspect"
+    dest = third["destination"]
+    listed = btw_retention.with_status(dest, btw_retention.list_backups(dest))
+    assert [b["status"] for b in listed] == ["good", "suspect"]
+    kept = btw_retention.apply_retention(root, "db/shrink", keep_count=1, require_synced=False, min_good=1)
+    assert kept["deleted"] == [] and kept["suspect"] == [os.path.basename(third["location"])]
+    accepted = btw_db.db_backup(**args, accept_shrink=True)
+    assert accepted["verdict"]["status"] == "good" and accepted["verdict"]["accepted"]
+    assert btw_db.db_backup(**args)["verdict"]["status"] == "good"
 
 
 @pytest.mark.parametrize(
