@@ -17,6 +17,13 @@ description:
     C(replication_user) (O(replication_user) has REPLICATION SLAVE and nothing more, is bound to
     O(replication_host) and has no C(%) account; skipped when O(replication_user) is not given),
     C(binlog_available) (the binlog file the replica needs next is still on the source).
+  - C(replication_tls) with O(tls_required=true) - the replica uses MASTER_SSL with server
+    certificate verification, the source has TLS, and (when the source's performance_schema is on
+    and readable) the source sees the replica's Binlog Dump connection encrypted; fails when
+    replication runs in plaintext. The cipher is reported in C(tls).
+  - C(tls_certificate_expiry) - the source's server certificate (its C(Ssl_server_not_after) status)
+    and the local files in O(tls_certificates) have not expired; those expiring within
+    O(tls_expiry_warning_days) are listed in C(tls.expiring) and as a warning.
   - In O(mode=health) also C(replication_running) (both threads running, no error) and
     C(replication_lag) (Seconds_Behind <= O(max_lag_seconds)).
   - C(reseed_required) is true when the replica was never seeded (no source configured) or the
@@ -56,6 +63,19 @@ options:
     default: 7
   max_lag_seconds:
     description: Maximum acceptable lag in O(mode=health).
+    type: int
+    default: 30
+  tls_required:
+    description: Replication must run over TLS with certificate verification (check C(replication_tls)).
+    type: bool
+    default: false
+  tls_certificates:
+    description: Certificate files on this host (the CA, the replica's client certificate) to check.
+    type: list
+    elements: path
+    default: []
+  tls_expiry_warning_days:
+    description: Certificates expiring within this many days are reported in C(tls.expiring) and warned about.
     type: int
     default: 30
   skip_checks:
@@ -145,6 +165,17 @@ non_transactional_tables:
   returned: always
   type: list
   elements: str
+tls:
+  description:
+    - The replication link's encryption and the certificates' expiry.
+    - C(seen_by) is C(performance_schema) when the cipher was read from the source's Binlog Dump thread of
+      the replication user, else C(replica_settings) (only the replica's MASTER_SSL setting is known).
+  returned: always
+  type: dict
+  sample: {encrypted: true, cipher: TLS_AES_256_GCM_SHA384, version: TLSv1.3, seen_by: performance_schema,
+           required: true, expired: [], expiring: [],
+           certificates: [{name: source server certificate, path: "", not_after: "2029-03-06T17:26:51Z",
+                           days_left: 824, expired: false, expiring: false}]}
 healthy:
   description: No check failed.
   returned: always
@@ -190,6 +221,9 @@ def main():
         min_binlog_retention_days=dict(type="float", default=7),
         max_lag_seconds=dict(type="int", default=30),
         skip_checks=dict(type="list", elements="str", default=[]),
+        tls_required=dict(type="bool", default=False),
+        tls_certificates=dict(type="list", elements="path", default=[]),
+        tls_expiry_warning_days=dict(type="int", default=30),
         fail_on_problems=dict(type="bool", default=True),
     )
     module = AnsibleModule(
@@ -201,6 +235,11 @@ def main():
         module, "reading replication facts failed", (HealthError,), replica="login", source="source"
     ) as (replica, source):
         facts = gather_facts(replica, source, module.params)
+    if facts["tls"]["expiring"]:
+        module.warn(
+            f"certificates expire within {module.params['tls_expiry_warning_days']} days: "
+            + ", ".join(facts["tls"]["expiring"])
+        )
     if module.params["fail_on_problems"] and facts["problems"]:
         module.fail_json(
             msg="replication checks failed: " + "; ".join(facts["problems"]), changed=False, **facts

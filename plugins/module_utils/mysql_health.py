@@ -4,12 +4,14 @@ Gathering (needs servers) and judging (pure: ``evaluate()``) are separate, so ev
 unit-tested on plain dicts.
 """
 
+import datetime
 import re
 
 from ansible.module_utils.mysql_connection import query, variables
 from ansible.module_utils.mysql_dialect import Dialect
 from ansible.module_utils.mysql_replica import read_status
 from ansible.module_utils.mysql_seed import TRANSACTIONAL_ENGINES, SeedError, validate_ignore_tables
+from ansible.module_utils.mysql_tls import TLSError, certificate_info, expiry_report, parse_openssl_date
 
 # Error 1236: the source could not send the binlog the replica asked for (usually purged).
 ER_SOURCE_FATAL_READING_BINLOG = 1236
@@ -171,8 +173,88 @@ def evaluate(source, replica, params, grants=None):
                 f"replica lag {lag}s (max {max_lag}s)",
             )
         )
+    checks.extend(tls_checks(source, status, params))
     checks = [c for c in checks if c["name"] not in skip]
     return checks, reseed
+
+
+def replication_tls(source, status):
+    """What is known of the replication connection's encryption: {encrypted, cipher, version, seen_by}.
+
+    ``seen_by`` is ``performance_schema`` when the source's Binlog Dump thread of the replica was
+    read there (the real cipher of the IO thread's connection), else ``replica_settings`` (only the
+    replica's MASTER_SSL setting is known: with it on, the IO thread refuses a plaintext link).
+    """
+    thread = source.get("replication_thread_tls")
+    if thread:
+        cipher = thread.get("cipher") or ""
+        return dict(encrypted=bool(cipher), cipher=cipher, version=thread.get("version") or "",
+                    seen_by="performance_schema")
+    ssl = str(status.get("ssl_allowed") or "").strip().lower() in ("yes", "1")
+    return dict(encrypted=ssl, cipher="", version="", seen_by="replica_settings")
+
+
+def tls_checks(source, status, params):
+    """replication_tls (when TLS is required) and tls_certificate_expiry (when certificates are known)."""
+    checks = []
+    tls = replication_tls(source, status)
+    if params.get("tls_required"):
+        problems = []
+        if str(status.get("ssl_allowed") or "").lower() not in ("yes", "1"):
+            problems.append("the replica connects without MASTER_SSL: replication runs in PLAINTEXT")
+        elif str(status.get("ssl_verify_server_cert") or "").lower() not in ("yes", "1"):
+            problems.append(
+                "the replica does not verify the source's certificate (MASTER_SSL_VERIFY_SERVER_CERT=0)"
+            )
+        if tls["seen_by"] == "performance_schema" and not tls["encrypted"]:
+            problems.append("the source sees the replica's connection in PLAINTEXT (no Ssl_cipher)")
+        if not source.get("have_ssl"):
+            problems.append(
+                "the source has no TLS (have_ssl is not YES): ssl_cert/ssl_key missing in its my.cnf?"
+            )
+        if problems:
+            message = "TLS is configured but: " + "; ".join(problems)
+        elif tls["cipher"]:
+            message = f"replication runs over TLS ({tls['version']} {tls['cipher']}, seen on the source)"
+        else:
+            message = (
+                "replication is set to TLS with certificate verification (cipher not visible: "
+                "performance_schema is off on the source or not readable by the admin user)"
+            )
+        checks.append(check("replication_tls", not problems, message))
+    certificates = list(params.get("_certificates") or [])
+    if certificates:
+        _entries, expired, expiring = expiry_report(
+            certificates, int(params.get("tls_expiry_warning_days") or 30), params.get("_now")
+        )
+        if expired:
+            message = f"certificate(s) EXPIRED: {', '.join(expired)}"
+        elif expiring:
+            message = (
+                f"certificate(s) expire within {params.get('tls_expiry_warning_days') or 30} days: "
+                f"{', '.join(expiring)} (renew them)"
+            )
+        else:
+            message = "no certificate expires soon"
+        checks.append(check("tls_certificate_expiry", not expired, message))
+    return checks
+
+
+def certificates_to_check(source, params):
+    """[{name, path, not_after}]: the source's server certificate (from its status) and local files."""
+    certificates = []
+    if source.get("ssl_server_not_after"):
+        try:
+            certificates.append(
+                dict(name="source server certificate", path="",
+                     not_after=parse_openssl_date(source["ssl_server_not_after"]))
+            )
+        except TLSError:
+            pass
+    for path in params.get("tls_certificates") or []:
+        info = certificate_info(path)
+        certificates.append(dict(name=path, path=path, not_after=info["not_after"]))
+    return certificates
 
 
 def _check_replication_user(params, grants):
@@ -224,6 +306,8 @@ def source_facts(conn):
         "log_replica_updates",
         "gtid_binlog_pos",
         "gtid_mode",
+        "have_ssl",
+        "performance_schema",
     ]
     values = variables(conn, wanted)
     try:
@@ -244,7 +328,42 @@ def source_facts(conn):
             values.get(dialect.log_replica_updates_variable, values.get("log_slave_updates"))
         ),
         binary_logs=binary_logs,
+        have_ssl=str(values.get("have_ssl") or "").upper() == "YES",
+        performance_schema=_on(values.get("performance_schema")),
+        gtid_binlog_pos=values.get("gtid_binlog_pos") or "",
+        ssl_server_not_after=_status_value(conn, "Ssl_server_not_after"),
     )
+
+
+def _status_value(conn, name):
+    try:
+        rows = query(conn, "SHOW GLOBAL STATUS LIKE %s", (name,))
+    except Exception:  # noqa: BLE001 - reported as unknown
+        return ""
+    return str(list(rows[0].values())[1]) if rows else ""
+
+
+# The replica's Binlog Dump thread on the source and its TLS status (performance_schema).
+_DUMP_THREAD_TLS = (
+    "SELECT t.PROCESSLIST_ID AS id, s.VARIABLE_NAME AS name, s.VARIABLE_VALUE AS value "
+    "FROM performance_schema.threads t JOIN performance_schema.status_by_thread s USING (THREAD_ID) "
+    "WHERE t.PROCESSLIST_USER = %s AND t.PROCESSLIST_COMMAND LIKE 'Binlog Dump%%' "
+    "AND s.VARIABLE_NAME IN ('Ssl_cipher', 'Ssl_version')"
+)
+
+
+def replication_thread_tls(conn, user, enabled):
+    """{cipher, version} of the replication user's Binlog Dump thread, or None when not visible."""
+    if not enabled or not user:
+        return None
+    try:
+        rows = query(conn, _DUMP_THREAD_TLS, (user,))
+    except Exception:  # noqa: BLE001 - no privilege on performance_schema: unknown
+        return None
+    if not rows:
+        return None
+    values = {r["name"].lower(): str(r["value"] or "") for r in rows}
+    return dict(cipher=values.get("ssl_cipher", ""), version=values.get("ssl_version", ""))
 
 
 def replica_facts(conn):
@@ -323,6 +442,9 @@ def gather_facts(replica_conn, source_conn, params):
         raise HealthError(str(exc)) from exc
     try:
         _, source = source_facts(source_conn)
+        source["replication_thread_tls"] = replication_thread_tls(
+            source_conn, params.get("replication_user"), source["performance_schema"]
+        )
         _, replica = replica_facts(replica_conn)
         grants = (
             replication_grants(source_conn, params["replication_user"])
@@ -332,8 +454,15 @@ def gather_facts(replica_conn, source_conn, params):
         non_tx = non_transactional(source_conn, params.get("databases") or [], ignore_tables)
     except Exception as exc:  # noqa: BLE001 - pymysql errors become one clear message
         raise HealthError(f"cannot gather replication facts: {exc}") from exc
-    checks, reseed = evaluate(source, replica, params, grants)
+    try:
+        certificates = certificates_to_check(source, params)
+    except TLSError as exc:
+        raise HealthError(str(exc)) from exc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    checks, reseed = evaluate(source, replica, dict(params, _certificates=certificates, _now=now), grants)
     problems = [c["message"] for c in checks if not c["ok"]]
+    warn_days = int(params.get("tls_expiry_warning_days") or 30)
+    entries, expired, expiring = expiry_report(certificates, warn_days, now)
     facts = dict(
         source=source,
         replica=replica,
@@ -342,6 +471,13 @@ def gather_facts(replica_conn, source_conn, params):
         reseed_required=reseed,
         non_transactional_tables=non_tx,
         healthy=not problems,
+        tls=dict(
+            replication_tls(source, replica["status"]),
+            required=bool(params.get("tls_required")),
+            certificates=entries,
+            expired=expired,
+            expiring=expiring,
+        ),
     )
     if grants is not None:
         facts["replication_user_grants"] = {

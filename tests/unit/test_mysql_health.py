@@ -1,12 +1,17 @@
 """Health core: each check's rule, grant parsing, the reseed decision; checksum comparison."""
 
+import datetime
+
 from ansible.module_utils.mysql_checksum import compare_results, quote_identifier
 from ansible.module_utils.mysql_health import (
+    certificates_to_check,
     evaluate,
     extra_privileges,
     parse_grant,
     parse_ignore_table_variable,
+    replication_tls,
     reseed_needed,
+    tls_checks,
 )
 from ansible.module_utils.mysql_replica import normalise_status
 
@@ -208,3 +213,65 @@ def test_row_hash_sql_quotes_and_is_null_aware():
     assert "FROM `app`.`we``ird`" in sql
     assert "CONCAT_WS('#', `id`, `na``me`, CONCAT(ISNULL(`id`), ISNULL(`na``me`)))" in sql
     assert "BIT_XOR" in sql and "COUNT(*)" in sql
+
+
+# -- TLS -------------------------------------------------------------------------------------
+def _tls_status(**kw):
+    return dict(RUNNING, ssl_allowed="Yes", ssl_verify_server_cert="Yes", **kw)
+
+
+def test_tls_required_passes_with_the_cipher_seen_on_the_source():
+    thread = dict(cipher="TLS_AES_256_GCM_SHA384", version="TLSv1.3")
+    src = source(have_ssl=True, replication_thread_tls=thread)
+    checks = by_name(tls_checks(src, _tls_status(), dict(tls_required=True)))
+    assert checks["replication_tls"]["ok"]
+    assert "TLSv1.3 TLS_AES_256_GCM_SHA384" in checks["replication_tls"]["message"]
+    assert replication_tls(src, _tls_status())["seen_by"] == "performance_schema"
+
+
+def test_tls_required_fails_on_plaintext():
+    plain = dict(RUNNING, ssl_allowed="No", ssl_verify_server_cert="No")
+    checks = by_name(tls_checks(source(have_ssl=True), plain, dict(tls_required=True)))
+    assert not checks["replication_tls"]["ok"] and "PLAINTEXT" in checks["replication_tls"]["message"]
+    # the source sees the dump thread unencrypted, whatever the replica claims
+    src = source(have_ssl=True, replication_thread_tls=dict(cipher="", version=""))
+    checks = by_name(tls_checks(src, _tls_status(), dict(tls_required=True)))
+    assert not checks["replication_tls"]["ok"] and "sees the replica's connection in PLAINTEXT" in (
+        checks["replication_tls"]["message"]
+    )
+    no_verify = _tls_status()
+    no_verify["ssl_verify_server_cert"] = "No"
+    checks = by_name(tls_checks(source(have_ssl=True), no_verify, dict(tls_required=True)))
+    assert "does not verify" in checks["replication_tls"]["message"]
+    checks = by_name(tls_checks(source(have_ssl=False), _tls_status(), dict(tls_required=True)))
+    assert "have_ssl" in checks["replication_tls"]["message"]
+
+
+def test_tls_not_required_adds_no_check_and_unknown_cipher_is_said_so():
+    assert tls_checks(source(), RUNNING, {}) == []
+    checks = by_name(tls_checks(source(have_ssl=True), _tls_status(), dict(tls_required=True)))
+    assert checks["replication_tls"]["ok"] and "cipher not visible" in checks["replication_tls"]["message"]
+
+
+def test_certificate_expiry_check():
+    now = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
+    certs = [
+        dict(name="ca", path="/ca", not_after=now + datetime.timedelta(days=400)),
+        dict(name="server", path="", not_after=now + datetime.timedelta(days=10)),
+    ]
+    params = dict(_certificates=certs, _now=now, tls_expiry_warning_days=30)
+    check = by_name(tls_checks(source(), RUNNING, params))["tls_certificate_expiry"]
+    assert check["ok"] and "server" in check["message"] and "expire within 30 days" in check["message"]
+    expired = certs + [dict(name="client", path="/c", not_after=now - datetime.timedelta(days=1))]
+    checks = by_name(tls_checks(source(), RUNNING, dict(params, _certificates=expired)))
+    check = checks["tls_certificate_expiry"]
+    assert not check["ok"] and "EXPIRED: client" in check["message"]
+    check = by_name(tls_checks(source(), RUNNING, dict(params, tls_expiry_warning_days=5)))
+    assert check["tls_certificate_expiry"]["message"] == "no certificate expires soon"
+
+
+def test_source_server_certificate_date_is_read_from_its_status():
+    src = source(ssl_server_not_after="Mar  6 17:26:51 2029 GMT")
+    (cert,) = certificates_to_check(src, {})
+    assert cert["not_after"] == datetime.datetime(2029, 3, 6, 17, 26, 51, tzinfo=datetime.timezone.utc)
+    assert certificates_to_check(source(ssl_server_not_after=""), {}) == []
