@@ -55,6 +55,7 @@ from ansible.module_utils.btw_fs import (
     list_chains,
     parse_at,
     parse_owner,
+    rdiff_sessions,
     remove_partials,
     resolve_destination,
     session_size,
@@ -62,9 +63,10 @@ from ansible.module_utils.btw_fs import (
     validate_policy,
     write_atomic,
 )
-from ansible.module_utils.btw_retention import shrink_guard
+from ansible.module_utils.btw_retention import list_backups, shrink_guard, with_status
 from ansible.module_utils.mysql_dialect import MARIADB, Dialect, DialectError, parse_client_version
 from ansible.module_utils.mysql_seed import HeaderScanner
+from ansible.module_utils.retention_policy import SUSPECT
 
 TYPES = ("pg_dump", "pg_globals", "mysqldump")
 EXTENSIONS = {"pg_dump": ".dump", "pg_globals": ".sql", "mysqldump": ".sql"}
@@ -454,7 +456,9 @@ def db_backup(
             if coordinates:
                 _record_coordinates(
                     dest,
-                    dict(coordinates, chain=state["chain"], session=int(state["last_session"]), dump=filename),
+                    dict(
+                        coordinates, chain=state["chain"], session=int(state["last_session"]), dump=filename
+                    ),
                 )
             result.update(
                 changed=True,
@@ -869,6 +873,21 @@ def _mysql_failed_state(target, database, expected, was_empty):
     )
 
 
+def _latest_good(dest, repo, session):
+    """The latest dump is the newest of a chain the shrink guard did not find suspect (a suspect dump
+    has a chain of its own): (chain, session, suspect chains passed over). When every chain is
+    suspect, the newest one stays."""
+    statuses = {b["name"]: b["status"] for b in with_status(dest, list_backups(dest))}
+    skipped = []
+    for name, path in reversed(list_chains(dest)):
+        sessions = rdiff_sessions(path)
+        if statuses.get(name) == SUSPECT:
+            skipped.append(name)
+        elif sessions:
+            return path, sessions[-1], skipped
+    return repo, session, []
+
+
 def db_restore(
     name,
     backup_type,
@@ -883,7 +902,8 @@ def db_restore(
     runner=None,
     force=False,
 ):
-    """Load the dump stored at time `at` (default: the latest) into target_database.
+    """Load the dump stored at time `at` (default: the latest, passing over suspect dumps) into
+    target_database.
 
     Refused before anything changes (check mode too) when the target is missing without
     create_database, exists with it, or holds objects without force.  PostgreSQL loads in one
@@ -901,6 +921,9 @@ def db_restore(
     dest = resolve_destination(root, destination)
     at_epoch = parse_at(at)
     repo, session = chain_at(dest, at_epoch)
+    skipped = []
+    if at in (None, "", "now"):
+        repo, session, skipped = _latest_good(dest, repo, session)
     filename = name + EXTENSIONS[backup_type]
     result = {
         "name": name,
@@ -909,6 +932,7 @@ def db_restore(
         "session": session,
         "target_database": target_database,
         "changed": False,
+        "skipped_suspect": skipped,
     }
     staging = tempfile.mkdtemp(prefix="btw-restore-")  # 0700, private to this run
     try:

@@ -266,6 +266,12 @@ def test_a_dump_of_a_database_that_lost_most_tables_is_suspect_and_kept_apart(tm
     assert [b["status"] for b in listed] == ["good", "suspect"]
     kept = btw_retention.apply_retention(root, "db/shrink", keep_count=1, require_synced=False, min_good=1)
     assert kept["deleted"] == [] and kept["suspect"] == [os.path.basename(third["location"])]
+    # the latest dump to restore is the good one; the suspect one is there when asked for by time
+    restored = btw_db.db_restore("shrink", "pg_dump", root, "db/shrink", target_database="shrink_latest",
+                                 connection=pg.conn, create_database=True)
+    assert restored["chain"] == first["location"] and restored["skipped_suspect"] == [
+        os.path.basename(third["location"])]
+    assert len(pg_tables(pg, "shrink_latest")) == 10
     accepted = btw_db.db_backup(**args, accept_shrink=True)
     assert accepted["verdict"]["status"] == "good" and accepted["verdict"]["accepted"]
     assert btw_db.db_backup(**args)["verdict"]["status"] == "good"
