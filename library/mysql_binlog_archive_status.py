@@ -30,9 +30,10 @@ options:
     type: path
   full_backups:
     description:
-      - The full backups whose coordinates count, each a dict with C(kind) (C(dump) or C(lvm)) and
-        C(path) (a dump file or a directory of dumps; an LVM backup destination), for C(lvm)
-        optionally C(label) and C(subdir).
+      - The full backups whose coordinates count, each a dict with C(kind) (C(dump), C(lvm) or C(btw))
+        and C(path) (a dump file or a directory of dumps; an LVM backup destination; a btw mysqldump
+        set's destination, whose stored dumps recorded their coordinates), for C(lvm) optionally
+        C(label) and C(subdir).
     type: list
     elements: dict
     default: []
