@@ -1,0 +1,136 @@
+"""Replication over TLS with GTID between two real MariaDB servers on loopback.
+
+The certificates are made by the project's own core (mysql_tls, openssl); the source runs with them
+and performance_schema on (so the health facts see the Binlog Dump thread's cipher); the replica is
+seeded, then started from the seed's GTID position with server certificate verification and a client
+certificate (the replication user REQUIRE X509). The refusal case: a replica set up for TLS against a
+source without TLS fails with the server's error, and a plaintext link fails the TLS health check.
+"""
+
+import time
+
+import pytest
+from ansible.module_utils.mysql_health import gather_facts
+from ansible.module_utils.mysql_replica import ReplicaError, ensure_replica
+from ansible.module_utils.mysql_seed import run_seed
+from ansible.module_utils.mysql_tls import ensure_certificates
+
+from tests.integration.test_mysql_replication import (
+    IGNORED,
+    count,
+    facts_params,
+    make_source,
+    replica_params,
+    seed_params,
+    with_pair,
+    with_replica,
+)
+
+IGNORE_ARGS = [f"--replicate-ignore-table={t}" for t in IGNORED]
+
+
+def _certificates(tmp_path):
+    """The site CA, the source's server certificate (for 127.0.0.1) and the replica's client certificate."""
+    d = tmp_path / "tls"
+    d.mkdir()
+    paths = {name: str(d / name) for name in ("ca.pem", "ca.key", "server.pem", "server.key",
+                                              "client.pem", "client.key")}
+    server = ensure_certificates(
+        dict(ca_cert=paths["ca.pem"], ca_key=paths["ca.key"], cert=paths["server.pem"],
+             key=paths["server.key"], subject_alt_names=["127.0.0.1", "localhost"], purpose="server")
+    )
+    client = ensure_certificates(
+        dict(ca_cert=paths["ca.pem"], ca_key=paths["ca.key"], cert=paths["client.pem"],
+             key=paths["client.key"], common_name="backup-replica", purpose="client")
+    )
+    assert server["changed"] and client["changed"] and client["created"] == [paths["client.key"],
+                                                                               paths["client.pem"]]
+    return paths
+
+
+def _tls_replica(src, certs, **kw):
+    return replica_params(
+        src,
+        source_ssl=True,
+        source_ssl_ca=certs["ca.pem"],
+        source_ssl_cert=certs.get("client.pem"),
+        source_ssl_key=certs.get("client.key"),
+        source_ssl_verify_server_cert=True,
+        **kw,
+    )
+
+
+def _wait_rows(server, table, expected, timeout=20):
+    deadline = time.monotonic() + timeout
+    while count(server, table) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count(server, table)
+
+
+def test_tls_gtid_replication_with_verification(mariadb_factory, tmp_path):
+    certs = _certificates(tmp_path)
+    src = mariadb_factory(
+        "source", server_id=1,
+        extra_args=[f"--ssl-ca={certs['ca.pem']}", f"--ssl-cert={certs['server.pem']}",
+                    f"--ssl-key={certs['server.key']}", "--performance-schema=ON"],
+    )
+    dst = mariadb_factory("replica", server_id=2, extra_args=IGNORE_ARGS)
+    make_source(src)
+    src.sql("ALTER USER 'repl'@'127.0.0.1' REQUIRE X509")
+    src.sql("INSERT INTO app.items (name) VALUES ('before-seed')")
+
+    seed = run_seed(seed_params(src, dst))
+    assert seed["gtid"] == src.sql("SELECT @@gtid_binlog_pos")[0][0] and seed["gtid"]
+    src.sql("INSERT INTO app.items (name) VALUES ('after-seed')")  # must arrive through GTID replication
+
+    want = _tls_replica(src, certs, source_use_gtid=True, source_gtid_pos=seed["gtid"])
+    started = with_replica(dst, ensure_replica, want)
+    assert started["changed"] and started["gtid_position_applied"] and not started["coordinates_applied"]
+    assert started["statements"][0] == f"SET GLOBAL gtid_slave_pos = '{seed['gtid']}'"
+    assert "MASTER_USE_GTID=slave_pos" in started["statements"][1]
+    assert "MASTER_SSL_VERIFY_SERVER_CERT=1" in started["statements"][1]
+    status = started["status"]
+    assert status["using_gtid"] == "Slave_Pos" and status["ssl_allowed"] == "Yes"
+    assert status["ssl_verify_server_cert"] == "Yes"
+    assert _wait_rows(dst, "app.items", count(src, "app.items")) == count(src, "app.items")
+
+    again = with_replica(dst, ensure_replica, want)
+    assert not again["changed"] and again["statements"] == [] and not again["gtid_position_applied"]
+
+    health = with_pair(
+        src, dst, gather_facts,
+        facts_params(mode="health", tls_required=True, tls_expiry_warning_days=900,
+                     tls_certificates=[certs["ca.pem"], certs["client.pem"]]),
+    )
+    tls = health["tls"]
+    assert health["healthy"], health["problems"]
+    assert tls["encrypted"] and tls["seen_by"] == "performance_schema" and tls["cipher"].startswith("TLS_")
+    checks = {c["name"]: c for c in health["checks"]}
+    assert tls["cipher"] in checks["replication_tls"]["message"]
+    # 825-day server and client certificates are inside a 900-day warning window; the 10-year CA is not
+    assert sorted(tls["expiring"]) == sorted(["source server certificate", certs["client.pem"]])
+    assert tls["expired"] == [] and checks["tls_certificate_expiry"]["ok"]
+    assert {c["name"]: c["days_left"] for c in tls["certificates"]}[certs["ca.pem"]] > 3000
+
+
+def test_tls_replica_against_plaintext_source_fails_clearly(mariadb_factory, tmp_path):
+    certs = _certificates(tmp_path)
+    src = mariadb_factory("source", server_id=1, extra_args=["--skip-ssl", "--performance-schema=ON"])
+    dst = mariadb_factory("replica", server_id=2, extra_args=IGNORE_ARGS)
+    make_source(src)
+    seed = run_seed(seed_params(src, dst))
+    with pytest.raises(ReplicaError) as failed:
+        with_replica(dst, ensure_replica, _tls_replica(src, certs, source_use_gtid=True,
+                                                       source_gtid_pos=seed["gtid"], wait_timeout=20))
+    message = str(failed.value)
+    assert "IO thread error 2026" in message
+    assert "SSL is required, but the server does not support it" in message
+
+    # the same pair replicating in plaintext: the TLS health check fails and says so
+    with_replica(dst, ensure_replica, dict(state="absent"))
+    plain = with_replica(dst, ensure_replica, replica_params(src, seed))
+    assert plain["status"]["io_running"] == "Yes"
+    health = with_pair(src, dst, gather_facts, facts_params(mode="health", tls_required=True))
+    assert not health["healthy"] and not health["tls"]["encrypted"]
+    message = " ".join(health["problems"])
+    assert "PLAINTEXT" in message and "have_ssl" in message
