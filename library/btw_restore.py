@@ -150,6 +150,13 @@ chain:
   description: The chain the dump was restored from.
   returned: database sets
   type: str
+skipped_suspect:
+  description:
+    - Chains of suspect dumps (shrink guard) passed over when O(at) is C(now), newest first; the
+      latest good dump is restored. A dump given by time is restored as it is.
+  returned: database sets
+  type: list
+  elements: str
 session:
   description: Epoch time of the rdiff-backup session restored.
   returned: rdiff-backup sources and database sets
