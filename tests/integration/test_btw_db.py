@@ -227,6 +227,15 @@ def test_mysqldump_records_coordinates_a_replay_from_them_onto_the_dump_equals_t
         assert second["stored"] and second["coordinates"] == {
             "binlog_file": file, "binlog_position": pos, "gtid": db.sql("SELECT @@gtid_binlog_pos")[0][0]}
 
+        # MariaDB reads them from the consistent snapshot: a user without RELOAD or BINLOG MONITOR gets them
+        db.sql("CREATE USER 'dumper'@'127.0.0.1' IDENTIFIED BY 'dump-pw'")
+        db.sql("GRANT SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT ON pit.* TO 'dumper'@'127.0.0.1'")
+        plain_user = dict(db.tcp, user="dumper", password="dump-pw")
+        db.sql("INSERT INTO pit.w VALUES (-2, 'by dumper')")
+        third = btw_db.db_backup(**dict(args, connection=plain_user))
+        (file, pos, *_rest), = db.sql("SHOW MASTER STATUS")
+        assert third["coordinates"]["binlog_position"] == pos and third["coordinates"]["binlog_file"] == file
+
         # a server without a binary log: a dump without coordinates, and says why
         scratch_args = dict(args, root=root, destination="db/scratch", connection=scratch.tcp)
         plain = btw_db.db_backup(**scratch_args)
