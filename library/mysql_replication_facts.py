@@ -21,9 +21,10 @@ description:
     certificate verification, the source has TLS, and (when the source's performance_schema is on
     and readable) the source sees the replica's Binlog Dump connection encrypted; fails when
     replication runs in plaintext. The cipher is reported in C(tls).
-  - C(tls_certificate_expiry) - the source's server certificate (its C(Ssl_server_not_after) status)
-    and the local files in O(tls_certificates) have not expired; those expiring within
-    O(tls_expiry_warning_days) are listed in C(tls.expiring) and as a warning.
+  - C(tls_certificate_expiry) - the source's server certificate (its C(Ssl_server_not_after) status,
+    read over a TLS admin connection, see O(source_ssl_ca)) and the local files in
+    O(tls_certificates) have not expired; those expiring within O(tls_expiry_warning_days) are
+    listed in C(tls.expiring) and as a warning.
   - In O(mode=health) also C(replication_running) (both threads running, no error) and
     C(replication_lag) (Seconds_Behind <= O(max_lag_seconds)).
   - C(reseed_required) is true when the replica was never seeded (no source configured) or the
@@ -65,6 +66,12 @@ options:
     description: Maximum acceptable lag in O(mode=health).
     type: int
     default: 30
+  source_ssl_ca:
+    description:
+      - CA file (on this host) to verify the source's certificate with; the admin connection to the
+        source then uses TLS (only that one, not the replica's). Needed to read the source's server
+        certificate expiry (C(Ssl_server_not_after) is only shown to a TLS session).
+    type: path
   tls_required:
     description: Replication must run over TLS with certificate verification (check C(replication_tls)).
     type: bool
@@ -221,6 +228,7 @@ def main():
         min_binlog_retention_days=dict(type="float", default=7),
         max_lag_seconds=dict(type="int", default=30),
         skip_checks=dict(type="list", elements="str", default=[]),
+        source_ssl_ca=dict(type="path"),
         tls_required=dict(type="bool", default=False),
         tls_certificates=dict(type="list", elements="path", default=[]),
         tls_expiry_warning_days=dict(type="int", default=30),

@@ -83,8 +83,13 @@ def login_params(params, prefix="login"):
     """Extract one server's connection options from module params as a plain dict.
 
     prefix "login" reads login_host, login_port...; "source" reads source_host...; "target" reads
-    target_host... Options that only exist for login_* (ssl, config file, timeout) are shared.
+    target_host... Options that only exist for login_* (ssl, config file, timeout) are shared, except
+    that a module offering ``<prefix>_ssl_ca``/``_ssl_cert``/``_ssl_key`` uses those for that server.
     """
+    def ssl(key):
+        own = params.get(f"{prefix}_ssl_{key}") if prefix != "login" else None
+        return own if own else params.get(f"ssl_{key}")
+
     return dict(
         host=params.get(f"{prefix}_host"),
         port=params.get(f"{prefix}_port") or 3306,
@@ -93,9 +98,9 @@ def login_params(params, prefix="login"):
         unix_socket=params.get(f"{prefix}_unix_socket"),
         connect_timeout=params.get("connect_timeout") or 10,
         config_file=params.get("config_file"),
-        ssl_ca=params.get("ssl_ca"),
-        ssl_cert=params.get("ssl_cert"),
-        ssl_key=params.get("ssl_key"),
+        ssl_ca=ssl("ca"),
+        ssl_cert=ssl("cert"),
+        ssl_key=ssl("key"),
     )
 
 

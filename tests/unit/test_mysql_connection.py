@@ -352,3 +352,11 @@ def test_modules_without_pymysql_say_so(server, tmp_path):
     for result in results:
         assert result["failed"] is True
         assert "Failed to import the required Python library (pymysql)" in result["msg"], result["msg"]
+
+
+def test_a_server_of_its_own_ssl_options_keeps_them_to_itself():
+    params = dict(login_unix_socket="/run/x.sock", source_host="db1", ssl_ca=None, source_ssl_ca="/ca.pem")
+    assert login_params(params, "source")["ssl_ca"] == "/ca.pem"
+    assert login_params(params)["ssl_ca"] is None
+    shared = dict(params, ssl_ca="/shared.pem", source_ssl_ca=None)
+    assert login_params(shared, "source")["ssl_ca"] == "/shared.pem" == login_params(shared)["ssl_ca"]
