@@ -53,6 +53,14 @@ options:
       SIGTERM before it gets SIGKILL.
     type: float
     default: 30
+  collect:
+    description:
+      - With O(state=reported), once the job has ended well, return its result as RV(job_result) and
+        remove its results file, as M(ansible.builtin.async_status) with C(mode=cleanup) does, so no
+        further task is needed. A job that failed is left for M(ansible.builtin.async_status), whose
+        failed task carries the job's whole result.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -140,8 +148,12 @@ killed_children:
   type: list
   elements: int
 job_result:
-  description: The async job's own result once it ended (e.g. its failure message), when available.
-  returned: when state=cancelled
+  description:
+    - With O(state=cancelled), the async job's own result once it ended (e.g. its failure message),
+      when available.
+    - With O(state=reported) and O(collect), the result of the job that ended well (its results file
+      is removed).
+  returned: when state=cancelled, or state=reported with collect once the job ended well
   type: dict
 job_result_file_exists:
   description: Whether the async job's results file exists (M(ansible.builtin.async_status) with
@@ -157,6 +169,7 @@ from ansible.module_utils.progress import (
     ProgressError,
     async_job_state,
     cancel_job,
+    collect_result,
     describe,
     ended_without_result,
     read_progress,
@@ -171,6 +184,7 @@ def main():
             path=dict(type="path"),
             wait_seconds=dict(type="float", default=10),
             grace_seconds=dict(type="float", default=30),
+            collect=dict(type="bool", default=False),
         ),
         required_if=[("state", "reported", ("results_file",))],
         required_one_of=[("results_file", "path")],
@@ -204,7 +218,11 @@ def main():
     if problem:
         module.fail_json(msg=problem, finished=True, job_state=state, progress=data)
     msg = describe(data, now=time.time()) if p["path"] else ("finished" if finished else "running")
-    module.exit_json(changed=False, finished=finished, job_state=state, progress=data, msg=msg)
+    result = dict(changed=False, finished=finished, job_state=state, progress=data, msg=msg)
+    collected = collect_result(state, job, p["results_file"]) if p["collect"] else None
+    if collected is not None:
+        result["job_result"] = collected
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -384,6 +384,18 @@ def ended_without_result(state, job, results_file, progress=None):
 
 
 # -- cancelling a job ----------------------------------------------------------------------------
+def collect_result(state, job, results_file):
+    """The result of a job that ended well, its job file removed as async_status mode=cleanup does,
+    so the poll that saw it end is the last task that touches it; None, and nothing removed, while it
+    runs, when it failed (async_status then fails the task with the whole result, which the callers'
+    rescues read) or when it ended without a result. state and job from async_job_state."""
+    if state != "finished" or not isinstance(job, dict) or job.get("failed"):
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(results_file)
+    return dict(job, finished=True, ansible_job_id=os.path.basename(results_file))
+
+
 def _cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:

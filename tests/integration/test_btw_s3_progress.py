@@ -406,7 +406,7 @@ def test_playbook_fails_when_the_server_stops_half_way_and_the_next_run_resumes(
     proxies(s3.port, port=proxy.port)  # the endpoint is back (same address: same journal)
     rc, runs, results = sync_play(tmp_path, monkeypatch, root, proxy.endpoint)
     assert rc == 0 and runs[0]["result"] == "ok"
-    result = results["Result of S3 sync"]
+    result = results["Result of S3 sync"]["ansible_facts"]["backup_progress_result"]  # the last poll's
     assert set(result["uploaded"]) | set(result["confirmed_without_upload"]) == pending
     assert not set(result["uploaded"]) & done_before  # what was confirmed is not sent again
     assert btw_s3.list_pending(root, BUCKET, "site1", proxy.endpoint)["pending"] == []
@@ -434,7 +434,7 @@ def test_playbook_timeout_cancels_the_sync_cleanly_and_the_next_run_resumes(
     proxy.rate = None
     rc, runs, results = sync_play(tmp_path, monkeypatch, root, proxy.endpoint)
     assert rc == 0 and runs[0]["result"] == "ok"
-    result = results["Result of S3 sync"]
+    result = results["Result of S3 sync"]["ansible_facts"]["backup_progress_result"]  # the last poll's
     assert set(result["uploaded"]) | set(result["confirmed_without_upload"]) == pending
     assert bucket_state(s3) == local_state(root)
     assert s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []

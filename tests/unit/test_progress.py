@@ -82,6 +82,24 @@ def test_async_job_states(tmp_path):
         pg.async_job_finished(str(tmp_path / "nope"))
 
 
+def test_collect_takes_the_result_of_a_job_that_ended_well_and_only_that(tmp_path):
+    results = tmp_path / "123.456"
+    results.write_text(json.dumps({"changed": True, "path": "/srv/backup/x"}))
+    assert pg.collect_result("running", None, str(results)) is None
+    assert results.exists()
+    failed = {"failed": True, "msg": "copy failed", "result": "suspect"}
+    # a failed job is left for async_status, whose failed task carries its whole result
+    assert pg.collect_result("finished", failed, str(results)) is None
+    assert pg.collect_result("dead", None, str(results)) is None
+    assert results.exists()
+    job = json.loads(results.read_text())
+    assert pg.collect_result("finished", job, str(results)) == {
+        "changed": True, "path": "/srv/backup/x", "finished": True, "ansible_job_id": "123.456"}
+    assert not results.exists()  # cleaned up as async_status mode=cleanup does
+    # a second look at a job already collected changes nothing
+    assert pg.collect_result("finished", job, str(results))["finished"] is True
+
+
 def test_progress_file_is_private(tmp_path):
     from ansible.module_utils.progress import ProgressFile
 
