@@ -214,6 +214,30 @@ def decide(replica_conn, source_conn, dialect):
 
 
 # -- the re-point ----------------------------------------------------------------------------
+def replica_settings(params):
+    """The module's options -> mysql_replica's wanted settings for the new source.
+
+    source_* in the module are the admin login to the new source; replication_* are what the replica
+    uses (host and port default to the admin login's).
+    """
+    wanted = dict(
+        source_host=params.get("replication_host") or params.get("source_host"),
+        source_port=params.get("replication_port") or params.get("source_port") or 3306,
+        source_user=params.get("replication_user"),
+        source_password=params.get("replication_password"),
+        state="running",
+        update_password="on_create",
+        wait=True,
+        max_lag_seconds=params.get("max_lag_seconds") or 30,
+        wait_timeout=params.get("wait_timeout") or 300,
+        flavor=params.get("flavor") or "auto",
+    )
+    for key in ("ssl", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_server_cert"):
+        if params.get(f"replication_{key}") is not None:
+            wanted[f"source_{key}"] = params[f"replication_{key}"]
+    return wanted
+
+
 def target_of(params):
     return f"{params['source_host']}:{params.get('source_port') or 3306}"
 

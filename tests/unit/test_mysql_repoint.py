@@ -8,6 +8,7 @@ from ansible.module_utils.mysql_repoint import (
     check_mysql,
     parse_gtid_list,
     refusal_message,
+    replica_settings,
 )
 
 
@@ -161,3 +162,23 @@ def test_mysql_purged_refused():
 
 def test_mysql_empty_executed_refused():
     assert not check_mysql("", True, "", True)["ok"]
+
+
+# -- module options -> replica settings ------------------------------------------------------
+def test_replica_settings_default_to_the_admin_login_host_and_port():
+    wanted = replica_settings(dict(source_host="db2", source_port=3307, source_user="admin",
+                                   source_password="admin-pw", replication_user="repl",
+                                   replication_password="pw", replication_ssl=None, max_lag_seconds=5))
+    assert (wanted["source_host"], wanted["source_port"], wanted["source_user"]) == ("db2", 3307, "repl")
+    assert wanted["source_password"] == "pw" and wanted["max_lag_seconds"] == 5
+    assert "source_ssl" not in wanted and wanted["state"] == "running" and wanted["wait"]
+
+
+def test_replica_settings_replication_address_and_tls():
+    wanted = replica_settings(dict(source_host="db2-admin", source_port=3306, replication_host="10.0.0.12",
+                                   replication_port=3310, replication_user="repl", replication_password="pw",
+                                   replication_ssl=True, replication_ssl_ca="/etc/ca.pem",
+                                   replication_ssl_verify_server_cert=True))
+    assert (wanted["source_host"], wanted["source_port"]) == ("10.0.0.12", 3310)
+    assert wanted["source_ssl"] and wanted["source_ssl_ca"] == "/etc/ca.pem"
+    assert wanted["source_ssl_verify_server_cert"]
