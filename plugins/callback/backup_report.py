@@ -18,7 +18,14 @@ description:
   - When O(metrics_dir) is set (or the extra variable C(backup_metrics_dir)), the runs are also
     recorded as Prometheus textfile-collector metrics there (plugins/module_utils/backup_metrics.py),
     failed runs included (for a control host running node_exporter).
-  - A playbook without C(backup_runs) prints nothing and writes nothing.
+  - A host that becomes unreachable in a play of a strategy playbook (the play sets the variable
+    C(backup_report_strategy) to the strategy name) never reaches the play's rescue, so it publishes
+    nothing; the callback adds a C(failed) run for it (strategy, host, C(details) the word
+    C(unreachable) and the connection message, C(unreachable) true) unless the host already has a
+    run of that strategy. In the metrics such a run sets C(backup_last_unreachable) of (strategy,
+    host) to 1 instead of a failed result; a later run of the strategy that reaches the host sets it
+    back to 0. Tasks with C(ignore_unreachable) do not count.
+  - A playbook without C(backup_runs) and without unreachable hosts prints nothing and writes nothing.
   - With a machine-readable stdout callback (C(json), C(ansible.posix.json), C(jsonl)...) the table
     is not printed, so that output stays parseable; the JSON file and the metrics are still written.
 requirements:
@@ -94,6 +101,48 @@ def collect_runs(custom_stats):
                     run.setdefault("host", scope)
                 runs.append(run)
     return runs
+
+
+UNREACHABLE_MESSAGE_MAX = 300
+
+
+def unreachable_runs(unreachable, runs):
+    """Failed runs for the hosts found unreachable in a strategy's play.
+
+    unreachable: {(strategy, host): message}, in the order found; runs: the published backup_runs.
+    A host that already has a run of that strategy (it published before it was lost) gets none."""
+    published = {(str(run.get("strategy")), str(run.get("host"))) for run in runs}
+    added = []
+    for (strategy, host), message in unreachable.items():
+        if (strategy, host) in published:
+            continue
+        text = " ".join(str(message or "host unreachable").split())
+        if len(text) > UNREACHABLE_MESSAGE_MAX:
+            text = text[:UNREACHABLE_MESSAGE_MAX - 3] + "..."
+        added.append({"strategy": strategy, "host": host, "result": "failed", "unreachable": True,
+                      "location": "", "size_bytes": 0, "duration_seconds": 0,
+                      "details": f"unreachable: {text}"})
+    return added
+
+
+def unreachable_message(result):
+    """The connection error of an unreachable task result; in a loop, the first unreachable item's."""
+    result = result if isinstance(result, dict) else {}
+    for item in result.get("results") or []:
+        if isinstance(item, dict) and item.get("unreachable") and item.get("msg"):
+            return item["msg"]
+    return result.get("msg")
+
+
+def play_strategy(play):
+    """The strategy a play runs (its play variable backup_report_strategy), or None."""
+    try:
+        value = (play.vars or {}).get("backup_report_strategy")
+    except AttributeError:
+        return None
+    if not isinstance(value, str) or not value.strip() or "{" in value:
+        return None
+    return value.strip()
 
 
 def table_rows(runs):
@@ -199,11 +248,15 @@ class CallbackModule(CallbackBase):
         self._playbook = None
         self._extra_path = None
         self._extra_metrics_dir = None
+        self._strategy = None  # backup_report_strategy of the current play
+        self._unreachable = {}  # (strategy, host) -> first message
+        self._reached = set()  # (strategy, host) with a result that is not unreachable
 
     def v2_playbook_on_start(self, playbook):
         self._playbook = getattr(playbook, "_file_name", None)
 
     def v2_playbook_on_play_start(self, play):
+        self._strategy = play_strategy(play)
         try:
             extra = play.get_variable_manager().extra_vars
         except AttributeError:
@@ -213,8 +266,29 @@ class CallbackModule(CallbackBase):
         if extra.get("backup_metrics_dir"):
             self._extra_metrics_dir = extra["backup_metrics_dir"]
 
+    def _note_reached(self, result):
+        if self._strategy:
+            self._reached.add((self._strategy, result._host.get_name()))
+
+    def v2_runner_on_ok(self, result):
+        self._note_reached(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._note_reached(result)
+
+    def v2_runner_on_unreachable(self, result):
+        if not self._strategy or getattr(result._task, "ignore_unreachable", False):
+            return
+        key = (self._strategy, result._host.get_name())
+        self._unreachable.setdefault(key, unreachable_message(result._result))
+
+    def all_runs(self, custom_stats):
+        """The published backup_runs, then a failed run for each host lost to unreachability."""
+        runs = collect_runs(custom_stats)
+        return runs + unreachable_runs(self._unreachable, runs)
+
     def v2_playbook_on_stats(self, stats):
-        runs = collect_runs(getattr(stats, "custom", {}))
+        runs = self.all_runs(getattr(stats, "custom", {}))
         if not runs:
             return
         now = time.time()
@@ -251,7 +325,8 @@ class CallbackModule(CallbackBase):
             return
         try:
             core = load_metrics_core()
-            _, _, _, path = core.record(os.path.expanduser(str(metrics_dir)), runs, now=now)
+            reached = sorted(self._reached - set(self._unreachable))
+            _, _, _, path = core.record(os.path.expanduser(str(metrics_dir)), runs, now=now, reached=reached)
         except Exception as exc:  # a report problem must not hide the backup's own result
             self._display.warning(f"backup report: metrics not recorded in {metrics_dir}: {exc}")
             return

@@ -15,6 +15,11 @@ Two parts:
   A failed run updates result, duration and last-run time, but keeps the last success time and
   size of the previous good backup: alerting on ``time() - backup_last_success_timestamp_seconds``
   keeps working.
+- Unreachable hosts. A run marked ``unreachable: true`` (the report callback records one for a host
+  that became unreachable in a strategy's play) sets ``backup_last_unreachable`` to 1 on the
+  (strategy, host) series and nothing else: such a host never ran the strategy, so its sets'
+  result series are not touched (a failure there would never be cleared when the sets carry their
+  own names). A host ``reached`` in a later run of the strategy sets an existing 1 back to 0.
 """
 import fcntl
 import math
@@ -127,6 +132,8 @@ METRICS = {
     "last_size_bytes": "Size of the last successful backup in bytes.",
     "last_lock_seconds": "Seconds writes were locked during the last successful backup.",
     "last_downtime_seconds": "Seconds the application was down during the last successful backup.",
+    "last_unreachable": ("1 when the host (set label) was unreachable in the last run of the strategy, "
+                         "0 once a later run reached it; absent for hosts never found unreachable."),
 }
 ORDER = list(METRICS)
 ALWAYS = ("last_run_timestamp_seconds", "last_result", "last_suspect", "last_duration_seconds")
@@ -220,10 +227,30 @@ def render(state):
     return render_text(families)
 
 
-def merge(state, runs, now=None):
-    """Return a new state with the runs recorded; a failure keeps the previous success values."""
+def unreachable_key(run):
+    """(strategy, host) of a run marked ``unreachable: true``, else None."""
+    if not isinstance(run, dict) or not run.get("unreachable"):
+        return None
+    strategy, host = str(run.get("strategy") or "").strip(), str(run.get("host") or "").strip()
+    if not strategy or not host:
+        raise MetricsError("an unreachable run needs its strategy and host")
+    return strategy, host
+
+
+def merge(state, runs, now=None, reached=()):
+    """Return a new state with the runs recorded; a failure keeps the previous success values.
+
+    ``reached``: (strategy, host) pairs a run reached; each clears that series' last_unreachable
+    where one is set (no series is created for it). Unreachable runs then set it to 1."""
     new = {key: dict(values) for key, values in state.items()}
+    for strategy, host in reached or ():
+        if "last_unreachable" in new.get((str(strategy), str(host)), {}):
+            new[(str(strategy), str(host))]["last_unreachable"] = 0.0
     for run in runs:
+        key = unreachable_key(run)
+        if key is not None:
+            new.setdefault(key, {})["last_unreachable"] = 1.0
+            continue
         key, values = normalise_run(run, now)
         current = new.setdefault(key, {})
         if values["last_result"] == 1.0:
@@ -258,6 +285,8 @@ def _combine(a, b):
     succeeded = a if a.get(last_ok, -1) >= b.get(last_ok, -1) else b
     combined = {metric: newer[metric] for metric in ALWAYS if metric in newer}
     combined.update({metric: succeeded[metric] for metric in ON_SUCCESS if metric in succeeded})
+    if "last_unreachable" in newer:
+        combined["last_unreachable"] = newer["last_unreachable"]
     return combined
 
 
@@ -270,8 +299,10 @@ def migrate(state):
     return new
 
 
-def record(collector_dir, runs, file_name=DEFAULT_FILE, now=None, check_mode=False):
-    """Record runs in collector_dir/file_name. Returns (changed, before_text, after_text, path)."""
+def record(collector_dir, runs, file_name=DEFAULT_FILE, now=None, check_mode=False, reached=()):
+    """Record runs in collector_dir/file_name (``reached``: see merge()).
+
+    Returns (changed, before_text, after_text, path)."""
     if not runs:
         raise MetricsError("no runs to record")
     if "/" in file_name or not file_name.endswith(".prom"):
@@ -290,7 +321,7 @@ def record(collector_dir, runs, file_name=DEFAULT_FILE, now=None, check_mode=Fal
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 before = handle.read()
-        after = render(merge(migrate(parse(before)), runs, now))
+        after = render(merge(migrate(parse(before)), runs, now, reached))
         changed = after != before
         if changed and not check_mode:
             write_textfile(path, after)

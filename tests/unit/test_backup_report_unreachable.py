@@ -1,0 +1,182 @@
+"""backup_report callback: a host lost to unreachability in a strategy's play is reported failed
+(issue 15 item 19), and the metrics core marks it with backup_last_unreachable."""
+import glob
+import importlib.util
+import os
+
+import pytest
+import yaml
+from ansible.module_utils import backup_metrics as bm
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_callback():
+    spec = importlib.util.spec_from_file_location(
+        "backup_report_under_test", os.path.join(TOP, "plugins", "callback", "backup_report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+br = load_callback()
+
+
+class Play:
+    def __init__(self, play_vars):
+        self.vars = play_vars
+
+    def get_variable_manager(self):
+        raise AttributeError
+
+
+class Host:
+    def __init__(self, name):
+        self.name = name
+
+    def get_name(self):
+        return self.name
+
+
+class Task:
+    def __init__(self, ignore_unreachable=False):
+        self.ignore_unreachable = ignore_unreachable
+
+
+class Result:
+    def __init__(self, host, result, ignore_unreachable=False):
+        self._host, self._result, self._task = Host(host), result, Task(ignore_unreachable)
+
+
+REFUSED = {"msg": "Failed to connect to the host via ssh: ssh: connect to host 10.0.0.9 port 22: "
+                  "Connection refused", "unreachable": True}
+
+
+def test_unreachable_host_gets_one_failed_run_with_the_strategy_and_message():
+    runs = br.unreachable_runs({("fs_backup", "web2"): REFUSED["msg"]}, [])
+    assert runs == [{"strategy": "fs_backup", "host": "web2", "result": "failed", "unreachable": True,
+                     "location": "", "size_bytes": 0, "duration_seconds": 0,
+                     "details": "unreachable: " + REFUSED["msg"]}]
+
+
+def test_no_duplicate_when_the_host_already_published_a_run_of_that_strategy():
+    published = [{"strategy": "fs_backup", "host": "web2", "result": "ok"},
+                 {"strategy": "offsite_sync", "host": "web3", "result": "ok"}]
+    runs = br.unreachable_runs({("fs_backup", "web2"): "x", ("fs_backup", "web3"): "y"}, published)
+    assert [(r["host"], r["details"]) for r in runs] == [("web3", "unreachable: y")]
+
+
+def test_message_is_one_line_and_bounded():
+    (run,) = br.unreachable_runs({("db_backup", "h"): "line one\n  line two " + "z" * 1000}, [])
+    assert run["details"].startswith("unreachable: line one line two z")
+    assert len(run["details"]) == len("unreachable: ") + br.UNREACHABLE_MESSAGE_MAX
+    assert run["details"].endswith("...")
+    (run,) = br.unreachable_runs({("db_backup", "h"): None}, [])
+    assert run["details"] == "unreachable: host unreachable"
+
+
+def test_message_of_a_loop_is_the_first_unreachable_item():
+    result = {"msg": "All items completed", "unreachable": True,
+              "results": [{"msg": "ok", "unreachable": False}, REFUSED]}
+    assert br.unreachable_message(result) == REFUSED["msg"]
+    assert br.unreachable_message(REFUSED) == REFUSED["msg"]
+    assert br.unreachable_message(None) is None
+
+
+@pytest.mark.parametrize("play_vars,expected", [
+    ({"backup_report_strategy": "fs_backup"}, "fs_backup"),
+    ({"backup_report_strategy": " db_backup "}, "db_backup"),
+    ({}, None),
+    (None, None),
+    ({"backup_report_strategy": "{{ x }}"}, None),  # only a literal name: the callback does not template
+    ({"backup_report_strategy": 3}, None),
+])
+def test_play_strategy(play_vars, expected):
+    assert br.play_strategy(Play(play_vars)) == expected
+
+
+def callback_after(events):
+    cb = br.CallbackModule()
+    for event in events:
+        event(cb)
+    return cb
+
+
+def test_callback_records_only_hosts_lost_in_a_strategy_play():
+    cb = callback_after([
+        lambda cb: cb.v2_playbook_on_play_start(Play({})),  # run_backup's validation play
+        lambda cb: cb.v2_runner_on_unreachable(Result("localhost", REFUSED)),
+        lambda cb: cb.v2_playbook_on_play_start(Play({"backup_report_strategy": "fs_backup"})),
+        lambda cb: cb.v2_runner_on_ok(Result("web1", {})),
+        lambda cb: cb.v2_runner_on_ok(Result("web2", {})),  # a controller-side task, then lost
+        lambda cb: cb.v2_runner_on_unreachable(Result("web2", REFUSED)),
+        lambda cb: cb.v2_runner_on_unreachable(Result("web2", {"msg": "second"})),
+        lambda cb: cb.v2_runner_on_unreachable(Result("web3", {"msg": "ignored"}, ignore_unreachable=True)),
+        lambda cb: cb.v2_runner_on_failed(Result("web4", {"msg": "boom"}), ignore_errors=False),
+    ])
+    custom = {"_run": {"backup_runs": [{"strategy": "fs_backup", "host": "web1", "result": "ok"}]}}
+    runs = cb.all_runs(custom)
+    assert [(r["host"], r["result"]) for r in runs] == [("web1", "ok"), ("web2", "failed")]
+    assert runs[1]["details"] == "unreachable: " + REFUSED["msg"]  # the first message, once
+    assert cb._reached - set(cb._unreachable) == {("fs_backup", "web1"), ("fs_backup", "web4")}
+
+
+def test_all_hosts_unreachable_still_gives_runs_to_report():
+    cb = callback_after([
+        lambda cb: cb.v2_playbook_on_play_start(Play({"backup_report_strategy": "seafile_backup_server"})),
+        lambda cb: cb.v2_runner_on_unreachable(Result("db1", REFUSED)),
+    ])
+    runs = cb.all_runs({})
+    assert br.count_results(runs) == {"ok": 0, "suspect": 0, "failed": 1}
+    assert "seafile_backup_server  -     db1   FAILED" in br.render_table(runs)
+
+
+def test_every_playbook_that_publishes_backup_runs_names_its_strategy():
+    """A strategy playbook without the play var would lose an unreachable host's record again."""
+    checked = []
+    for path in sorted(glob.glob(os.path.join(TOP, "playbooks", "*.yml"))):
+        name = os.path.basename(path)[:-4]
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        if "backup_runs" not in text or name == "run_backup":  # run_backup: imports the strategy's
+            continue
+        plays = yaml.safe_load(text)
+        assert [play.get("vars", {}).get("backup_report_strategy") for play in plays] == [name], path
+        assert f"strategy: {name}" in text, path  # the name its own backup_runs carry
+        checked.append(name)
+    assert {"fs_backup", "db_backup", "offsite_sync", "fcrepo_backup", "lvm_snapshot_backup",
+            "seafile_backup_server"} <= set(checked)
+
+
+# -- metrics core -------------------------------------------------------------------------------
+
+def unreachable_run(strategy="fs_backup", host="web2"):
+    return {"strategy": strategy, "host": host, "result": "failed", "unreachable": True,
+            "details": "unreachable: refused"}
+
+
+def test_unreachable_run_sets_the_gauge_and_touches_no_result_series(tmp_path):
+    bm.record(str(tmp_path), [{"strategy": "fs_backup", "set": "data", "host": "web2", "result": "ok",
+                               "size_bytes": 5}], now=100)
+    _, _, after, _ = bm.record(str(tmp_path), [unreachable_run()], now=200)
+    state = bm.parse(after)
+    assert state[("fs_backup", "web2")] == {"last_unreachable": 1}
+    assert state[("fs_backup", "data")]["last_result"] == 1  # the set's series is not failed forever
+    assert state[("fs_backup", "data")]["last_run_timestamp_seconds"] == 100
+    assert 'backup_last_unreachable{strategy="fs_backup",set="web2"} 1' in after
+    assert "# TYPE backup_last_unreachable gauge" in after
+
+
+def test_reached_host_clears_the_gauge_and_creates_none(tmp_path):
+    bm.record(str(tmp_path), [unreachable_run()], now=100)
+    ok = {"strategy": "fs_backup", "set": "data", "host": "web2", "result": "ok"}
+    _, _, after, _ = bm.record(str(tmp_path), [ok], now=200,
+                               reached=[("fs_backup", "web2"), ("fs_backup", "web1")])
+    state = bm.parse(after)
+    assert state[("fs_backup", "web2")] == {"last_unreachable": 0}
+    assert ("fs_backup", "web1") not in state
+
+
+def test_unreachable_run_without_host_is_refused(tmp_path):
+    with pytest.raises(bm.MetricsError, match="strategy and host"):
+        bm.record(str(tmp_path), [dict(unreachable_run(), host="")])
