@@ -177,9 +177,10 @@ def wait_for_copy(proc, timeout=600):
     raise AssertionError("the copy never started")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def slow_copy():
-    """150 MiB more in the application data, so the copy lasts long enough to interfere with."""
+    """150 MiB more in the application data, so the copy lasts long enough to interfere with; written
+    once for the tests that use it (neither changes it)."""
     fill_file("/srv/app/big.bin", 150)
     yield
     ssh("rm -f /srv/app/big.bin /srv/mysql/filler.bin")
@@ -207,7 +208,7 @@ def test_snapshot_filling_up_during_the_copy_aborts(lab, slow_copy):
     proc = run_backup(lab, small, background=True)
     wait_for_copy(proc)
     # production writes 40 MB to the origin while the snapshot (8 MiB of copy-on-write space) is copied
-    ssh("dd if=/dev/urandom of=/srv/mysql/filler.bin bs=1M count=40 conv=fsync status=none")
+    fill_file("/srv/mysql/filler.bin", 40, fsync=True)
     out = proc.communicate(timeout=1200)[0]
     assert proc.returncode != 0, out[-3000:]
     # the overflow is named as the cause whichever side noticed first: the fill watcher's poll
@@ -216,4 +217,5 @@ def test_snapshot_filling_up_during_the_copy_aborts(lab, slow_copy):
         -3000:
     ]
     assert "(killed or failed)" not in out, out[-3000:]
+    ssh("rm -f /srv/mysql/filler.bin")
     assert_clean(lab)

@@ -33,12 +33,15 @@ def ssh(command, check=True):
     return result.stdout.strip()
 
 
-def fill_file(path, mib):
+def fill_file(path, mib, fsync=False):
     """A file of `mib` MiB of incompressible data in the VM, written cheaply: /dev/urandom under TCG
-    costs seconds per MiB, so 1 MiB of it is repeated (rsync and the checksums read every byte all
-    the same; nothing in the copy deduplicates)."""
-    ssh(f"head -c 1M /dev/urandom > {path}.chunk && for i in $(seq {mib}); do cat {path}.chunk; done > {path}"
-        f" && rm -f {path}.chunk")
+    costs seconds per MiB, so 1 MiB of it (kept in /tmp, off the LVs) is repeated (rsync and the
+    checksums read every byte all the same; nothing in the copy deduplicates, and every block written
+    to an origin LV takes copy-on-write space in its snapshot). With `fsync`, the blocks are on the
+    device when it returns."""
+    sink = f"dd of={path} bs=1M iflag=fullblock conv=fsync status=none" if fsync else f"cat > {path}"
+    ssh(f"chunk=$(mktemp) && head -c 1M /dev/urandom > $chunk && for i in $(seq {mib}); do cat $chunk; done"
+        f" | {sink}; rc=$?; rm -f $chunk; exit $rc")
 
 
 @contextlib.contextmanager
