@@ -117,6 +117,36 @@ options:
         in a private directory (for example one made by M(ansible.builtin.tempfile)) and remove it
         afterwards; its directory must exist. Not written in check mode.
     type: path
+  replication_user:
+    description:
+      - Before anything is dumped (also in check mode), log in to the source (O(login_host):O(login_port),
+        the address the replica will use) from this host as this user with O(replication_password) and the
+        O(replication_ssl_ca)/O(replication_ssl_cert)/O(replication_ssl_key) files; fail when the source
+        refuses it, so a wrong replication password shows before the dump, not after it and the import.
+      - Not tested when unset.
+    type: str
+  replication_password:
+    description: Password of O(replication_user).
+    type: str
+  replication_ssl_ca:
+    description: CA file for the O(replication_user) login test (TLS replication).
+    type: path
+  replication_ssl_cert:
+    description: Client certificate file for the O(replication_user) login test (REQUIRE X509).
+    type: path
+  replication_ssl_key:
+    description: Client key file for the O(replication_user) login test.
+    type: path
+  snapshot_file:
+    description:
+      - A new file (0600, JSON C({snapshot_taken, time, seconds})) written as soon as the dump's consistent
+        snapshot is taken - with C(single_transaction) when the coordinates are read (the view is fixed),
+        with C(lock) when the dump client has read everything and released its locks - so an application
+        stopped for the seed can start again while the rest of the import runs.
+      - Written with C(snapshot_taken=false) when the seed ends without a snapshot (failure, cancel), so
+        a waiter never waits for a seed that is gone. Must not exist before; its directory must. Not
+        written in check mode. The caller removes it.
+    type: path
 extends_documentation_fragment:
   - mysql_connection
 notes:
@@ -226,6 +256,14 @@ estimated_bytes:
       information_schema), the progress total; only an estimate.
   returned: success
   type: int
+snapshot_seconds:
+  description: Seconds from the start of the dump until its consistent snapshot was taken (O(snapshot_file)).
+  returned: success
+  type: float
+replication_login:
+  description: With O(replication_user), the login test (ok, account = CURRENT_USER() on the source, error).
+  returned: success
+  type: dict
 command:
   description: Dump command line (credentials are in the option file, not here).
   returned: always
@@ -261,6 +299,12 @@ def main():
         dump_binary=dict(type="str"),
         client_binary=dict(type="str"),
         progress_file=dict(type="path"),
+        replication_user=dict(type="str"),
+        replication_password=dict(type="str", no_log=True),
+        replication_ssl_ca=dict(type="path"),
+        replication_ssl_cert=dict(type="path"),
+        replication_ssl_key=dict(type="path", no_log=False),
+        snapshot_file=dict(type="path"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

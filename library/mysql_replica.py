@@ -84,6 +84,15 @@ options:
     type: str
     choices: [running, stopped, absent]
     default: running
+  verify_source_login:
+    description:
+      - Before anything is changed (also in check mode), log in to the source from this host as O(source_user)
+        with O(source_password) and the O(source_ssl_ca)/O(source_ssl_cert)/O(source_ssl_key) files, and fail,
+        leaving the replica as it was, when the source refuses the login (wrong password, account bound to
+        another host, REQUIRE SSL/X509 not met).
+      - Needs O(source_password). Ignored with O(state=absent).
+    type: bool
+    default: false
   update_password:
     description: C(on_create) sends the password only when (re)configuring the source; C(always) on every run.
     type: str
@@ -159,6 +168,10 @@ status:
     last_io_error: ""
     last_sql_error: ""
     using_gtid: "No"
+source_login:
+  description: With O(verify_source_login), the login test (ok, account = CURRENT_USER(), error).
+  returned: when verify_source_login is true
+  type: dict
 statements:
   description: SQL issued (or that would be issued in check mode), password masked.
   returned: always
@@ -213,6 +226,7 @@ def main():
         source_use_gtid=dict(type="bool"),
         source_gtid_pos=dict(type="str"),
         state=dict(type="str", choices=["running", "stopped", "absent"], default="running"),
+        verify_source_login=dict(type="bool", default=False),
         update_password=dict(type="str", choices=["on_create", "always"], default="on_create", no_log=False),
         wait=dict(type="bool", default=True),
         max_lag_seconds=dict(type="int", default=30),

@@ -16,7 +16,11 @@ description:
     O(ignore_tables) is not given),
     C(replication_user) (O(replication_user) has REPLICATION SLAVE and nothing more, is bound to
     O(replication_host) and has no C(%) account; skipped when O(replication_user) is not given),
-    C(binlog_available) (the binlog file the replica needs next is still on the source).
+    C(binlog_available) (the binlog file the replica needs next is still on the source),
+    C(replication_login) (with O(replication_password), O(replication_user) logs in to the source at
+    O(source_host):O(source_port) from this host with that password and the O(replication_ssl_ca),
+    O(replication_ssl_cert), O(replication_ssl_key) files; a running IO thread keeps an old connection,
+    so this is what finds a wrong stored password on a pair that still replicates).
   - C(replication_tls) with O(tls_required=true) - the replica uses MASTER_SSL with server
     certificate verification, the source has TLS, and (when the source's performance_schema is on
     and readable) the source sees the replica's Binlog Dump connection encrypted; fails when
@@ -55,6 +59,18 @@ options:
   replication_user:
     description: Replication user to check on the source.
     type: str
+  replication_password:
+    description: Password of O(replication_user) to test (check C(replication_login)); not tested when unset.
+    type: str
+  replication_ssl_ca:
+    description: CA file for the C(replication_login) test (the replica's, with TLS replication).
+    type: path
+  replication_ssl_cert:
+    description: Client certificate file for the C(replication_login) test (REQUIRE X509).
+    type: path
+  replication_ssl_key:
+    description: Client key file for the C(replication_login) test.
+    type: path
   replication_host:
     description: Host part the replication user must be bound to (the backup server's address).
     type: str
@@ -225,6 +241,10 @@ def main():
         ignore_tables=dict(type="list", elements="str"),
         replication_user=dict(type="str"),
         replication_host=dict(type="str"),
+        replication_password=dict(type="str", no_log=True),
+        replication_ssl_ca=dict(type="path"),
+        replication_ssl_cert=dict(type="path"),
+        replication_ssl_key=dict(type="path", no_log=False),
         min_binlog_retention_days=dict(type="float", default=7),
         max_lag_seconds=dict(type="int", default=30),
         skip_checks=dict(type="list", elements="str", default=[]),

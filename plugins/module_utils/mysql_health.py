@@ -7,6 +7,7 @@ unit-tested on plain dicts.
 import datetime
 import re
 
+from ansible.module_utils import mysql_replication_login as replication_login
 from ansible.module_utils.mysql_connection import query, variables
 from ansible.module_utils.mysql_dialect import Dialect
 from ansible.module_utils.mysql_replica import read_status
@@ -435,6 +436,26 @@ def non_transactional(conn, databases, ignore_tables):
     )
 
 
+def replication_login_check(params, check_login=replication_login.check_login):
+    """Check C(replication_login): the replication user logs in to the source (source_host/port, as the
+    replica does, with the replication_ssl_* files) with replication_password. None when no
+    replication_password is given or the check is skipped. A running IO thread keeps an old
+    connection, so this is what finds a wrong stored password on a pair that still replicates."""
+    skipped = "replication_login" in set(params.get("skip_checks") or [])
+    if params.get("replication_password") in (None, "") or skipped:
+        return None
+    login = replication_login.login_params(
+        params.get("source_host"), params.get("source_port"), params.get("replication_user"),
+        params.get("replication_password"), params.get("replication_ssl_ca"),
+        params.get("replication_ssl_cert"), params.get("replication_ssl_key"),
+    )
+    outcome = check_login(login)
+    if outcome["ok"]:
+        return check("replication_login", True,
+                     f"the replication user logs in to the source as {outcome['account'] or login['user']}")
+    return check("replication_login", False, replication_login.describe_failure(login, outcome))
+
+
 def gather_facts(replica_conn, source_conn, params):
     try:
         ignore_tables = validate_ignore_tables(params.get("ignore_tables") or [])
@@ -460,6 +481,9 @@ def gather_facts(replica_conn, source_conn, params):
         raise HealthError(str(exc)) from exc
     now = datetime.datetime.now(datetime.timezone.utc)
     checks, reseed = evaluate(source, replica, dict(params, _certificates=certificates, _now=now), grants)
+    login_check = replication_login_check(params)
+    if login_check is not None:
+        checks.append(login_check)
     problems = [c["message"] for c in checks if not c["ok"]]
     warn_days = int(params.get("tls_expiry_warning_days") or 30)
     entries, expired, expiring = expiry_report(certificates, warn_days, now)

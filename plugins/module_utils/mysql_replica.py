@@ -17,6 +17,7 @@ Idempotence rules:
 import re
 import time
 
+from ansible.module_utils import mysql_replication_login as replication_login
 from ansible.module_utils.mysql_connection import query
 from ansible.module_utils.mysql_dialect import MARIADB, STATUS_COLUMNS, Dialect, DialectError
 
@@ -394,6 +395,23 @@ def wait_for_replica(conn, dialect, max_lag, timeout, poll=0.5, clock=time.monot
 
 
 # -- module entry ----------------------------------------------------------------------------
+def _verify_source_login(params, status):
+    """Log in to the source as source_user/source_password (with the source_ssl_* files) from this host;
+    raise ReplicaError, before any statement ran, when the source refuses it."""
+    login = replication_login.login_params(
+        params.get("source_host"), params.get("source_port"), params.get("source_user"),
+        params.get("source_password"), params.get("source_ssl_ca"), params.get("source_ssl_cert"),
+        params.get("source_ssl_key"),
+    )
+    outcome = replication_login.check_login(login)
+    if not outcome["ok"]:
+        raise ReplicaError(
+            replication_login.describe_failure(login, outcome) + "; the replica was not changed",
+            status=status, source_login=outcome,
+        )
+    return outcome
+
+
 def ensure_replica(conn, params, check_mode=False):
     version = query(conn, "SELECT VERSION() AS v")[0]["v"]
     dialect = Dialect.from_version_string(version, params.get("flavor") or "auto")
@@ -414,6 +432,8 @@ def ensure_replica(conn, params, check_mode=False):
         version=version,
         status=status,
     )
+    if params.get("verify_source_login") and params.get("state", "running") != "absent":
+        result["source_login"] = _verify_source_login(params, status)
     if check_mode:
         return result
     for sql, masked in rendered:

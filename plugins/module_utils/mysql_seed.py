@@ -14,6 +14,7 @@ the dumped tables in information_schema (the dump text can end above or below it
 
 import collections
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 
+from ansible.module_utils import mysql_replication_login as replication_login
 from ansible.module_utils.mysql_connection import (
     MySQLConnectionError,
     client_defaults_file,
@@ -368,6 +370,61 @@ class LockWatchdog(threading.Thread):
         self.join(5)
 
 
+class SnapshotMarker:
+    """The file saying "the dump's consistent snapshot is taken": an application stopped for the seed
+    may start again (the playbook waits for it on the backup host, then starts the service).
+
+    Created by this module only (refused when it exists before the seed), 0600, JSON
+    {snapshot_taken, time, seconds}: written once, when the snapshot is taken (single_transaction: the
+    coordinates are in the stream, the transaction's view is fixed; lock: the dump client has read
+    everything and exited) or, with snapshot_taken false, when the seed ends without one, so a waiter
+    never waits for a seed that is gone."""
+
+    def __init__(self, path, started, clock=time.monotonic, now=time.time):
+        self.path = path
+        self.started = started
+        self.clock = clock
+        self.now = now
+        self.written = None
+
+    @staticmethod
+    def validate(path):
+        if path and os.path.lexists(path):
+            raise SeedError(f"snapshot_file {path} already exists: it must be a new file this seed creates")
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise SeedError(f"directory of snapshot_file does not exist: {os.path.dirname(path)}")
+
+    def write(self, taken):
+        if self.written is not None or not self.path:
+            return
+        seconds = round(self.clock() - self.started, 3)
+        self.written = dict(snapshot_taken=bool(taken), time=self.now(), seconds=seconds)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return  # never overwrite; the waiter times out and the play's always block starts the service
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.written, f)
+
+
+def verify_replication_login(params):
+    """With params["replication_user"]: the replication user logs in to the source (login_host/port,
+    the address the replica will use) with replication_password; raise SeedError otherwise, before
+    anything is dumped."""
+    if not params.get("replication_user"):
+        return None
+    login = replication_login.login_params(
+        params.get("login_host"), params.get("login_port"), params["replication_user"],
+        params.get("replication_password"), params.get("replication_ssl_ca"),
+        params.get("replication_ssl_cert"), params.get("replication_ssl_key"),
+    )
+    outcome = replication_login.check_login(login)
+    if not outcome["ok"]:
+        raise SeedError(replication_login.describe_failure(login, outcome) + "; nothing was dumped",
+                        replication_login=outcome)
+    return outcome
+
+
 # -- the seed --------------------------------------------------------------------------------
 def inspect_source(conn, databases, ignore_tables, max_query_seconds):
     """Checks done before dumping (also in check mode). Returns facts about the source."""
@@ -449,11 +506,16 @@ def run_seed(params, check_mode=False, popen=subprocess.Popen, progress_factory=
     SIGTERM (roles/backup_progress cancel) stops the seed like any failure: the dump and client
     processes are killed and waited for, the option files and the partial dump file removed, then
     SeedError "seed cancelled" (details cancelled=True)."""
-    with terminable():  # SIGTERM (a cancelled job) raises Terminated: _run_seed's finally runs
-        return _run_seed_reporting(params, check_mode, popen, progress_factory)
+    SnapshotMarker.validate(params.get("snapshot_file"))
+    marker = SnapshotMarker(params.get("snapshot_file") if not check_mode else None, time.monotonic())
+    try:
+        with terminable():  # SIGTERM (a cancelled job) raises Terminated: _run_seed's finally runs
+            return _run_seed_reporting(params, check_mode, popen, progress_factory, marker)
+    finally:
+        marker.write(False)  # no snapshot (failed, cancelled): whoever waits for it stops waiting
 
 
-def _run_seed_reporting(params, check_mode, popen, progress_factory):
+def _run_seed_reporting(params, check_mode, popen, progress_factory, marker):
     progress = None
     if params.get("progress_file") and not check_mode:
         step = "seed import" if (params.get("mode") or "file") == "import" else "seed dump"
@@ -463,7 +525,7 @@ def _run_seed_reporting(params, check_mode, popen, progress_factory):
             raise SeedError(f"cannot write the progress file: {exc}") from exc
     try:
         try:
-            result = _run_seed(params, check_mode, popen, progress)
+            result = _run_seed(params, check_mode, popen, progress, marker)
         except Terminated as exc:
             import_mode = (params.get("mode") or "file") == "import"
             raise SeedError(
@@ -486,7 +548,7 @@ def _run_seed_reporting(params, check_mode, popen, progress_factory):
     return result
 
 
-def _run_seed(params, check_mode, popen, progress):
+def _run_seed(params, check_mode, popen, progress, marker):
     databases = validate_databases(params["databases"])
     ignore_tables = validate_ignore_tables(params.get("ignore_tables"))
     mode = params.get("mode") or "file"
@@ -513,6 +575,7 @@ def _run_seed(params, check_mode, popen, progress):
         facts = inspect_source(conn, databases, ignore_tables, int(params.get("max_query_seconds") or 300))
     finally:
         conn.close()
+    login_check = verify_replication_login(params)
     consistency = choose_consistency(params.get("consistency") or "auto", facts["non_transactional_tables"])
     base.update(consistency=consistency, non_transactional_tables=facts["non_transactional_tables"],
                 estimated_bytes=facts["estimated_bytes"])
@@ -561,6 +624,7 @@ def _run_seed(params, check_mode, popen, progress):
     stderr_consumer = tempfile.TemporaryFile()
     watchdog = None
     started = time.monotonic()
+    marker.started = started
     scanner = HeaderScanner()
     total = 0
     try:
@@ -624,6 +688,8 @@ def _run_seed(params, check_mode, popen, progress):
             scanner.feed(chunk)
             if scanner.found and watchdog.is_alive():
                 watchdog.stop()
+            if scanner.found and consistency == "single_transaction":
+                marker.write(True)
             try:
                 sink.write(chunk)
             except (BrokenPipeError, OSError) as exc:
@@ -636,6 +702,8 @@ def _run_seed(params, check_mode, popen, progress):
             sink_error = sink_error or exc
         scanner.finish()
         dump_rc = dump.wait()
+        if dump_rc == 0 and scanner.found and not sink_error:
+            marker.write(True)  # lock: the dump has read everything, the locks are gone
         consumer_rc = consumer.wait() if consumer is not None else 0
         watchdog.stop()
         duration = time.monotonic() - started
@@ -690,6 +758,8 @@ def _run_seed(params, check_mode, popen, progress):
             duration_seconds=round(duration, 3),
             throughput_mb_s=round(total / 1e6 / duration, 2) if duration > 0 else 0.0,
             source_version=facts["version"],
+            snapshot_seconds=(marker.written or {}).get("seconds", round(duration, 3)),
+            replication_login=login_check or {},
             file_bytes=os.path.getsize(dest) if mode == "file" else 0,
         )
     finally:

@@ -726,3 +726,88 @@ def test_awkward_password_reaches_the_clients_through_the_option_file(pair, tmp_
     result = run_seed(params)
     assert result["binlog_file"] and count(dst, "app.items") == 200
     assert not any(awkward in arg for arg in result["command"])
+
+
+# -- replication credentials proven before anything changes (issue 15 items 17, 18) ---------------
+def test_wrong_replication_password_is_refused_before_the_dump_and_before_change_master(pair):
+    src, dst = pair
+    with pytest.raises(SeedError) as err:
+        run_seed(seed_params(src, dst, replication_user="repl", replication_password="wrong"))
+    message = str(err.value)
+    assert "'repl' cannot log in to the source" in message and "1045" in message
+    assert "nothing was dumped" in message
+    assert dst.sql("SHOW DATABASES LIKE 'app'") == ()  # nothing dumped, nothing imported
+    seed = run_seed(seed_params(src, dst, replication_user="repl", replication_password=REPL_PASSWORD))
+    assert seed["replication_login"]["ok"] and seed["replication_login"]["account"] == "repl@127.0.0.1"
+    with_replica(dst, ensure_replica, replica_params(src, seed, verify_source_login=True))
+    before = with_replica(dst, ensure_replica, replica_params(src, state="running", wait=False))["status"]
+    # a rotated-but-wrong password pushed to a working replica: refused, the replica is left as it was
+    wrong = replica_params(src, source_password="wrong", update_password="always", verify_source_login=True)
+    with pytest.raises(ReplicaError) as err:
+        with_replica(dst, ensure_replica, wrong)
+    assert "the replica was not changed" in str(err.value) and "1045" in str(err.value)
+    after = with_replica(dst, ensure_replica, replica_params(src, state="running", wait=False))["status"]
+    assert after["io_running"] == "Yes" and after["source_user"] == before["source_user"]
+    src.sql("INSERT INTO app.items (name) VALUES ('still-replicating')")
+    _wait_for(lambda: count(dst, "app.items") == 201, what="the replica still replicating")
+
+
+def test_health_reports_a_wrong_stored_password_while_the_io_thread_runs(pair):
+    src, dst = pair
+    seeded_and_running(src, dst)
+    params = facts_params(mode="health", replication_password=REPL_PASSWORD, source_host="127.0.0.1",
+                          source_port=src.port)
+    good = with_pair(src, dst, gather_facts, params)
+    assert good["healthy"], good["problems"]
+    assert [c["ok"] for c in good["checks"] if c["name"] == "replication_login"] == [True]
+    # the password changes on the source only: the IO thread keeps its old connection and runs on
+    conn = src.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET sql_log_bin = 0")
+            cur.execute("ALTER USER 'repl'@'127.0.0.1' IDENTIFIED BY 'changed-elsewhere'")
+    finally:
+        conn.close()
+    bad = with_pair(src, dst, gather_facts, params)
+    assert bad["io_running"] == "Yes" and bad["sql_running"] == "Yes"
+    assert not bad["healthy"]
+    assert any("'repl' cannot log in to the source" in p and "1045" in p for p in bad["problems"]), bad
+
+
+# -- application downtime ends at the dump's snapshot (issue 15 item 20) --------------------------
+def test_snapshot_file_is_written_while_the_dump_still_runs(pair, tmp_path):
+    src, dst = pair
+    src.sql("CREATE TABLE app.zz_last (id INT PRIMARY KEY) ENGINE=InnoDB")
+    marker = tmp_path / "seed.snapshot"
+    blocker = _stall_dump_on(src, "app.zz_last")
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = run_seed(seed_params(src, dst, consistency="single_transaction",
+                                                     snapshot_file=str(marker)))
+        except SeedError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        _wait_for(lambda: any("metadata lock" in str(r[1]) for r in _processlist(src)), what="dump stalled")
+        # the dump waits on a table: its snapshot is taken, the application may start again now
+        assert marker.exists() and json.loads(marker.read_text())["snapshot_taken"] is True
+        assert oct(marker.stat().st_mode & 0o777) == "0o600"
+        assert thread.is_alive()
+    finally:
+        blocker.close()
+        thread.join(120)
+    result = outcome["result"]
+    assert result["snapshot_seconds"] < result["duration_seconds"]
+    # an existing file is never overwritten: refused before anything is done
+    with pytest.raises(SeedError, match="already exists"):
+        run_seed(seed_params(src, dst, snapshot_file=str(marker)))
+    # a seed that fails still writes it (snapshot_taken false), so the waiter stops waiting
+    failed = tmp_path / "failed.snapshot"
+    with pytest.raises(SeedError):
+        run_seed(seed_params(src, dst, replication_user="repl", replication_password="wrong",
+                             snapshot_file=str(failed)))
+    assert json.loads(failed.read_text())["snapshot_taken"] is False
