@@ -128,6 +128,22 @@ def test_same_server_id_fails_before_any_change(lab):
     assert sql(lab["primary"], "SELECT COUNT(*) FROM mysql.user WHERE User = 'repl'") == "0"
 
 
+def test_replication_password_differing_on_the_backup_host_fails_before_any_change(lab):
+    # the backup host has its own mysql_replication_source_password: the pair disagrees (issue 15, 17)
+    inventory = os.path.join(os.path.dirname(lab["inventory"]), "conflicting-password.yml")
+    with open(lab["inventory"]) as f:
+        text = f.read()
+    with open(inventory, "w") as f:
+        own = "          mysql_replication_source_password: other-Pw\n"
+        f.write(text.replace(f"        {lab['backup']}:\n", f"        {lab['backup']}:\n{own}"))
+    result = run_playbook(dict(lab, inventory=inventory), "playbooks/seafile_backup_server.yml")
+    assert_failed_run(result, lab, f"different on the backup server {lab['backup']} than on the source")
+    assert "other-Pw" not in result.stdout and "lab-repl-password" not in result.stdout
+    assert not file_exists(lab["primary"], SOURCE_CNF)
+    assert not file_exists(lab["backup"], REPLICA_CNF)
+    assert sql(lab["primary"], "SELECT COUNT(*) FROM mysql.user WHERE User = 'repl'") == "0"
+
+
 def test_ignored_table_not_db_table_fails_before_any_change(lab):
     result = run_playbook(
         lab,
