@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the demo and the tests need on a fresh Debian 12 machine (as root):
-# Debian packages, a Python venv in .venv, the Ansible collections, podman settings.
+# Debian packages, a Python venv (.venv, a link to its cached build), the Ansible collections,
+# podman settings.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +27,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python venv with pinned packages. Rebuilt when requirements.txt changes.
-stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo ">> python venv (.venv) from requirements.txt"
-  python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
-  echo "$want" > "$stamp"
+# Python venv with pinned packages, built once per requirements.txt (and python3 version) in the
+# cache outside the repo, like the lab images: a fresh clone links .venv to it instead of spending
+# two minutes installing the same packages. A venv whose install did not complete (no .complete
+# mark) is built again; one build at a time (flock).
+want=$( (cat requirements.txt; python3 --version) | sha256sum | cut -c1-16)
+venv="$LAB_CACHE/venv/$want"
+if [ ! -f "$venv/.complete" ]; then
+  mkdir -p "$LAB_CACHE/venv"
+  (
+    flock 9
+    if [ ! -f "$venv/.complete" ]; then
+      echo ">> python venv from requirements.txt ($venv)"
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q --upgrade pip
+      "$venv/bin/pip" install -q -r requirements.txt
+      touch "$venv/.complete"
+    fi
+  ) 9> "$LAB_CACHE/venv/.lock"
+fi
+if [ "$(readlink .venv 2>/dev/null)" != "$venv" ]; then
+  rm -rf .venv  # an older repo-local venv, or a link to the venv of other requirements
+  ln -s "$venv" .venv
 fi
 
 # Collections: Galaxy first (requirements.yml, pinned), the bundle in the `ansible` package when
