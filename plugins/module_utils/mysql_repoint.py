@@ -296,9 +296,9 @@ def repoint(replica_conn, source_conn, params, check_mode=False):
         if not decided["ok"]:
             raise RepointError(refusal_message(target, decided["reasons"]), check=decided, **_short(result))
         done = ensure_replica(replica_conn, wanted)
-    except (RepointError, ReplicaError) as exc:
-        if stopped and read_status(replica_conn, dialect)["source_host"] == status["source_host"]:
-            query(replica_conn, dialect.start_replica)  # stopped before CHANGE: back as it was
+    except BaseException as exc:
+        if stopped:
+            _restart_if_not_repointed(replica_conn, dialect, status)
         if isinstance(exc, ReplicaError):
             raise RepointError(f"re-point to {target} failed: {exc}", check=decided, **exc.details) from exc
         raise
@@ -306,6 +306,16 @@ def repoint(replica_conn, source_conn, params, check_mode=False):
     result.update(done, changed=True, statements=statements, previous_source=previous, source=target,
                   already_pointing=False, check=decided)
     return result
+
+
+def _restart_if_not_repointed(conn, dialect, before):
+    """After a failure between our STOP and the CHANGE: start the replica again on its old source."""
+    try:
+        now = read_status(conn, dialect)
+        if (now["source_host"], now["source_port"]) == (before["source_host"], before["source_port"]):
+            query(conn, dialect.start_replica)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
 
 
 def _short(result):
