@@ -62,6 +62,14 @@ options:
   replication_password:
     description: Password of O(replication_user) to test (check C(replication_login)); not tested when unset.
     type: str
+  replica_stored_password:
+    description:
+      - Check C(replica_stored_password) - the host, user and password the replica itself holds (MariaDB
+        C(master.info) in its datadir) log in to the source from this host, so a wrong password the replica
+        holds shows while its IO thread still runs on an old connection. Needs read access to the datadir
+        (root); an unreadable file fails the check. MariaDB default connection only.
+    type: bool
+    default: false
   replication_ssl_ca:
     description: CA file for the C(replication_login) test (the replica's, with TLS replication).
     type: path
@@ -242,6 +250,7 @@ def main():
         replication_user=dict(type="str"),
         replication_host=dict(type="str"),
         replication_password=dict(type="str", no_log=True),
+        replica_stored_password=dict(type="bool", default=False),
         replication_ssl_ca=dict(type="path"),
         replication_ssl_cert=dict(type="path"),
         replication_ssl_key=dict(type="path", no_log=False),

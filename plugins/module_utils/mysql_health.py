@@ -5,6 +5,7 @@ unit-tested on plain dicts.
 """
 
 import datetime
+import os
 import re
 
 from ansible.module_utils import mysql_replication_login as replication_login
@@ -456,6 +457,34 @@ def replication_login_check(params, check_login=replication_login.check_login):
     return check("replication_login", False, replication_login.describe_failure(login, outcome))
 
 
+def stored_password_check(replica_conn, params, check_login=replication_login.check_login):
+    """Check C(replica_stored_password): the password the replica itself holds (master.info in its
+    datadir) logs in to the source as the replication user. None unless params["replica_stored_password"]."""
+    skipped = "replica_stored_password" in set(params.get("skip_checks") or [])
+    if not params.get("replica_stored_password") or skipped:
+        return None
+    datadir = query(replica_conn, "SELECT @@datadir AS d")[0]["d"]
+    path = os.path.join(datadir, "master.info")
+    try:
+        stored = replication_login.read_master_info(path)
+    except FileNotFoundError:
+        return check("replica_stored_password", False,
+                     f"the replica holds no replication setup ({path} is absent)")
+    except (OSError, ValueError) as exc:
+        return check("replica_stored_password", False,
+                     f"cannot read the password the replica holds from {path} ({exc}): run the check as root")
+    login = replication_login.login_params(
+        stored["host"], stored["port"], stored["user"], stored["password"], params.get("replication_ssl_ca"),
+        params.get("replication_ssl_cert"), params.get("replication_ssl_key"),
+    )
+    outcome = check_login(login)
+    if outcome["ok"]:
+        return check("replica_stored_password", True, "the password the replica holds logs in to the source")
+    return check("replica_stored_password", False,
+                 "the password the REPLICA HOLDS is refused, its IO thread fails at its next reconnect: "
+                 + replication_login.describe_failure(login, outcome))
+
+
 def gather_facts(replica_conn, source_conn, params):
     try:
         ignore_tables = validate_ignore_tables(params.get("ignore_tables") or [])
@@ -481,9 +510,13 @@ def gather_facts(replica_conn, source_conn, params):
         raise HealthError(str(exc)) from exc
     now = datetime.datetime.now(datetime.timezone.utc)
     checks, reseed = evaluate(source, replica, dict(params, _certificates=certificates, _now=now), grants)
-    login_check = replication_login_check(params)
-    if login_check is not None:
-        checks.append(login_check)
+    try:
+        stored_check = stored_password_check(replica_conn, params)
+    except Exception as exc:  # noqa: BLE001 - pymysql errors become one clear message
+        raise HealthError(f"cannot gather replication facts: {exc}") from exc
+    for extra in (replication_login_check(params), stored_check):
+        if extra is not None:
+            checks.append(extra)
     problems = [c["message"] for c in checks if not c["ok"]]
     warn_days = int(params.get("tls_expiry_warning_days") or 30)
     entries, expired, expiring = expiry_report(certificates, warn_days, now)

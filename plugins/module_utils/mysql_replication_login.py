@@ -53,3 +53,14 @@ def describe_failure(conn_params, outcome):
         f"{' over TLS' if conn_params.get('ssl_ca') else ''}: {outcome.get('error')} "
         "(is the password the one set on the source? is the account bound to this host's address?)"
     )
+
+
+def read_master_info(path):
+    """host, user, password and port the replica holds for its default connection (MariaDB's
+    master.info in its datadir: line count, log file, position, host, user, password, port...).
+    Raises OSError when unreadable, ValueError when it is not a master.info."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        lines = f.read().split("\n")
+    if len(lines) < 7 or not lines[0].strip().isdigit():
+        raise ValueError(f"{path} is not a MariaDB master.info file")
+    return dict(host=lines[3], user=lines[4], password=lines[5], port=int(lines[6] or 3306))

@@ -772,6 +772,17 @@ def test_health_reports_a_wrong_stored_password_while_the_io_thread_runs(pair):
     assert bad["io_running"] == "Yes" and bad["sql_running"] == "Yes"
     assert not bad["healthy"]
     assert any("'repl' cannot log in to the source" in p and "1045" in p for p in bad["problems"]), bad
+    # the inventory is right again, but the replica still holds the old password: its own check fails
+    stored = dict(params, replication_password="changed-elsewhere", replica_stored_password=True)
+    held = with_pair(src, dst, gather_facts, stored)
+    assert [c["name"] for c in held["checks"] if not c["ok"]] == ["replica_stored_password"], held["problems"]
+    assert "the password the REPLICA HOLDS is refused" in held["problems"][0]
+    assert "1045" in held["problems"][0]
+    assert REPL_PASSWORD not in json.dumps(held) and "changed-elsewhere" not in json.dumps(held)
+    with_replica(dst, ensure_replica, replica_params(src, source_password="changed-elsewhere",
+                                                     update_password="always"))
+    fixed = with_pair(src, dst, gather_facts, stored)
+    assert fixed["healthy"], fixed["problems"]
 
 
 # -- application downtime ends at the dump's snapshot (issue 15 item 20) --------------------------

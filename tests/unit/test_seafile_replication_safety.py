@@ -70,6 +70,16 @@ def test_replica_refuses_before_any_statement(monkeypatch):
         )
 
 
+def test_read_master_info_takes_host_user_password_port(tmp_path):
+    path = tmp_path / "master.info"
+    path.write_text("33\nmysql-bin.000001\n4\n10.0.0.1\nrepl\npw'x\n3307\n60\n0\n")
+    assert mysql_replication_login.read_master_info(str(path)) == dict(
+        host="10.0.0.1", user="repl", password="pw'x", port=3307)
+    path.write_text("not a master.info\n")
+    with pytest.raises(ValueError):
+        mysql_replication_login.read_master_info(str(path))
+
+
 # -- the snapshot marker -----------------------------------------------------------------------
 def test_snapshot_marker_is_written_once_private_and_never_over_a_file(tmp_path):
     path = tmp_path / "seed.snapshot"
@@ -124,6 +134,7 @@ def test_playbook_takes_the_replication_password_from_one_place_and_proves_it_fi
     assert seed["replication_password"] == "{{ seafile_replication_password }}"
     health = [t["mysql_replication_facts"] for t in tasks if "mysql_replication_facts" in t]
     assert all(h["replication_password"] == "{{ seafile_replication_password }}" for h in health)
+    assert [h["mode"] for h in health if "replica_stored_password" in h] == ["health"]
 
 
 def test_playbook_starts_seafile_at_the_snapshot_and_reports_stop_to_start():
