@@ -399,6 +399,21 @@ def _wait_for(predicate, timeout=60, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _seed_in_background(params, **kw):
+    """run_seed in a thread: (the thread, a dict that gets "result" or "error" when it ends)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = run_seed(params, **kw)
+        except SeedError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def _processlist(server):
     return server.sql("SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST")
 
@@ -425,16 +440,7 @@ def test_dump_failing_half_way(pair, tmp_path, how):
 
     mode = dict(mode="file", dest=str(tmp_path / "seed.sql.gz")) if how == "kill_dump_process" else {}
     target = None if mode else dst
-    outcome = {}
-
-    def run():
-        try:
-            outcome["result"] = run_seed(seed_params(src, target, **mode), popen=recording_popen)
-        except SeedError as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = _seed_in_background(seed_params(src, target, **mode), popen=recording_popen)
     try:
         _wait_for(lambda: any("metadata lock" in str(r[1]) for r in _processlist(src)), what="dump stalled")
         if how == "kill_dump_process":
@@ -791,21 +797,15 @@ def test_snapshot_file_is_written_while_the_dump_still_runs(pair, tmp_path):
     src.sql("CREATE TABLE app.zz_last (id INT PRIMARY KEY) ENGINE=InnoDB")
     marker = tmp_path / "seed.snapshot"
     blocker = _stall_dump_on(src, "app.zz_last")
-    outcome = {}
-
-    def run():
-        try:
-            outcome["result"] = run_seed(seed_params(src, dst, consistency="single_transaction",
-                                                     snapshot_file=str(marker)))
-        except SeedError as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = _seed_in_background(
+        seed_params(src, dst, consistency="single_transaction", snapshot_file=str(marker)))
     try:
         _wait_for(lambda: any("metadata lock" in str(r[1]) for r in _processlist(src)), what="dump stalled")
-        # the dump waits on a table: its snapshot is taken, the application may start again now
-        assert marker.exists() and json.loads(marker.read_text())["snapshot_taken"] is True
+        # the dump waits on a table: its snapshot is taken, the application may start again now (the
+        # seed writes the file once it has read the coordinates from the dump's output: a moment after
+        # the stall shows in the processlist, while the dump still waits)
+        _wait_for(marker.exists, timeout=30, what="snapshot file")
+        assert json.loads(marker.read_text())["snapshot_taken"] is True
         assert oct(marker.stat().st_mode & 0o777) == "0o600"
         assert thread.is_alive()
     finally:
