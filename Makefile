@@ -4,10 +4,9 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := . scripts/env.sh &&
-# Each pytest run gets its own base temp directory: concurrent runs sharing /tmp/pytest-of-root prune
-# each other's directories (pytest keeps only the newest three). --basetemp keeps the paths short
-# (xdist adds popen-gwN/): a MariaDB socket path in a test's directory must stay under 108 bytes.
-PYTEST := $(ENV) python -m pytest -p no:cacheprovider --basetemp=$$(mktemp -d /tmp/bt-pytest.XXXXXX)
+# Each pytest run gets its own short base temp directory, removed when the run passes; a passed
+# test's directory goes as soon as it passed (scripts/pytest.sh, tests/conftest.py).
+PYTEST := $(ENV) bash scripts/pytest.sh
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 # The scenarios that run in the LVM lab VM rather than in podman containers.
 VM_SCENARIOS := lvm
@@ -73,12 +72,15 @@ molecule: lab-image
 # module's fixtures are set up once): the host tests spend much of their time waiting on servers,
 # containers and timers, and a second worker uses that time. 1 runs them in one process.
 INTEGRATION_HOST_WORKERS ?= 2
+# An integration run past INTEGRATION_TIMEOUT seconds is interrupted (SIGINT: pytest tears its fixtures
+# down, stopping servers, containers and VM sessions) and fails, instead of holding make test.
+INTEGRATION_TIMEOUT ?= 2700
 integration-host:
-	$(PYTEST) tests/integration -q -m "not vm" --durations=10 \
+	$(ENV) timeout -s INT -k 120 $(INTEGRATION_TIMEOUT) bash scripts/pytest.sh tests/integration -q -m "not vm" --durations=10 \
 	  $(if $(filter-out 1,$(INTEGRATION_HOST_WORKERS)),-n $(INTEGRATION_HOST_WORKERS) --dist loadfile)
 
 integration-vm:
-	$(PYTEST) tests/integration -q -m vm --durations=10
+	$(ENV) timeout -s INT -k 120 $(INTEGRATION_TIMEOUT) bash scripts/pytest.sh tests/integration -q -m vm --durations=10
 
 molecule-host:
 	$(MAKE) --no-print-directory molecule-run SCENARIOS="$(filter-out $(VM_SCENARIOS),$(SCENARIOS))"
@@ -89,8 +91,15 @@ molecule-host-list:
 molecule-vm:
 	$(MAKE) --no-print-directory molecule-run SCENARIOS="$(filter $(VM_SCENARIOS),$(SCENARIOS))"
 
+# A scenario that runs past MOLECULE_TIMEOUT seconds is interrupted (molecule then destroys its
+# instances: a scenario's own destroy runs, with its own bound) and fails, instead of holding make test
+# until CI's limit (seen once: a lab VM paused on a full disk).
+MOLECULE_TIMEOUT ?= 1200
 molecule-run:
-	$(ENV) for s in $(SCENARIOS); do echo ">> molecule test -s $$s"; molecule test -s "$$s" || exit 1; done
+	$(ENV) for s in $(SCENARIOS); do echo ">> molecule test -s $$s"; \
+	  timeout -s INT -k 60 $(MOLECULE_TIMEOUT) molecule test -s "$$s" && continue; rc=$$?; \
+	  if [ "$$rc" = 124 ] || [ "$$rc" = 137 ]; then echo "molecule: scenario $$s ran past $(MOLECULE_TIMEOUT) s; destroying it" >&2; \
+	    timeout -k 10 300 molecule destroy -s "$$s" >/dev/null 2>&1 || true; fi; exit "$$rc"; done
 
 bench: $(SETUP)
 	$(ENV) for b in bench/bench_*.py; do python "$$b" || exit 1; done

@@ -21,6 +21,23 @@ finish() {
   rm -f "$BT_STAGES"
 }
 trap finish EXIT
+trap 'exit 143' TERM  # so the table's last line says FAILED when CI stops the run
+trap 'exit 130' INT
+
+# Room first: a full disk half way fails tests far from the cause, and pauses the lab VM (its disk
+# writes have nowhere to go), which held a CI run until its limit. The tests need BT_MIN_FREE_GB on
+# each file system they write to: /tmp (test directories), /var/tmp (the VM's -snapshot overlay),
+# the lab cache (the VM's data disk) and podman's storage.
+. scripts/env.sh
+need_gb=${BT_MIN_FREE_GB:-12}
+for dir in /tmp /var/tmp "$LAB_CACHE" /var/lib/containers; do
+  d=$dir; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+  free_gb=$(( $(df -Pk "$d" | awk 'NR == 2 { print $4 }') / 1024 / 1024 ))
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "make test: only $free_gb GB free for $dir ($(df -P "$d" | awk 'NR == 2 { print $6 }')); the tests need $need_gb GB (BT_MIN_FREE_GB). Free some space (old /tmp/bt-pytest.* directories of failed runs, podman system prune) and run again." >&2
+    exit 1
+  fi
+done
 
 stage setup make --no-print-directory setup || exit $?
 export BT_SETUP_DONE=1

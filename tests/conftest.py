@@ -33,3 +33,33 @@ def mariadb_factory(tmp_path):
     yield make
     for server in servers:
         server.stop()
+
+
+# -- a passed test's directory is removed once it has passed ---------------------------------------
+# Integration tests start MariaDB, PostgreSQL and LevelDB stores in tmp_path; kept for the whole run
+# (pytest's default), hundreds of them add up to gigabytes. A failed test's directory is kept for
+# the post-mortem (scripts/pytest.sh names the base directory).
+_OUTCOMES = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    outcomes = item.stash.setdefault(_OUTCOMES, {})
+    outcomes[report.when] = report.passed
+    if report.when == "call":
+        outcomes["tmp_path"] = (getattr(item, "funcargs", None) or {}).get("tmp_path")
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)  # the fixtures' teardown first: servers stopped, containers removed
+    finally:
+        outcomes = item.stash.get(_OUTCOMES, {})
+        path = outcomes.get("tmp_path")
+        if path is not None and outcomes.get("setup") and outcomes.get("call"):
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)

@@ -49,12 +49,14 @@ boot_once() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   echo "$port" > "$RUN/port"
   rm -f "$PIDFILE" "$RUN/console.log"
+  # werror/rerror=report: a host disk that fills up gives the guest I/O errors (the tests fail)
+  # instead of pausing it (qemu's default, which left a CI run waiting until its limit)
   qemu-system-x86_64 -accel tcg -m "${LVM_VM_MEM:-2048}" -smp "${LVM_VM_SMP:-2}" \
     -display none -serial "file:$RUN/console.log" -daemonize -pidfile "$PIDFILE" \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
     -append "console=ttyS0 root=/dev/vda rw quiet" \
-    -drive "file=$image/root.img,format=raw,if=virtio" \
-    -drive "file=$RUN/lvm.img,format=raw,if=virtio" \
+    -drive "file=$image/root.img,format=raw,if=virtio,werror=report,rerror=report" \
+    -drive "file=$RUN/lvm.img,format=raw,if=virtio,werror=report,rerror=report" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0 \
     -snapshot
   t0=$(date +%s)
