@@ -97,9 +97,9 @@ molecule-vm:
 MOLECULE_TIMEOUT ?= 1200
 molecule-run:
 	$(ENV) for s in $(SCENARIOS); do echo ">> molecule test -s $$s"; \
-	  timeout -s INT -k 60 $(MOLECULE_TIMEOUT) molecule test -s "$$s" && continue; rc=$$?; \
+	  timeout -s INT -k 60 $(MOLECULE_TIMEOUT) molecule test -s "$$s" </dev/null && continue; rc=$$?; \
 	  if [ "$$rc" = 124 ] || [ "$$rc" = 137 ]; then echo "molecule: scenario $$s ran past $(MOLECULE_TIMEOUT) s; destroying it" >&2; \
-	    timeout -k 10 300 molecule destroy -s "$$s" >/dev/null 2>&1 || true; fi; exit "$$rc"; done
+	    timeout -k 10 300 molecule destroy -s "$$s" </dev/null >/dev/null 2>&1 || true; fi; exit "$$rc"; done
 
 bench: $(SETUP)
 	$(ENV) for b in bench/bench_*.py; do python "$$b" || exit 1; done
