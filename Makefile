@@ -75,12 +75,13 @@ INTEGRATION_HOST_WORKERS ?= 2
 # An integration run past INTEGRATION_TIMEOUT seconds is interrupted (SIGINT: pytest tears its fixtures
 # down, stopping servers, containers and VM sessions) and fails, instead of holding make test.
 INTEGRATION_TIMEOUT ?= 2700
+BOUNDED_PYTEST = $(ENV) timeout -s INT -k 120 $(INTEGRATION_TIMEOUT) bash scripts/pytest.sh
 integration-host:
-	$(ENV) timeout -s INT -k 120 $(INTEGRATION_TIMEOUT) bash scripts/pytest.sh tests/integration -q -m "not vm" --durations=10 \
+	$(BOUNDED_PYTEST) tests/integration -q -m "not vm" --durations=10 \
 	  $(if $(filter-out 1,$(INTEGRATION_HOST_WORKERS)),-n $(INTEGRATION_HOST_WORKERS) --dist loadfile)
 
 integration-vm:
-	$(ENV) timeout -s INT -k 120 $(INTEGRATION_TIMEOUT) bash scripts/pytest.sh tests/integration -q -m vm --durations=10
+	$(BOUNDED_PYTEST) tests/integration -q -m vm --durations=10
 
 molecule-host:
 	$(MAKE) --no-print-directory molecule-run SCENARIOS="$(filter-out $(VM_SCENARIOS),$(SCENARIOS))"

@@ -5,6 +5,7 @@ The pure-Python cores live in plugins/module_utils and are imported by modules a
 them the same way: extend that package's search path with the project's directory.
 """
 import os
+import shutil
 import sys
 
 import ansible.module_utils
@@ -60,6 +61,4 @@ def pytest_runtest_teardown(item, nextitem):
         outcomes = item.stash.get(_OUTCOMES, {})
         path = outcomes.get("tmp_path")
         if path is not None and outcomes.get("setup") and outcomes.get("call"):
-            import shutil
-
             shutil.rmtree(path, ignore_errors=True)
