@@ -13,7 +13,7 @@ description:
   - The file is written atomically (temporary file in the same directory, then rename, mode 0644) by
     the writer every metrics file of the toolkit goes through (plugins/module_utils/backup_metrics.py).
     It holds exactly the certificates given, so a run replaces what an earlier run wrote.
-  - With O(state=absent) the file is removed (TLS turned off: no series left to go stale).
+  - With O(state=absent) the file is removed (when TLS is turned off, so that no series is left to go stale).
   - A report, not a change to the host's configuration; RV(changed) is false when the file is written
     and true only when O(state=absent) removed one.
 version_added: "1.0.0"
@@ -23,11 +23,13 @@ options:
     type: path
     required: true
   name:
-    description: The writer's part of the file name (C(source), C(replica)); letters, digits, C(.), C(_), C(-).
+    description:
+      - The writer's part of the file name (C(source), C(replica)); letters, digits, C(.), C(_), C(-).
     type: str
     required: true
   host:
-    description: The C(host) label of the certificates that do not carry their own (usually C(inventory_hostname)).
+    description:
+      - The C(host) label of the certificates that do not carry their own (usually C(inventory_hostname)).
     type: str
   certificates:
     description:

@@ -42,7 +42,8 @@ def test_render_names_labels_and_values():
 
 
 def test_own_host_label_path_less_entry_and_refusals():
-    found = tm.collect([dict(role="server", host="db-src", not_after=datetime.datetime(2027, 1, 1))], "backup1")
+    entry = dict(role="server", host="db-src", not_after=datetime.datetime(2027, 1, 1))
+    found = tm.collect([entry], "backup1")
     assert found == [dict(host="db-src", role="server", path="",
                           not_after=datetime.datetime(2027, 1, 1, tzinfo=UTC))]
     assert 'host="db-src",role="server",path=""' in tm.render(found, NOW)
