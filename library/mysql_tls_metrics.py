@@ -47,6 +47,7 @@ options:
 attributes:
   check_mode:
     support: full
+    details: Nothing is written or removed; certificate files that do not exist yet are left out.
   diff_mode:
     support: none
 author:
@@ -82,6 +83,8 @@ metrics:
   type: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mysql_tls import TLSError
 from ansible.module_utils.mysql_tls_metrics import collect, remove, write
@@ -104,7 +107,11 @@ def main():
         if p["state"] == "absent":
             path, existed = remove(p["collector_dir"], p["name"], module.check_mode)
             module.exit_json(changed=existed, path=path)
-        path, text = write(p["collector_dir"], p["name"], collect(p["certificates"], p["host"]),
+        certificates = p["certificates"]
+        if module.check_mode:  # files this run would create (certificates not made yet) are left out
+            certificates = [c for c in certificates
+                            if c.get("not_after") or os.path.exists(c.get("path") or "")]
+        path, text = write(p["collector_dir"], p["name"], collect(certificates, p["host"]),
                            check_mode=module.check_mode)
     except (TLSError, OSError) as exc:
         module.fail_json(msg=f"TLS certificate metrics: {exc}")

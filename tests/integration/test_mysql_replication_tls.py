@@ -3,10 +3,13 @@
 The certificates are made by the project's own core (mysql_tls, openssl); the source runs with them
 and performance_schema on (so the health facts see the Binlog Dump thread's cipher); the replica is
 seeded, then started from the seed's GTID position with server certificate verification and a client
-certificate (the replication user REQUIRE X509). The refusal case: a replica set up for TLS against a
-source without TLS fails with the server's error, and a plaintext link fails the TLS health check.
+certificate (the replication user REQUIRE X509). The source role's task files then run for real on that
+pair (ansible-playbook): the certificates' expiry metrics, and TLS turned off (REQUIRE NONE, MASTER_SSL=0,
+the metrics file removed). The refusal case: a replica set up for TLS against a source without TLS fails
+with the server's error, and a plaintext link fails the TLS health check.
 """
 
+import json
 import time
 
 import pytest
@@ -17,6 +20,8 @@ from ansible.module_utils.mysql_tls import ensure_certificates
 
 from tests.integration.test_mysql_replication import (
     IGNORED,
+    REPL_PASSWORD,
+    _playbook,
     count,
     facts_params,
     make_source,
@@ -58,6 +63,41 @@ def _tls_replica(src, certs, **kw):
         source_ssl_verify_server_cert=True,
         **kw,
     )
+
+
+PREFIX = "mysql_replication_tls"
+USER_TASK = "Create the replication user | REPLICATION SLAVE only, bound to the backup host"
+
+
+def _source_role(src, certs, metrics_dir, tls, *task_files):
+    """Tasks including the source role's task files with the test pair's paths and logins."""
+    role_vars = dict(
+        mysql_replication_source_tls=tls,
+        mysql_replication_source_tls_client_cert=True,
+        mysql_replication_source_tls_ca_cert=certs["ca.pem"],
+        mysql_replication_source_tls_cert=certs["server.pem"],
+        mysql_replication_source_tls_client_cert_file=certs["client.pem"],
+        mysql_replication_source_tls_metrics_dir=str(metrics_dir),
+        mysql_replication_source_user="repl",
+        mysql_replication_source_password=REPL_PASSWORD,
+        mysql_replication_source_admin_password="admin-pw",
+        mysql_replication_source_replica_host="127.0.0.1",
+        mysql_replication_source_login_unix_socket=src.socket,
+    )
+    return [{"name": f"source role {name}",
+             "ansible.builtin.include_role": {"name": "mysql_replication_source", "tasks_from": name},
+             "vars": role_vars} for name in task_files]
+
+
+def _changed_by_task(proc):
+    """[(task name without the role prefix, changed)] of a _playbook run, in order."""
+    out = json.loads(proc.stdout[proc.stdout.index("{"):])
+    tasks = [t for play in out["plays"] for t in play["tasks"]]
+    return [(t["task"]["name"].split(" : ", 1)[-1], t["hosts"]["localhost"].get("changed")) for t in tasks]
+
+
+def _require(src):
+    return src.sql("SELECT ssl_type FROM mysql.user WHERE User = 'repl' AND Host = '127.0.0.1'")[0][0]
 
 
 def _wait_rows(server, table, expected, timeout=20):
@@ -111,6 +151,42 @@ def test_tls_gtid_replication_with_verification(mariadb_factory, tmp_path):
     assert sorted(tls["expiring"]) == sorted(["source server certificate", certs["client.pem"]])
     assert tls["expired"] == [] and checks["tls_certificate_expiry"]["ok"]
     assert {c["name"]: c["days_left"] for c in tls["certificates"]}[certs["ca.pem"]] > 3000
+
+    # The source role's task files, for real (one ansible-playbook run): first with TLS on, the metrics
+    # of its TLS files (one series per certificate, ~825 days for the leaves, read back before the next
+    # task); then TLS turned off: the replication user's REQUIRE X509 goes (compared, then ALTER USER),
+    # the metrics file is removed; TLS off a second time changes nothing. The replica then connects
+    # with MASTER_SSL=0.
+    metrics = tmp_path / "textfile"
+    metrics.mkdir()
+    prom_file = metrics / "mysql_replication_tls_source.prom"
+    read_prom = {"name": "read the metrics", "ansible.builtin.slurp": {"src": str(prom_file)},
+                 "register": "prom"}
+    keep_prom = {"name": "keep them", "ansible.builtin.copy": {"content": "{{ prom.content | b64decode }}",
+                                                               "dest": str(tmp_path / "source.prom")}}
+    assert _require(src) == "X509"
+    tls_off = _source_role(src, certs, metrics, False, "users.yml", "tls_metrics.yml")
+    proc, _ = _playbook(tmp_path, _source_role(src, certs, metrics, True, "tls_metrics.yml")
+                        + [read_prom, keep_prom] + tls_off + tls_off)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    prom = (tmp_path / "source.prom").read_text()
+    expiry = {line.split('role="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+              for line in prom.splitlines() if line.startswith(f"{PREFIX}_certificate_expiry_seconds{{")}
+    assert set(expiry) == {"ca", "server", "client"} and f'path="{certs["server.pem"]}"' in prom
+    assert 824 * 86400 < expiry["server"] <= 825 * 86400 and expiry["ca"] > 3649 * 86400
+    ran = [(name, changed) for name, changed in _changed_by_task(proc) if not name.startswith("source role")]
+    assert [changed for name, changed in ran if name == USER_TASK] == [True, False], ran
+    assert [changed for name, changed in ran if name.startswith("TLS metrics")] == [False, True, False], ran
+    assert _require(src) == "" and not prom_file.exists()
+    plain = replica_params(src, source_use_gtid=True, source_ssl=False, source_ssl_verify_server_cert=False)
+    off = with_replica(dst, ensure_replica, plain)
+    change = [sql for sql in off["statements"] if sql.startswith("CHANGE MASTER TO")]
+    assert off["changed"] and len(change) == 1 and "MASTER_SSL=0" in change[0], off["statements"]
+    assert "MASTER_SSL_VERIFY_SERVER_CERT=0" in change[0]
+    assert off["status"]["ssl_allowed"] == "No" and off["status"]["io_running"] == "Yes"
+    src.sql("INSERT INTO app.items (name) VALUES ('after-tls-off')")
+    assert _wait_rows(dst, "app.items", count(src, "app.items")) == count(src, "app.items")
+    assert not with_replica(dst, ensure_replica, plain)["changed"]
 
 
 def test_tls_replica_against_plaintext_source_fails_clearly(mariadb_factory, tmp_path):
