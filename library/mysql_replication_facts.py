@@ -33,8 +33,15 @@ description:
     C(replication_lag) (Seconds_Behind <= O(max_lag_seconds)).
   - C(reseed_required) is true when the replica was never seeded (no source configured) or the
     binlog file it needs is gone from the source (error 1236 or not in SHOW BINARY LOGS).
+  - With O(row_counts_state), the shrink guard of the replica (check C(row_counts)) - the rows of every
+    table of O(databases) except O(row_counts_ignore_tables) are counted on the replica and compared with
+    the last good counts kept in that JSON file on this host. A table whose last good count is at least
+    O(shrink_min_rows) and whose count fell by more than O(shrink_threshold) makes the replica
+    C(suspect) - the check fails naming the tables and both counts, and the file keeps the last good
+    counts. Good counts replace them (file mode 0600, written atomically; not in check mode).
   - With O(fail_on_problems=true) the module fails, listing every problem, when a check fails; the
-    facts are returned in both cases. Never changes anything (C(changed=false)).
+    facts are returned in both cases. Changes nothing on the servers; C(changed) is true only when
+    the row count file is (or, in check mode, would be) written.
 version_added: "1.0.0"
 author: Backup toolkit team
 options:
@@ -114,6 +121,36 @@ options:
     type: list
     elements: str
     default: []
+  row_counts_state:
+    description:
+      - Absolute path of the JSON file on this host holding the replica's last good row counts; the
+        row count shrink guard runs only when it is set (needs O(databases)). Its directory is made
+        (0700) when missing.
+    type: path
+  row_counts_ignore_tables:
+    description: Tables (db.table) not counted; defaults to O(ignore_tables).
+    type: list
+    elements: str
+  shrink_threshold:
+    description:
+      - A table whose row count fell below the last good count by more than this fraction makes the
+        replica suspect (0.4 - a 50 % drop is caught).
+    type: float
+    default: 0.4
+  shrink_min_rows:
+    description: Tables whose last good count is under this many rows are not compared (tiny tables flap).
+    type: int
+    default: 1000
+  accept_shrink:
+    description: Accept a drop for this run - the counts are recorded as good and the check passes.
+    type: bool
+    default: false
+  row_counts_exact_max_rows:
+    description:
+      - Tables whose information_schema estimate (TABLE_ROWS) is at most this are counted exactly with
+        C(COUNT(*)); bigger ones use the estimate (listed in C(row_counts.estimated)).
+    type: int
+    default: 10000000
   fail_on_problems:
     description: Fail the task when a check fails.
     type: bool
@@ -122,7 +159,8 @@ extends_documentation_fragment:
   - mysql_connection
   - mysql_connection.source
 notes:
-  - Requires PyMySQL on the host running the module. Read-only, so safe in check mode.
+  - Requires PyMySQL on the host running the module. Read-only on the servers; in check mode the row
+    count file is not written.
 seealso:
   - module: mysql_replica
   - module: mysql_table_checksum
@@ -153,6 +191,11 @@ EXAMPLES = r"""
     source_password: "{{ vault_primary_admin_password }}"
     mode: health
     fail_on_problems: false
+    databases: [ccnet_db, seafile_db, seahub_db]
+    row_counts_ignore_tables: [seafile_db.Repo, seafile_db.Branch, seafile_db.RepoHead]
+    row_counts_state: /var/lib/seafile-backup/replica-row-counts.json
+    shrink_threshold: 0.4
+    shrink_min_rows: 1000
   register: health
 """
 
@@ -231,6 +274,24 @@ last_sql_error:
   description: Last SQL thread error text.
   returned: mode=health
   type: str
+suspect:
+  description: The row count shrink guard found a table that shrank (C(row_counts.result=suspect)).
+  returned: always
+  type: bool
+row_counts:
+  description:
+    - The shrink guard's report - C(result) good or suspect, C(counts) {db.table - rows} now,
+      C(estimated) (tables counted by estimate), C(previous_at) (when the last good counts were
+      recorded), C(compared) (tables compared), C(shrink) (each drop as {table, previous, current, drop}),
+      C(shrink_accepted), C(message), C(state_file).
+  returned: when row_counts_state is set
+  type: dict
+  sample: {result: suspect, counts: {seafile_db.RepoUserToken: 120}, estimated: [],
+           previous_at: "2026-12-02T23:00:00Z", compared: 1,
+           shrink: [{table: seafile_db.RepoUserToken, figure: seafile_db.RepoUserToken, previous: 5000,
+                     current: 120, drop: 0.976}],
+           shrink_accepted: false, state_file: /var/lib/seafile-backup/replica-row-counts.json,
+           message: "the replica is suspect: ..."}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -239,6 +300,7 @@ from ansible.module_utils.mysql_connection import (
     connections,
 )
 from ansible.module_utils.mysql_health import HealthError, gather_facts
+from ansible.module_utils.mysql_row_counts import RowCountError, add_row_counts, row_count_guard
 
 
 def main():
@@ -261,6 +323,12 @@ def main():
         tls_required=dict(type="bool", default=False),
         tls_certificates=dict(type="list", elements="path", default=[]),
         tls_expiry_warning_days=dict(type="int", default=30),
+        row_counts_state=dict(type="path"),
+        row_counts_ignore_tables=dict(type="list", elements="str"),
+        shrink_threshold=dict(type="float", default=0.4),
+        shrink_min_rows=dict(type="int", default=1000),
+        accept_shrink=dict(type="bool", default=False),
+        row_counts_exact_max_rows=dict(type="int", default=10000000),
         fail_on_problems=dict(type="bool", default=True),
     )
     module = AnsibleModule(
@@ -268,10 +336,21 @@ def main():
         supports_check_mode=True,
         required_one_of=[("source_host", "source_unix_socket")],
     )
+    params = module.params
     with connections(
-        module, "reading replication facts failed", (HealthError,), replica="login", source="source"
+        module, "reading replication facts failed", (HealthError, RowCountError),
+        replica="login", source="source",
     ) as (replica, source):
-        facts = gather_facts(replica, source, module.params)
+        facts = gather_facts(replica, source, params)
+        report = None
+        if params["row_counts_state"]:
+            ignored = params["row_counts_ignore_tables"]
+            report = row_count_guard(
+                replica, params["databases"], params["ignore_tables"] if ignored is None else ignored,
+                params["row_counts_state"], params["shrink_threshold"], params["shrink_min_rows"],
+                params["accept_shrink"], params["row_counts_exact_max_rows"], module.check_mode,
+            )
+        changed = add_row_counts(facts, report)
     if facts["tls"]["expiring"]:
         module.warn(
             f"certificates expire within {module.params['tls_expiry_warning_days']} days: "
@@ -279,9 +358,9 @@ def main():
         )
     if module.params["fail_on_problems"] and facts["problems"]:
         module.fail_json(
-            msg="replication checks failed: " + "; ".join(facts["problems"]), changed=False, **facts
+            msg="replication checks failed: " + "; ".join(facts["problems"]), changed=changed, **facts
         )
-    module.exit_json(changed=False, **facts)
+    module.exit_json(changed=changed, **facts)
 
 
 if __name__ == "__main__":
