@@ -80,6 +80,7 @@ def make_backup(tmp_path, src=None, dst=None):
         "seafile_backup_ops_metrics_enabled": True,
         "seafile_backup_ops_metrics_path": str(metrics_dir / "seafile_backup.prom"),
         "seafile_backup_ops_failover_report_dir": str(tmp_path / "reports"),
+        "seafile_backup_ops_row_counts_file": str(tmp_path / "state" / "replica-row-counts.json"),
     }
     if dst is not None:
         all_vars.update({
@@ -98,6 +99,7 @@ def make_backup(tmp_path, src=None, dst=None):
     b = Backup()
     b.src, b.dst, b.state, b.tmp, b.inventory = src, dst, state, tmp_path, inventory
     b.metrics = metrics_dir / "seafile_backup.prom"
+    b.row_counts = tmp_path / "state" / "replica-row-counts.json"
     b.reports = tmp_path / "reports"
     b.log = tmp_path / "standin.state.log"
     b.env = {"SEAF_BACKUP_STANDIN_STATE": str(state)}
@@ -166,6 +168,39 @@ def test_status_fails_when_replication_is_unhealthy(backup):
     assert "seafile_backup_replication_io_running 0" in text
     assert "seafile_backup_replication_lag_seconds NaN" in text
     assert "seafile_backup_last_success_timestamp_seconds" not in text
+
+
+def test_status_records_row_counts_and_a_replica_that_shrank_is_suspect_keeping_the_last_good(backup):
+    backup.src.sql("INSERT INTO seafile_db.RepoUserToken (repo_id, email, token) "
+                   "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < 49) "
+                   "SELECT %s, CONCAT('user', a.n * 50 + b.n, '@example.org'), "
+                   "LPAD(HEX(a.n * 50 + b.n + 1000), 40, '0') FROM s a, s b WHERE a.n < 30", (ID3,))
+    replica_rows = lambda: backup.dst.sql("SELECT COUNT(*) FROM seafile_db.RepoUserToken")[0][0]  # noqa: E731
+    wait_for(lambda: replica_rows() == 1504, "replication of 1500 more tokens")
+    run = backup.run("seafile_backup_status.yml")
+    assert run.rc == 0, run.out
+    assert run.backup_runs[0]["result"] == "ok"
+    assert stat.S_IMODE(backup.row_counts.stat().st_mode) == 0o600
+    good = json.loads(backup.row_counts.read_text())["last_good"]
+    assert good["counts"] == {"seafile_db.RepoUserToken": 1504}, "Repo, Branch, RepoHead are not replicated"
+
+    backup.src.sql("DELETE FROM seafile_db.RepoUserToken WHERE id > 100")
+    wait_for(lambda: replica_rows() == 100, "replication of the delete")
+    run = backup.run("seafile_backup_status.yml")
+    assert run.rc != 0
+    assert "the replica is suspect" in run.out, run.out
+    assert "seafile_db.RepoUserToken fell from 1504 to 100 (-93 %)" in run.out, run.out
+    assert "seafile_backup_ops_accept_shrink=true" in run.out
+    [entry] = run.backup_runs
+    assert entry["result"] == "suspect", entry
+    assert [(d["table"], d["previous"], d["current"]) for d in entry["details"]["shrink"]] == [
+        ("seafile_db.RepoUserToken", 1504, 100)]
+    assert json.loads(backup.row_counts.read_text())["last_good"] == good, "last good counts kept"
+
+    run = backup.run("seafile_backup_status.yml", extra_vars={"seafile_backup_ops_accept_shrink": True})
+    assert run.rc == 0, run.out
+    accepted = json.loads(backup.row_counts.read_text())["last_good"]
+    assert accepted["counts"] == {"seafile_db.RepoUserToken": 100} and accepted["accepted"] is True
 
 
 def test_status_fails_clearly_on_malformed_output_and_keeps_last_success(backup):
