@@ -31,6 +31,7 @@ from ansible.module_utils.retention_policy import (
     SUSPECT,
     RetentionPolicyError,
     check_threshold,
+    describe_drops,
     judge,
 )
 
@@ -70,10 +71,12 @@ def evaluate(state, counts, threshold=DEFAULT_SHRINK_THRESHOLD, min_rows=DEFAULT
     previous, current = comparable(good.get("counts"), counts, min_rows)
     verdict = judge(previous or None, current, threshold, accept_shrink,
                     what="the replica", previous_name=good.get("at"))
-    if verdict["drops"]:
-        for drop in verdict["drops"]:
-            drop["table"] = drop["figure"]
-        verdict["message"] = verdict["message"].replace("the last good backup", "the last good row counts")
+    for drop in verdict["drops"]:
+        drop["table"] = drop["figure"]
+    if verdict["status"] == SUSPECT:
+        verdict["message"] = (f"the replica is suspect: compared with the last good row counts "
+                              f"({good.get('at')}), {describe_drops(verdict['drops'])}. The last good counts "
+                              "are kept until the drop is accepted for one run (accept_shrink)")
     report = {
         "result": verdict["status"],
         "counts": dict(counts),

@@ -197,10 +197,12 @@ def test_status_records_row_counts_and_a_replica_that_shrank_is_suspect_keeping_
         ("seafile_db.RepoUserToken", 1504, 100)]
     assert json.loads(backup.row_counts.read_text())["last_good"] == good, "last good counts kept"
 
-    run = backup.run("seafile_backup_status.yml", extra_vars={"seafile_backup_ops_accept_shrink": True})
+    # accepting the drop passes; in check mode the file is not written
+    run = backup.run("seafile_backup_status.yml", extra_vars={"seafile_backup_ops_accept_shrink": True},
+                     check=True)
     assert run.rc == 0, run.out
-    accepted = json.loads(backup.row_counts.read_text())["last_good"]
-    assert accepted["counts"] == {"seafile_db.RepoUserToken": 100} and accepted["accepted"] is True
+    assert "shrink accepted for this run" in run.out, run.out
+    assert json.loads(backup.row_counts.read_text())["last_good"] == good, "not written in check mode"
 
 
 def test_status_fails_clearly_on_malformed_output_and_keeps_last_success(backup):
