@@ -25,6 +25,9 @@ description:
     run of that strategy. In the metrics such a run sets C(backup_last_unreachable) of (strategy,
     host) to 1 instead of a failed result; a later run of the strategy that reaches the host sets it
     back to 0. Tasks with C(ignore_unreachable) do not count.
+  - That run is added to the run-wide custom stats (C(backup_runs), as C(set_stats) would) when the
+    host is found unreachable, so it is also in the job's C(artifact_data) under AWX/ansible-runner,
+    whose stdout callback reads those stats before any other callback sees them.
   - A playbook without C(backup_runs) and without unreachable hosts prints nothing and writes nothing.
   - With a machine-readable stdout callback (C(json), C(ansible.posix.json), C(jsonl)...) the table
     is not printed, so that output stays parseable; the JSON file and the metrics are still written.
@@ -52,6 +55,7 @@ options:
 import importlib.util
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -123,6 +127,37 @@ def unreachable_runs(unreachable, runs):
                       "location": "", "size_bytes": 0, "duration_seconds": 0,
                       "details": f"unreachable: {text}"})
     return added
+
+
+def publish_unreachable_run(stats, strategy, host, message):
+    """Add the failed run of a host just found unreachable to the run-wide custom stats, where the
+    playbooks' set_stats put theirs (AggregateStats.custom['_run']['backup_runs']): the stdout
+    callback reads them as they are when the playbook ends (ansible-runner: the job's artifact_data).
+    Nothing when the host already published a run of that strategy. Returns the runs added."""
+    added = unreachable_runs({(strategy, host): message}, collect_runs(stats.custom))
+    if added:
+        stats.update_custom_stats("backup_runs", added)
+    return added
+
+
+def dispatching_stats(max_depth=8):
+    """The AggregateStats of the TaskQueueManager dispatching the current callback event, or None.
+
+    ansible-core hands a callback the stats only in v2_playbook_on_stats, and calls the stdout
+    callback first; under ansible-runner that is awx_display, which then writes the run-wide custom
+    stats as the job's artifact_data. A run added there would come too late, so it is added when the
+    event arrives, through TaskQueueManager.send_callback (the caller's `self`, a frame or two up)."""
+    from ansible.executor.stats import AggregateStats
+
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        stats = getattr(frame.f_locals.get("self"), "_stats", None)
+        if isinstance(stats, AggregateStats):
+            return stats
+        frame = frame.f_back
+    return None
 
 
 def unreachable_message(result):
@@ -280,7 +315,15 @@ class CallbackModule(CallbackBase):
         if not self._strategy or getattr(result._task, "ignore_unreachable", False):
             return
         key = (self._strategy, result._host.get_name())
-        self._unreachable.setdefault(key, unreachable_message(result._result))
+        if key in self._unreachable:
+            return
+        self._unreachable[key] = unreachable_message(result._result)
+        stats = dispatching_stats()
+        if stats is None:
+            self._display.warning(f"backup report: the failed run of unreachable host {key[1]} is in the "
+                                  "report but not in the run's custom stats (not in AWX's artifact_data)")
+            return
+        publish_unreachable_run(stats, *key, self._unreachable[key])
 
     def all_runs(self, custom_stats):
         """The published backup_runs, then a failed run for each host lost to unreachability."""

@@ -13,6 +13,7 @@ import yaml
 
 from tests.lib.btw_servers import moto_s3  # noqa: F401  (fixture)
 from tests.lib.mariadb import ROOT_PASSWORD
+from tests.lib.ports import free_port
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -132,6 +133,26 @@ def test_failed_backup_fails_the_job_and_still_publishes(job):
     assert "backup1" in hosts_touched(result)
     assert not os.listdir(job.root) or not any(
         name.endswith((".tar", ".tar.gz")) for _, _, files in os.walk(job.root) for name in files)
+
+
+def test_unreachable_host_has_its_failed_run_in_the_artifacts(job):
+    """A host that cannot be reached (ssh to a closed loopback port) never reaches the play's rescue;
+    its failed run is still in the job's artifact_data, in the shape of the others (issue 15 item 19)."""
+    lost = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": free_port(),
+            "ansible_user": "nobody", "ansible_timeout": 5}
+    result = job(fs_vars(job), inventory_vars=lost)
+    assert result.status == "failed" and result.rc != 0, result.text
+    runs = artifact_runs(result)
+    assert len(runs) == 1, runs
+    run = runs[0]
+    assert (run["strategy"], run["host"], run["result"], run["unreachable"]) == (
+        "fs_backup", "backup1", "failed", True), run
+    assert run["details"].startswith("unreachable: ") and "Connection refused" in run["details"], run
+    assert {"location", "size_bytes", "duration_seconds"} <= set(run)
+    # the report JSON holds the same run once (the callback does not add it a second time)
+    report = json.loads((result.pdd / "report.json").read_text())
+    assert report["runs"] == runs and report["summary"] == {"runs": 1, "ok": 0, "failed": 1}
+    assert os.listdir(job.root) == []
 
 
 def test_missing_required_variable_is_named_before_any_host_is_touched(job):

@@ -3,9 +3,12 @@
 import glob
 import importlib.util
 import os
+import sys
 
 import pytest
 import yaml
+from ansible.executor.stats import AggregateStats
+from ansible.executor.task_queue_manager import TaskQueueManager
 from ansible.module_utils import backup_metrics as bm
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -129,6 +132,50 @@ def test_all_hosts_unreachable_still_gives_runs_to_report():
     runs = cb.all_runs({})
     assert br.count_results(runs) == {"ok": 0, "suspect": 0, "failed": 1}
     assert "seafile_backup_server  -     db1   FAILED" in br.render_table(runs)
+
+
+def test_unreachable_run_joins_the_run_wide_stats_like_a_set_stats_run():
+    """The run-wide custom stats are what ansible-runner writes as the job's artifact_data."""
+    stats = AggregateStats()
+    added = br.publish_unreachable_run(stats, "fs_backup", "web2", REFUSED["msg"])
+    assert added == br.unreachable_runs({("fs_backup", "web2"): REFUSED["msg"]}, [])
+    # a good host publishing afterwards (set_stats: aggregate, not per host) appends to the same list
+    stats.update_custom_stats("backup_runs", [{"strategy": "fs_backup", "host": "web1", "result": "ok"}])
+    assert [(r["host"], r["result"]) for r in stats.custom["_run"]["backup_runs"]] == [
+        ("web2", "failed"), ("web1", "ok")]
+    # a host that published a run of the strategy before it was lost gets none
+    assert br.publish_unreachable_run(stats, "fs_backup", "web1", "refused") == []
+    assert len(stats.custom["_run"]["backup_runs"]) == 2
+
+
+def test_run_of_a_lost_host_is_in_the_stats_before_the_stdout_callback_sees_them(monkeypatch):
+    """Dispatched by a real TaskQueueManager, as ansible-playbook and ansible-runner do: the run is in
+    the manager's stats at once, and the report at the end holds it once."""
+    monkeypatch.setitem(sys.modules, br.__name__, br)  # CallbackBase looks its module up there
+    tqm = TaskQueueManager(inventory=None, variable_manager=None, loader=None, passwords={})
+    try:
+        cb = br.CallbackModule()
+        cb._init_callback_methods()
+        tqm._callback_plugins = [cb]
+        tqm.send_callback("v2_playbook_on_play_start", Play({"backup_report_strategy": "db_backup"}))
+        tqm.send_callback("v2_runner_on_unreachable", Result("db9", REFUSED))
+        tqm.send_callback("v2_runner_on_unreachable", Result("db9", {"msg": "again"}))
+        (run,) = tqm._stats.custom["_run"]["backup_runs"]
+        assert (run["strategy"], run["host"], run["result"], run["unreachable"]) == (
+            "db_backup", "db9", "failed", True)
+        assert run["details"] == "unreachable: " + REFUSED["msg"]
+        assert cb.all_runs(tqm._stats.custom) == [run]
+    finally:
+        tqm.cleanup()
+
+
+def test_outside_a_task_queue_manager_the_run_is_only_reported():
+    assert br.dispatching_stats() is None
+    cb = callback_after([
+        lambda cb: cb.v2_playbook_on_play_start(Play({"backup_report_strategy": "fs_backup"})),
+        lambda cb: cb.v2_runner_on_unreachable(Result("web2", REFUSED)),
+    ])
+    assert [(r["host"], r["result"]) for r in cb.all_runs({})] == [("web2", "failed")]
 
 
 def test_every_playbook_that_publishes_backup_runs_names_its_strategy():
