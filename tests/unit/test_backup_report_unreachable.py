@@ -2,13 +2,14 @@
 (issue 15 item 19), and the metrics core marks it with backup_last_unreachable."""
 import glob
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 
 import pytest
 import yaml
 from ansible.executor.stats import AggregateStats
-from ansible.executor.task_queue_manager import TaskQueueManager
 from ansible.module_utils import backup_metrics as bm
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,25 +149,48 @@ def test_unreachable_run_joins_the_run_wide_stats_like_a_set_stats_run():
     assert len(stats.custom["_run"]["backup_runs"]) == 2
 
 
-def test_run_of_a_lost_host_is_in_the_stats_before_the_stdout_callback_sees_them(monkeypatch):
+DISPATCHED_BY_A_TASK_QUEUE_MANAGER = """
+import importlib.util, json, sys
+from types import SimpleNamespace as Obj
+from ansible.executor.task_queue_manager import TaskQueueManager
+
+spec = importlib.util.spec_from_file_location("backup_report_under_test", sys.argv[1])
+br = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = br  # CallbackBase looks its module up there
+spec.loader.exec_module(br)
+
+def lost(host, msg):
+    return Obj(_host=Obj(get_name=lambda: host), _task=Obj(ignore_unreachable=False),
+               _result={"msg": msg, "unreachable": True})
+
+tqm = TaskQueueManager(inventory=None, variable_manager=None, loader=None, passwords={})
+try:
+    cb = br.CallbackModule()
+    cb._init_callback_methods()
+    tqm._callback_plugins = [cb]
+    tqm.send_callback("v2_playbook_on_play_start", Obj(vars={"backup_report_strategy": "db_backup"}))
+    tqm.send_callback("v2_runner_on_unreachable", lost("db9", sys.argv[2]))
+    tqm.send_callback("v2_runner_on_unreachable", lost("db9", "again"))
+    print(json.dumps({"stats": tqm._stats.custom, "report": cb.all_runs(tqm._stats.custom)}))
+finally:
+    tqm.cleanup()
+"""
+
+
+def test_run_of_a_lost_host_is_in_the_stats_before_the_stdout_callback_sees_them():
     """Dispatched by a real TaskQueueManager, as ansible-playbook and ansible-runner do: the run is in
-    the manager's stats at once, and the report at the end holds it once."""
-    monkeypatch.setitem(sys.modules, br.__name__, br)  # CallbackBase looks its module up there
-    tqm = TaskQueueManager(inventory=None, variable_manager=None, loader=None, passwords={})
-    try:
-        cb = br.CallbackModule()
-        cb._init_callback_methods()
-        tqm._callback_plugins = [cb]
-        tqm.send_callback("v2_playbook_on_play_start", Play({"backup_report_strategy": "db_backup"}))
-        tqm.send_callback("v2_runner_on_unreachable", Result("db9", REFUSED))
-        tqm.send_callback("v2_runner_on_unreachable", Result("db9", {"msg": "again"}))
-        (run,) = tqm._stats.custom["_run"]["backup_runs"]
-        assert (run["strategy"], run["host"], run["result"], run["unreachable"]) == (
-            "db_backup", "db9", "failed", True)
-        assert run["details"] == "unreachable: " + REFUSED["msg"]
-        assert cb.all_runs(tqm._stats.custom) == [run]
-    finally:
-        tqm.cleanup()
+    the manager's stats at once, and the report at the end holds it once. In a child process: a
+    TaskQueueManager changes the process (signal handlers, stdio inheritance) for the tests after."""
+    proc = subprocess.run([sys.executable, "-c", DISPATCHED_BY_A_TASK_QUEUE_MANAGER,
+                           os.path.join(TOP, "plugins", "callback", "backup_report.py"), REFUSED["msg"]],
+                          cwd=TOP, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    (run,) = out["stats"]["_run"]["backup_runs"]
+    assert (run["strategy"], run["host"], run["result"], run["unreachable"]) == (
+        "db_backup", "db9", "failed", True)
+    assert run["details"] == "unreachable: " + REFUSED["msg"]
+    assert out["report"] == [run]
 
 
 def test_outside_a_task_queue_manager_the_run_is_only_reported():
