@@ -8,7 +8,9 @@ description:
   - At the end of the playbook, collects the C(backup_runs) lists the strategy playbooks publish
     with C(ansible.builtin.set_stats) (run-wide and per-host), prints one table (strategy, mode,
     host, result, size, duration, lock and downtime where they apply, location) and writes the same
-    runs as JSON.
+    runs as JSON. Restore drills (strategy C(restore_drill)) show as rows too - mode the drilled
+    strategy, duration the restore time (RTO), location the backups restored - and add a column
+    C(BACKUP AGE), the age of the backup each drill proved (RPO).
   - C(strategy) is the run_backup strategy name (C(fs_backup), C(fcrepo_backup)...), C(mode) the
     strategy's variant where it has one (fcrepo's C(hot)/C(pause)/C(shutdown)/C(rest), a btw set's
     type); C(-) when a run has none.
@@ -64,6 +66,17 @@ from ansible.plugins.callback import CallbackBase
 COLUMNS = (("strategy", "STRATEGY"), ("mode", "MODE"), ("host", "HOST"), ("result", "RESULT"),
            ("size", "SIZE"), ("duration", "DURATION"), ("lock", "LOCK"), ("downtime", "DOWNTIME"),
            ("location", "LOCATION"))
+# A restore drill (strategy restore_drill) adds the age of the backup it proved (RPO); its duration is
+# the restore time (RTO) and its location the backups it restored.
+AGE_COLUMN = ("age", "BACKUP AGE")
+
+
+def table_columns(runs):
+    """COLUMNS, with BACKUP AGE after DURATION when a run carries backup_age_seconds (a drill)."""
+    if not any(run.get("backup_age_seconds") is not None for run in runs):
+        return COLUMNS
+    at = [key for key, _ in COLUMNS].index("duration") + 1
+    return COLUMNS[:at] + (AGE_COLUMN,) + COLUMNS[at:]
 
 
 def human_size(value):
@@ -194,17 +207,20 @@ def table_rows(runs):
             "downtime": (human_seconds(run["downtime_seconds"])
                          if run.get("downtime_seconds") is not None else "-"),
             "location": str(run.get("location") or "-"),
+            "age": (human_seconds(run["backup_age_seconds"])
+                    if run.get("backup_age_seconds") is not None else "-"),
         })
     return rows
 
 
 def render_table(runs):
     rows = table_rows(runs)
-    widths = {key: max([len(title)] + [len(row[key]) for row in rows]) for key, title in COLUMNS}
-    lines = ["  ".join(title.ljust(widths[key]) for key, title in COLUMNS).rstrip(),
-             "  ".join("-" * widths[key] for key, _ in COLUMNS)]
+    columns = table_columns(runs)
+    widths = {key: max([len(title)] + [len(row[key]) for row in rows]) for key, title in columns}
+    lines = ["  ".join(title.ljust(widths[key]) for key, title in columns).rstrip(),
+             "  ".join("-" * widths[key] for key, _ in columns)]
     for row in rows:
-        lines.append("  ".join(row[key].ljust(widths[key]) for key, _ in COLUMNS).rstrip())
+        lines.append("  ".join(row[key].ljust(widths[key]) for key, _ in columns).rstrip())
     counts = count_results(runs)
     suspect = f"{counts['suspect']} suspect, " if counts["suspect"] else ""
     lines.append(f"{len(runs)} backup run(s): {counts['ok']} ok, {suspect}{counts['failed']} failed")

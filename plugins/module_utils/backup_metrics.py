@@ -132,13 +132,17 @@ METRICS = {
     "last_size_bytes": "Size of the last successful backup in bytes.",
     "last_lock_seconds": "Seconds writes were locked during the last successful backup.",
     "last_downtime_seconds": "Seconds the application was down during the last successful backup.",
+    "last_restore_seconds": ("Seconds the last successful restore drill took to restore and prove its "
+                             "backups (RTO; strategy restore_drill, set <drilled strategy>/<host>)."),
+    "last_backup_age_seconds": ("Age in seconds of the backup the last successful restore drill proved, when "
+                                "it ran (RPO at the drill; the oldest when it proved several sets)."),
     "last_unreachable": ("1 when the host (set label) was unreachable in the last run of the strategy, "
                          "0 once a later run reached it; absent for hosts never found unreachable."),
 }
 ORDER = list(METRICS)
 ALWAYS = ("last_run_timestamp_seconds", "last_result", "last_suspect", "last_duration_seconds")
 ON_SUCCESS = ("last_success_timestamp_seconds", "last_size_bytes", "last_lock_seconds",
-              "last_downtime_seconds")
+              "last_downtime_seconds", "last_restore_seconds", "last_backup_age_seconds")
 RESULTS = ("ok", "suspect", "failed")
 LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 LINE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\d+)?$")
@@ -180,7 +184,9 @@ def normalise_run(run, now=None):
     if result == "ok":
         values["last_success_timestamp_seconds"] = finished
         for field, metric in (("size_bytes", "last_size_bytes"), ("lock_seconds", "last_lock_seconds"),
-                              ("downtime_seconds", "last_downtime_seconds")):
+                              ("downtime_seconds", "last_downtime_seconds"),
+                              ("restore_seconds", "last_restore_seconds"),
+                              ("backup_age_seconds", "last_backup_age_seconds")):
             number = _number(field, run.get(field))
             if number is not None:
                 values[metric] = number

@@ -1026,3 +1026,29 @@ def _load_globals(runner, target, dump_path, target_database, connection, pg_bin
         )
     check["other"] = []  # every other role of the cluster is not news
     return {"verified": check, "notes": tolerated}
+
+
+SCRATCH_PREFIX = "restore_drill_"
+
+
+def drop_scratch_database(backup_type, database, connection=None, pg_bin_dir=None, check_mode=False,
+                          runner=None):
+    """Drop a scratch database a restore drill loaded (its name starts with SCRATCH_PREFIX, so a live
+    database is never dropped here). Returns {"changed", "existed", "database"}."""
+    if backup_type not in ("pg_dump", "mysqldump"):
+        raise BtwDbError(f"a scratch database is a pg_dump or mysqldump restore, not {backup_type!r}")
+    if not re.fullmatch(re.escape(SCRATCH_PREFIX) + r"[A-Za-z0-9_$-]+", database or ""):
+        raise BtwDbError(f"{database!r} is not a scratch database name (it must start with {SCRATCH_PREFIX})")
+    runner = runner or Runner()
+    staging = tempfile.mkdtemp(prefix="btw-scratch-")  # the MySQL option file, 0700, removed below
+    try:
+        if backup_type == "mysqldump":
+            target = _MysqlTarget(runner, dict(connection or {}), staging)
+        else:
+            target = _PgTarget(runner, dict(connection or {}), pg_bin_dir)
+        existed, _objects = target.state(database)
+        if existed and not check_mode:
+            target.drop(database)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"changed": existed, "existed": existed, "database": database}
