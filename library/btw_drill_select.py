@@ -12,13 +12,14 @@ description:
     retention never lets a suspect backup become the latest.
   - C(pg_globals) sets are not drilled (their roles and tablespaces load into the cluster itself,
     there is no scratch place); they are listed in RV(skipped).
-  - A set without a good backup fails the module, naming the set. Read-only.
+  - A set without a good backup fails the module, naming the set, and so does a host with no set to
+    drill. Read-only.
 version_added: "1.0.0"
 options:
   strategies:
     description:
-      - The strategies the drill rehearses (restore_drill_strategies). Only C(btw) is drilled by this
-        module; C(fcrepo), C(lvm) and C(seafile) are refused with the reason, before anything is read.
+      - The strategies the drill rehearses (restore_drill_strategies); C(lvm) and C(seafile) are
+        refused with the reason, before anything is read.
     type: list
     elements: str
     default: [btw]

@@ -9,7 +9,9 @@ description:
   - Compares each scratch copy a drill restored with what its backup recorded when it was made - a
     btw file-system set's regular files and bytes (counted in O(scratch_dir)/<set>), a database
     set's tables, views and sequences (the dump's own list, looked up in the scratch database by
-    btw_restore) - and a restore that failed is the check C(restore).
+    btw_restore); an fcrepo LevelDB's records against the count the backup recorded, its binaries
+    read back by the store's owner with their SHA-1 - and a restore that failed is the check
+    C(restore) (C(binaries restore)).
   - Returns the C(backup_runs) record (strategy C(restore_drill)) - the backups used, their age
     (RPO), the restore time (RTO), every check - and fails, with that record, naming the backup and
     the check that failed. Read-only.
@@ -18,14 +20,16 @@ options:
   strategy:
     description: The drilled strategy.
     type: str
-    choices: [btw]
+    choices: [btw, fcrepo]
     default: btw
   host:
     description: The host the drill ran on (its inventory name), for the record.
     type: str
     required: true
   chosen:
-    description: The backups restored (btw_drill_select's RV(chosen)).
+    description:
+      - The backups restored - btw_drill_select's RV(chosen) (btw), or a list holding
+        fcrepo_drill_select's RV(chosen) (fcrepo).
     type: list
     elements: dict
     required: true
@@ -37,9 +41,18 @@ options:
     elements: dict
     default: []
   scratch_dir:
-    description: The directory holding the file-system sets' scratch copies (one sub-directory per set).
+    description: The directory holding the file-system sets' scratch copies (one sub-directory per set; btw).
     type: path
-    required: true
+  leveldb:
+    description: The leveldb_restore result (fcrepo; a failed one included).
+    type: dict
+  binaries:
+    description: The fcrepo_binaries_restore result (fcrepo; a failed one included; unset when there is none).
+    type: dict
+  restore_seconds:
+    description: The time the fcrepo restores took (RTO; fcrepo - the btw restores report theirs).
+    type: float
+    default: 0
   skipped:
     description: Sets not drilled, with the reason (btw_drill_select's RV(skipped)), for the record.
     type: dict
@@ -78,22 +91,29 @@ record:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.restore_drill import FS_TYPES, drill_record, prove_btw, tree_figures
+from ansible.module_utils.restore_drill import FS_TYPES, drill_record, prove_btw, prove_fcrepo, tree_figures
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            strategy=dict(type="str", choices=["btw"], default="btw"),
+            strategy=dict(type="str", choices=["btw", "fcrepo"], default="btw"),
             host=dict(type="str", required=True),
             chosen=dict(type="list", elements="dict", required=True),
             restored=dict(type="list", elements="dict", default=[]),
-            scratch_dir=dict(type="path", required=True),
+            scratch_dir=dict(type="path"),
             skipped=dict(type="dict", default={}),
+            leveldb=dict(type="dict"),
+            binaries=dict(type="dict"),
+            restore_seconds=dict(type="float", default=0),
         ),
+        required_if=[("strategy", "btw", ("scratch_dir",)), ("strategy", "fcrepo", ("leveldb",))],
         supports_check_mode=True,
     )
     p = module.params
+    if p["strategy"] == "fcrepo":
+        proofs = prove_fcrepo(p["chosen"][0], p["leveldb"], p["binaries"], p["restore_seconds"])
+        finish(module, drill_record("fcrepo", p["host"], proofs, p["skipped"]))
     restored = {}
     for result in p["restored"]:
         item = result.get("item") or {}
@@ -104,7 +124,10 @@ def main():
         copy = os.path.join(p["scratch_dir"], item["set"])
         if item["type"] in FS_TYPES and os.path.isdir(copy):
             figures[item["set"]] = tree_figures(copy)
-    record = drill_record(p["strategy"], p["host"], prove_btw(p["chosen"], restored, figures), p["skipped"])
+    finish(module, drill_record("btw", p["host"], prove_btw(p["chosen"], restored, figures), p["skipped"]))
+
+
+def finish(module, record):
     if record["result"] != "ok":
         module.fail_json(msg=record["details"]["failed"], record=record)
     module.exit_json(changed=False, record=record)

@@ -18,7 +18,12 @@ session, and its newest good one is the session before the suspect runs that fol
 suspect run that is recorded stored a session). A database dump judged suspect has a chain of its
 own, so the newest good dump is the last session of the newest chain with a good run.
 
-Pure Python apart from ``btw_candidates`` (which reads the set's directory) and ``tree_figures``.
+fcrepo (``fcrepo_candidate``): the newest LevelDB backup whose metadata says good (leveldb_backup's
+``latest`` rule), restored with its records counted against the count the backup recorded, and the
+binaries backup restored beside it (SHA-1 of every binary, read back as the store's owner).
+
+Pure Python apart from ``btw_candidates``, ``fcrepo_candidate`` (which read the backups' directories)
+and ``tree_figures``.
 """
 import os
 import time
@@ -27,10 +32,8 @@ from ansible.module_utils.retention_policy import GOOD, SUSPECT
 
 DRILL_STRATEGY = "restore_drill"
 # The strategies a drill can rehearse here, and those it refuses (with the reason).
-DRILLABLE = ("btw",)
+DRILLABLE = ("btw", "fcrepo")
 REFUSED = {
-    "fcrepo": "the fcrepo restore drill is not built yet: rehearse it with "
-              "playbooks/fcrepo_restore.yml -e fcrepo_restore_target=<new directory>",
     "lvm": "the LVM restore drill is not built yet (it needs a throwaway mariadbd on the copy)",
     "seafile": "the Seafile backup server is itself the restore target: its drill is "
                "playbooks/seafile_replication_health.yml",
@@ -144,7 +147,26 @@ def btw_candidates(root, sets, now=None):
         state = newest_good(btw_states(backups, read_runs(dest)), f"set {name} ({dest})")
         chosen.append(dict(state, set=name, type=kind, destination=item["destination"],
                            date=_iso(state["time"]), age_seconds=round(max(0.0, now - state["time"]), 3)))
+    if not chosen:
+        raise DrillError("no btw set to drill: btw_backup_sets holds no tar, rdiff, pg_dump or mysqldump set")
     return chosen, skipped
+
+
+def fcrepo_candidate(leveldb_dest, now=None):
+    """The newest good LevelDB backup in leveldb_dest (fcrepo_backup_dest/leveldb), with its age and the
+    record count it recorded, in btw_candidates' shape (set "leveldb")."""
+    from ansible.module_utils.leveldb_backup import backup_status, list_backups, read_meta
+
+    now = time.time() if now is None else now
+    states = []
+    for path in list_backups(leveldb_dest):
+        meta = read_meta(path) or {}
+        states.append({"backup": os.path.basename(path), "kind": "leveldb", "path": path,
+                       "time": float(meta.get("created_epoch") or 0), "status": backup_status(path),
+                       "figures": {"records": meta.get("records")}, "at": path})
+    state = newest_good(states, f"the fcrepo LevelDB ({leveldb_dest})")
+    return dict(state, set="leveldb", type="leveldb", destination=leveldb_dest, date=_iso(state["time"]),
+                age_seconds=round(max(0.0, now - state["time"]), 3))
 
 
 # -- proving the copy --------------------------------------------------------------------------
@@ -198,9 +220,37 @@ def prove_btw(chosen, restored, scratch_figures):
     return proofs
 
 
+def prove_fcrepo(chosen, leveldb, binaries, seconds=0.0):
+    """The checks of an fcrepo scratch restore: the LevelDB's records (each read with checksums, as
+    the store's owner) against the count the backup recorded; the binaries (SHA-1 of each against its
+    name, read back as the owner). leveldb / binaries: the leveldb_restore and fcrepo_binaries_restore
+    results (failed ones included; binaries None when there is no binaries backup); seconds: the
+    time the two restores took (the modules do not report it)."""
+    label = f"leveldb/{chosen['backup']}"
+    checks = []
+    if not leveldb or leveldb.get("failed") or leveldb.get("skipped"):
+        checks.append(dict(compare(label, "restore", "restored", "failed"), ok=False,
+                           error=str((leveldb or {}).get("msg") or "the LevelDB restore did not run")))
+    else:
+        checks.append(compare(label, "records", (chosen.get("figures") or {}).get("records"),
+                              leveldb.get("records")))
+    if binaries is not None:
+        if binaries.get("failed") or binaries.get("skipped"):
+            checks.append(dict(compare("binaries", "binaries restore", "restored", "failed"), ok=False,
+                               error=str(binaries.get("msg") or "the binaries restore did not run")))
+        else:
+            owner = binaries.get("owner_check") or {}
+            checks.append(compare("binaries", "binaries read back by the owner (SHA-1)",
+                                  binaries.get("binaries"), owner.get("checked")))
+            checks.append(compare("binaries", "SHA-1 mismatches", 0, len(binaries.get("mismatches") or [])))
+    return [{"set": "leveldb", "type": "leveldb", "backup": label, "path": chosen["path"],
+             "backup_time": chosen["date"], "age_seconds": chosen["age_seconds"],
+             "restore_seconds": round(float(seconds or 0), 3), "checks": checks}]
+
+
 def describe_check(check):
-    if check["check"] == "restore":
-        return f"restore: {check.get('error')}"
+    if check["check"] in ("restore", "binaries restore"):
+        return f"{check['check']}: {check.get('error')}"
     return f"{check['check']}: expected {check['expected']}, found {check['found']}"
 
 

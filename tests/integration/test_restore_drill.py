@@ -3,16 +3,25 @@ backup_schedules.yml run it), ansible-playbook with a local connection: real btw
 rdiff-backup chain, tar archives, a mysqldump of a real MariaDB started once for the module), the
 newest good backup of each set restored into scratch places and proven, one backup_runs record per
 host with RPO and RTO, the metrics file; a corrupted newest good backup fails the drill naming the
-backup and the check."""
+backup and the check. fcrepo: a real LevelDB (plyvel) and binary store owned by `nobody`, backups
+made with the backup cores, the drill restoring them into a scratch fcrepo home owned like the store."""
 
+import hashlib
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+import plyvel
 import pytest
 import yaml
 from ansible.module_utils import btw_db, btw_fs
+from ansible.module_utils import fcrepo_binaries as fb
+from ansible.module_utils import leveldb_backup as lb
 from ansible.module_utils.btw_retention import shrink_guard
 
 from tests.lib.mariadb import MariaDB
@@ -70,11 +79,12 @@ def site(tmp_path_factory):
         server.stop()
 
 
-def run_drill(site):
+def run_drill(site, inventory=None):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
                ANSIBLE_SHOW_CUSTOM_STATS="1", ANSIBLE_LOCAL_TEMP=str(site["base"] / "ansible-tmp"))
     proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", site["inventory"],
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+         "-i", inventory or site["inventory"],
          os.path.join(TOP, "playbooks", "run_backup.yml"), "-e", "backup_strategy=restore_drill",
          "-e", f"backup_metrics_dir={site['base'] / 'metrics'}"],
         cwd=TOP, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -132,3 +142,60 @@ def test_a_corrupted_newest_good_backup_fails_the_drill_naming_backup_and_check(
     with open(site["base"] / "metrics" / "backup_toolkit.prom") as handle:
         metrics = handle.read()
     assert 'backup_last_result{strategy="restore_drill",set="btw/localhost"} 0' in metrics
+
+
+def test_fcrepo_drill_restores_the_newest_good_leveldb_and_binaries_owned_like_the_store():
+    owner = pwd.getpwnam("nobody")
+    base = tempfile.mkdtemp(prefix="restore-drill-fcrepo-")
+    try:
+        home = os.path.join(base, "home")
+        leveldb = os.path.join(home, "fcrepo.ispn.repo.cache", "dataFedoraRepository")
+        binaries = os.path.join(home, "fcrepo.binary.directory")
+        os.makedirs(os.path.dirname(leveldb))
+        db = plyvel.DB(leveldb, create_if_missing=True, write_buffer_size=16 * 1024)
+        for i in range(300):
+            db.put(b"k%06d" % i, os.urandom(100))
+        db.close()
+        for i in range(3):
+            content = os.urandom(2000) + bytes([i])
+            path = os.path.join(binaries, fb.shard_path(hashlib.sha1(content).hexdigest()))  # noqa: S324
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(content)
+        for dirpath, _dirs, files in os.walk(home):
+            os.chown(dirpath, owner.pw_uid, owner.pw_gid)
+            os.chmod(dirpath, 0o750)
+            for name in files:
+                os.chown(os.path.join(dirpath, name), owner.pw_uid, owner.pw_gid)
+                os.chmod(os.path.join(dirpath, name), 0o640)
+        os.chmod(base, 0o711)
+        dest = os.path.join(base, "backups")
+        os.mkdir(dest, 0o700)
+        good = lb.backup(leveldb, os.path.join(dest, "leveldb"))
+        fb.backup(binaries, os.path.join(dest, "binaries"))
+        os.mkdir(os.path.join(base, "scratch"))
+        os.mkdir(os.path.join(base, "metrics"))
+        host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                "fcrepo_backup_home": home, "fcrepo_backup_dest": dest,
+                "restore_drill_scratch_dir": os.path.join(base, "scratch")}
+        inventory = os.path.join(base, "inventory.yml")
+        with open(inventory, "w", encoding="utf-8") as handle:
+            yaml.safe_dump({"all": {"children": {"fcrepo_hosts": {"hosts": {"localhost": host}}}}}, handle)
+        rc, runs, out = run_drill({"base": Path(base)}, inventory)
+        assert rc == 0, out[-3000:]
+        assert len(runs) == 1, runs
+        run = runs[0]
+        assert (run["strategy"], run["mode"], run["set"], run["result"]) == (
+            "restore_drill", "fcrepo", "fcrepo/localhost", "ok")
+        assert run["location"] == "leveldb/" + os.path.basename(good["path"])
+        assert run["backup_age_seconds"] > 0 and run["restore_seconds"] > 0
+        checked = {c["check"]: (c["expected"], c["found"], c["ok"]) for c in run["details"]["checked"]}
+        assert checked["records"] == (300, 300, True)
+        assert checked["binaries read back by the owner (SHA-1)"] == (3, 3, True)
+        assert checked["SHA-1 mismatches"] == (0, 0, True)
+        assert os.listdir(os.path.join(base, "scratch")) == []
+        with open(os.path.join(base, "metrics", "backup_toolkit.prom")) as handle:
+            metrics = handle.read()
+        assert 'backup_last_backup_age_seconds{strategy="restore_drill",set="fcrepo/localhost"}' in metrics
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -70,7 +70,7 @@ def test_no_backup_or_only_suspect_ones_is_a_clear_error():
 
 
 def test_refused_and_unknown_strategies_say_why():
-    assert rd.check_strategies(["btw"]) == ["btw"]
+    assert rd.check_strategies(["btw", "fcrepo"]) == ["btw", "fcrepo"]
     with pytest.raises(rd.DrillError, match="lvm refused, nothing was restored: the LVM restore drill"):
         rd.check_strategies(["btw", "lvm"])
     with pytest.raises(rd.DrillError, match="unknown restore drill strategy 'tape'"):
@@ -168,3 +168,45 @@ def test_the_report_table_shows_a_drill_with_its_backup_age():
     assert lines[3].split()[:7] == ["restore_drill", "btw", "h", "OK", "0", "B", "3.5s"]
     assert "2h00m00s" in lines[3] and lines[3].endswith("fs/etc/chain-1")
     assert "BACKUP AGE" not in br.render_table([backup])
+
+
+def leveldb_backup_dir(dest, name, created, records, result=None):
+    import json
+
+    from ansible.module_utils import leveldb_backup as lb
+
+    path = dest / name
+    (path / "data").mkdir(parents=True)
+    meta = {"status": "ok", "created_epoch": created, "records": records}
+    if result:
+        meta["result"] = result
+    (path / lb.META_FILE).write_text(json.dumps(meta))
+    return path
+
+
+def test_fcrepo_drill_takes_the_newest_good_leveldb_backup_not_a_newer_suspect_one(tmp_path):
+    leveldb_backup_dir(tmp_path, "leveldb-1", T0, 300)
+    leveldb_backup_dir(tmp_path, "leveldb-2", T0 + 60, 10, result="suspect")
+    chosen = rd.fcrepo_candidate(str(tmp_path), now=T0 + 3600)
+    assert (chosen["backup"], chosen["figures"]) == ("leveldb-1", {"records": 300})
+    assert chosen["age_seconds"] == 3600
+    assert chosen["skipped_suspect"] == ["leveldb-2"]
+    with pytest.raises(rd.DrillError, match="no backup of the fcrepo LevelDB"):
+        rd.fcrepo_candidate(str(tmp_path / "none"))
+
+
+def test_fcrepo_proof_compares_records_and_binaries_and_names_a_failed_restore():
+    chosen = {"backup": "leveldb-1", "path": "/b/leveldb-1", "date": "x", "age_seconds": 60.0,
+              "figures": {"records": 300}}
+    ok = rd.prove_fcrepo(chosen, {"records": 300},
+                         {"binaries": 3, "mismatches": [], "owner_check": {"checked": 3}}, seconds=2.5)
+    record = rd.drill_record("fcrepo", "h", ok)
+    assert record["result"] == "ok" and record["restore_seconds"] == 2.5 and record["set"] == "fcrepo/h"
+    assert [c["check"] for c in record["details"]["checked"]] == [
+        "records", "binaries read back by the owner (SHA-1)", "SHA-1 mismatches"]
+    short = rd.prove_fcrepo(chosen, {"records": 299}, None)
+    assert "backup leveldb/leveldb-1 failed the check records: expected 300, found 299" in \
+        rd.drill_record("fcrepo", "h", short)["details"]["failed"]
+    lost = rd.prove_fcrepo(chosen, {"records": 300}, {"failed": True, "msg": "uid 65534 cannot read 1"})
+    assert "failed the check binaries restore: uid 65534 cannot read 1" in \
+        rd.drill_record("fcrepo", "h", lost)["details"]["failed"]
