@@ -79,14 +79,14 @@ def site(tmp_path_factory):
         server.stop()
 
 
-def run_drill(site, inventory=None):
+def run_drill(site, inventory=None, *args):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
                ANSIBLE_SHOW_CUSTOM_STATS="1", ANSIBLE_LOCAL_TEMP=str(site["base"] / "ansible-tmp"))
     proc = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
          "-i", inventory or site["inventory"],
          os.path.join(TOP, "playbooks", "run_backup.yml"), "-e", "backup_strategy=restore_drill",
-         "-e", f"backup_metrics_dir={site['base'] / 'metrics'}"],
+         "-e", f"backup_metrics_dir={site['base'] / 'metrics'}", *args],
         cwd=TOP, env=env, capture_output=True, text=True, timeout=300, check=False)
     out = json.loads(proc.stdout[proc.stdout.index("{"):])
     runs = out.get("custom_stats", {}).get("_run", {}).get("backup_runs") or out.get(
@@ -125,6 +125,10 @@ def test_drill_proves_the_newest_good_backups_and_publishes_rpo_rto_and_metrics(
     for name in ("last_success_timestamp_seconds", "last_restore_seconds", "last_backup_age_seconds"):
         assert f"backup_{name}{labels}" in metrics, metrics
     assert f"backup_last_result{labels} 1" in metrics
+    # --check: the choice of backups only; nothing restored, nothing published
+    rc, runs, out = run_drill(site, None, "--check")
+    assert rc == 0 and runs == [], out[-2000:]
+    assert scratch_left(site) == ([], [])
 
 
 def test_a_corrupted_newest_good_backup_fails_the_drill_naming_backup_and_check(site):
