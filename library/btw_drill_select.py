@@ -18,7 +18,7 @@ version_added: "1.0.0"
 options:
   strategies:
     description:
-      - The strategies the drill rehearses (restore_drill_strategies); C(lvm) and C(seafile) are
+      - The strategies the drill rehearses (restore_drill_strategies); C(seafile) and an unknown one are
         refused with the reason, before anything is read.
     type: list
     elements: str

@@ -10,8 +10,9 @@ description:
     btw file-system set's regular files and bytes (counted in O(scratch_dir)/<set>), a database
     set's tables, views and sequences (the dump's own list, looked up in the scratch database by
     btw_restore); an fcrepo LevelDB's records against the count the backup recorded, its binaries
-    read back by the store's owner with their SHA-1 - and a restore that failed is the check
-    C(restore) (C(binaries restore)).
+    read back by the store's owner with their SHA-1; an LVM backup's scratch copy (started and
+    checked table by table by lvm_snapshot_restore) with the row counts the backup recorded - and a
+    restore that failed is the check C(restore) (C(binaries restore)).
   - Returns the C(backup_runs) record (strategy C(restore_drill)) - the backups used, their age
     (RPO), the restore time (RTO), every check - and fails, with that record, naming the backup and
     the check that failed. Read-only.
@@ -20,7 +21,7 @@ options:
   strategy:
     description: The drilled strategy.
     type: str
-    choices: [btw, fcrepo]
+    choices: [btw, fcrepo, lvm]
     default: btw
   host:
     description: The host the drill ran on (its inventory name), for the record.
@@ -29,7 +30,7 @@ options:
   chosen:
     description:
       - The backups restored - btw_drill_select's RV(chosen) (btw), or a list holding
-        fcrepo_drill_select's RV(chosen) (fcrepo).
+        fcrepo_drill_select's RV(chosen) (fcrepo) or lvm_drill_select's (lvm).
     type: list
     elements: dict
     required: true
@@ -45,6 +46,9 @@ options:
     type: path
   leveldb:
     description: The leveldb_restore result (fcrepo; a failed one included).
+    type: dict
+  lvm:
+    description: The lvm_snapshot_restore C(step=scratch) result (lvm; a failed one included).
     type: dict
   binaries:
     description: The fcrepo_binaries_restore result (fcrepo; a failed one included; unset when there is none).
@@ -91,13 +95,20 @@ record:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.restore_drill import FS_TYPES, drill_record, prove_btw, prove_fcrepo, tree_figures
+from ansible.module_utils.restore_drill import (
+    FS_TYPES,
+    drill_record,
+    prove_btw,
+    prove_fcrepo,
+    prove_lvm,
+    tree_figures,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            strategy=dict(type="str", choices=["btw", "fcrepo"], default="btw"),
+            strategy=dict(type="str", choices=["btw", "fcrepo", "lvm"], default="btw"),
             host=dict(type="str", required=True),
             chosen=dict(type="list", elements="dict", required=True),
             restored=dict(type="list", elements="dict", default=[]),
@@ -105,12 +116,16 @@ def main():
             skipped=dict(type="dict", default={}),
             leveldb=dict(type="dict"),
             binaries=dict(type="dict"),
+            lvm=dict(type="dict"),
             restore_seconds=dict(type="float", default=0),
         ),
-        required_if=[("strategy", "btw", ("scratch_dir",)), ("strategy", "fcrepo", ("leveldb",))],
+        required_if=[("strategy", "btw", ("scratch_dir",)), ("strategy", "fcrepo", ("leveldb",)),
+                     ("strategy", "lvm", ("lvm",))],
         supports_check_mode=True,
     )
     p = module.params
+    if p["strategy"] == "lvm":
+        finish(module, drill_record("lvm", p["host"], prove_lvm(p["chosen"][0], p["lvm"]), p["skipped"]))
     if p["strategy"] == "fcrepo":
         proofs = prove_fcrepo(p["chosen"][0], p["leveldb"], p["binaries"], p["restore_seconds"])
         finish(module, drill_record("fcrepo", p["host"], proofs, p["skipped"]))

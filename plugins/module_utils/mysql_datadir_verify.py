@@ -45,8 +45,38 @@ def server_command(binary, datadir, rundir, user):
     ]
 
 
-def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None):
-    """Start a server on datadir, CHECK TABLE every user table, count rows of count_tables ('db.t').
+def check_tables(cur, count_tables=(), count_all=False):
+    """CHECK TABLE every user table through a cursor; count the rows of count_tables ('db.t'), or of
+    every table with count_all. Returns {'tables_checked', 'row_counts'}; raises VerifyError naming
+    the tables that do not check OK."""
+    cur.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = "
+        "'BASE TABLE' AND TABLE_SCHEMA NOT IN (" + ",".join(["%s"] * len(SYSTEM_SCHEMAS)) + ") "
+        "ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        SYSTEM_SCHEMAS,
+    )
+    names = [(s, t) for s, t in cur.fetchall()]
+    bad = []
+    for schema, table in names:
+        cur.execute(f"CHECK TABLE `{schema}`.`{table}`")
+        for row in cur.fetchall():
+            msg_type, msg_text = str(row[2]).lower(), str(row[3])
+            if msg_type == "error" or (msg_type == "status" and msg_text != "OK"):
+                bad.append(f"`{schema}`.`{table}`: {msg_type} {msg_text}")
+    if bad:
+        raise VerifyError("tables in the copy do not check clean: " + "; ".join(bad[:10]))
+    wanted = [f"{s}.{t}" for s, t in names] if count_all else list(count_tables)
+    counts = {}
+    for name in wanted:
+        schema, _, table = name.partition(".")
+        cur.execute(f"SELECT COUNT(*) FROM `{schema}`.`{table}`")
+        counts[name] = cur.fetchone()[0]
+    return {"tables_checked": len(names), "row_counts": counts}
+
+
+def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None, count_all=False):
+    """Start a server on datadir, CHECK TABLE every user table, count rows of count_tables ('db.t')
+    (of every table with count_all).
 
     Returns {'tables_checked', 'row_counts', 'server_seconds'}; raises VerifyError on any table that
     does not check OK or a server that does not start. The server is always stopped.
@@ -83,31 +113,8 @@ def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None):
             if conn is None:
                 proc, conn = _start(command, sock, rundir, connect, t0, start_timeout)
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = "
-                "'BASE TABLE' AND TABLE_SCHEMA NOT IN (" + ",".join(["%s"] * len(SYSTEM_SCHEMAS)) + ")",
-                SYSTEM_SCHEMAS,
-            )
-            tables = [f"`{s}`.`{t}`" for s, t in cur.fetchall()]
-            bad = []
-            for table in tables:
-                cur.execute(f"CHECK TABLE {table}")
-                for row in cur.fetchall():
-                    msg_type, msg_text = str(row[2]).lower(), str(row[3])
-                    if msg_type == "error" or (msg_type == "status" and msg_text != "OK"):
-                        bad.append(f"{table}: {msg_type} {msg_text}")
-            counts = {}
-            for name in count_tables:
-                schema, _, table = name.partition(".")
-                cur.execute(f"SELECT COUNT(*) FROM `{schema}`.`{table}`")
-                counts[name] = cur.fetchone()[0]
-        if bad:
-            raise VerifyError("tables in the copy do not check clean: " + "; ".join(bad[:10]))
-        return {
-            "tables_checked": len(tables),
-            "row_counts": counts,
-            "server_seconds": round(time.monotonic() - t0, 3),
-        }
+            checked = check_tables(cur, count_tables, count_all)
+        return dict(checked, server_seconds=round(time.monotonic() - t0, 3))
     finally:
         if conn is not None:
             try:

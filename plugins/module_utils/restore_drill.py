@@ -32,9 +32,8 @@ from ansible.module_utils.retention_policy import GOOD, SUSPECT
 
 DRILL_STRATEGY = "restore_drill"
 # The strategies a drill can rehearse here, and those it refuses (with the reason).
-DRILLABLE = ("btw", "fcrepo")
+DRILLABLE = ("btw", "fcrepo", "lvm")
 REFUSED = {
-    "lvm": "the LVM restore drill is not built yet (it needs a throwaway mariadbd on the copy)",
     "seafile": "the Seafile backup server is itself the restore target: its drill is "
                "playbooks/seafile_replication_health.yml",
 }
@@ -169,6 +168,33 @@ def fcrepo_candidate(leveldb_dest, now=None):
                 age_seconds=round(max(0.0, now - state["time"]), 3))
 
 
+def lvm_candidate(dest, now=None):
+    """The newest complete LVM snapshot backup in dest (lvm_snapshot_backup_dest), with its age (from
+    its name, the UTC time of the snapshot) and the row counts it recorded at its verification, in
+    btw_candidates' shape (set "mysql")."""
+    import calendar
+    import json
+
+    from ansible.module_utils.lvm_restore import RestoreError, choose
+
+    now = time.time() if now is None else now
+    try:
+        path = choose(dest)
+    except RestoreError as exc:
+        raise DrillError(str(exc)) from exc
+    name = os.path.basename(path)
+    made = float(calendar.timegm(time.strptime(name, "%Y%m%dT%H%M%SZ")))
+    try:
+        with open(os.path.join(path, "metadata.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        meta = {}
+    counts = (meta.get("verification") or {}).get("row_counts") or {}
+    return {"set": "mysql", "type": "lvm", "destination": dest, "backup": name, "kind": "lvm", "path": path,
+            "time": made, "date": _iso(made), "age_seconds": round(max(0.0, now - made), 3),
+            "status": GOOD, "figures": {"row_counts": counts}, "at": path}
+
+
 # -- proving the copy --------------------------------------------------------------------------
 def tree_figures(path):
     """Regular files and their bytes under path (symlinks not followed), as the backup counts them."""
@@ -246,6 +272,25 @@ def prove_fcrepo(chosen, leveldb, binaries, seconds=0.0):
     return [{"set": "leveldb", "type": "leveldb", "backup": label, "path": chosen["path"],
              "backup_time": chosen["date"], "age_seconds": chosen["age_seconds"],
              "restore_seconds": round(float(seconds or 0), 3), "checks": checks}]
+
+
+def prove_lvm(chosen, restored):
+    """The checks of an LVM scratch restore (lvm_snapshot_restore step=scratch, which started the copy
+    as a throwaway server and ran CHECK TABLE on every table): the restore itself, the tables checked,
+    and each table's rows against the count the backup recorded at its own verification."""
+    label = f"lvm/{chosen['backup']}"
+    checks = []
+    if not restored or restored.get("failed") or restored.get("skipped"):
+        checks.append(dict(compare(label, "restore", "restored", "failed"), ok=False,
+                           error=str((restored or {}).get("msg") or "the scratch restore did not run")))
+    else:
+        checks.append(compare(label, "tables CHECK TABLE OK", None, restored.get("tables_checked")))
+        found = restored.get("row_counts") or {}
+        for table, rows in sorted(((chosen.get("figures") or {}).get("row_counts") or {}).items()):
+            checks.append(compare(label, f"rows {table}", rows, found.get(table)))
+    return [{"set": "mysql", "type": "lvm", "backup": label, "path": chosen["path"],
+             "backup_time": chosen["date"], "age_seconds": chosen["age_seconds"],
+             "restore_seconds": round(float((restored or {}).get("seconds") or 0), 3), "checks": checks}]
 
 
 def describe_check(check):

@@ -70,9 +70,9 @@ def test_no_backup_or_only_suspect_ones_is_a_clear_error():
 
 
 def test_refused_and_unknown_strategies_say_why():
-    assert rd.check_strategies(["btw", "fcrepo"]) == ["btw", "fcrepo"]
-    with pytest.raises(rd.DrillError, match="lvm refused, nothing was restored: the LVM restore drill"):
-        rd.check_strategies(["btw", "lvm"])
+    assert rd.check_strategies(["btw", "fcrepo", "lvm"]) == ["btw", "fcrepo", "lvm"]
+    with pytest.raises(rd.DrillError, match="seafile refused, nothing was restored: the Seafile backup"):
+        rd.check_strategies(["btw", "seafile"])
     with pytest.raises(rd.DrillError, match="unknown restore drill strategy 'tape'"):
         rd.check_strategies("tape")
 
@@ -210,3 +210,38 @@ def test_fcrepo_proof_compares_records_and_binaries_and_names_a_failed_restore()
     lost = rd.prove_fcrepo(chosen, {"records": 300}, {"failed": True, "msg": "uid 65534 cannot read 1"})
     assert "failed the check binaries restore: uid 65534 cannot read 1" in \
         rd.drill_record("fcrepo", "h", lost)["details"]["failed"]
+
+
+def test_the_lvm_drill_takes_the_newest_complete_backup_with_its_age_and_recorded_counts(tmp_path):
+    import calendar
+    import json
+
+    for name in ("20261201T010000Z", "20261202T010000Z", ".partial-20261203T010000Z"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "20261202T010000Z" / "metadata.json").write_text(
+        json.dumps({"verification": {"row_counts": {"shop.orders": 400}}}))
+    made = calendar.timegm((2026, 12, 2, 1, 0, 0))
+    chosen = rd.lvm_candidate(str(tmp_path), now=made + 3600)
+    assert (chosen["backup"], chosen["date"]) == ("20261202T010000Z", "2026-12-02T01:00:00Z")
+    assert chosen["age_seconds"] == 3600
+    assert chosen["figures"] == {"row_counts": {"shop.orders": 400}}
+    with pytest.raises(rd.DrillError, match="no backup to restore in"):
+        rd.lvm_candidate(str(tmp_path / ".partial-20261203T010000Z"))
+
+
+def test_an_lvm_drill_is_proven_by_the_tables_checked_and_the_recorded_row_counts():
+    chosen = {"backup": "20261202T010000Z", "path": "/b/20261202T010000Z", "date": "2026-12-02T01:00:00Z",
+              "age_seconds": 60.0, "figures": {"row_counts": {"shop.orders": 400}}}
+    good = {"tables_checked": 3, "row_counts": {"shop.orders": 400, "shop.x": 1}, "seconds": 12.5}
+    record = rd.drill_record("lvm", "db1", rd.prove_lvm(chosen, good))
+    assert (record["result"], record["set"], record["location"]) == ("ok", "lvm/db1", "lvm/20261202T010000Z")
+    assert record["restore_seconds"] == 12.5 and record["backup_age_seconds"] == 60.0
+    assert [c["check"] for c in record["details"]["checked"]] == ["tables CHECK TABLE OK", "rows shop.orders"]
+    short = dict(good, row_counts={"shop.orders": 399})
+    record = rd.drill_record("lvm", "db1", rd.prove_lvm(chosen, short))
+    assert record["result"] == "failed"
+    assert record["details"]["failed"] == ("restore drill of lvm on db1: backup lvm/20261202T010000Z failed "
+                                           "the check rows shop.orders: expected 400, found 399")
+    failed = {"failed": True, "msg": "tables in the copy do not check clean: `shop`.`orders`: error Corrupt"}
+    record = rd.drill_record("lvm", "db1", rd.prove_lvm(chosen, failed))
+    assert "failed the check restore: tables in the copy do not check clean" in record["details"]["failed"]
