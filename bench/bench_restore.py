@@ -5,13 +5,13 @@ against a plain `cp -a` of the same directory plus starting mariadbd on it.
 A throwaway MariaDB server writes --size-mb MB of InnoDB rows and is shut down cleanly; its datadir
 stands for the backup. Then, alternating, with the backup in the page cache for both:
   plain:   cp -a <backup> <dir>; mariadbd on the copy until it answers; shutdown.
-  toolkit: mysql_pitr.ScratchInstance.create() (the copy the PITR restore makes of an LVM backup
-           into its scratch directory, stale socket/pid/auto.cnf removed), then
-           mysql_datadir_verify.verify_datadir() on it (server start, CHECK TABLE on every table,
-           row counts, shutdown).
-Both servers get the same command line (mysql_datadir_verify.server_command). Prints both times
-and the ratio (target <= 1.3), and for the breakdown the scratch copy plus a server started and
-stopped on it without the verification (ScratchInstance.start, as the PITR restore does).
+  toolkit: lvm_restore.scratch_restore() on the datadir laid out as an LVM snapshot backup (what
+           lvm_snapshot_restore.yml with a scratch directory and the LVM restore drill run): the
+           files checked against MANIFEST.sha256, the copy (rsync, owned by the mysql user), a
+           throwaway mariadbd as that user, CHECK TABLE and the row count of every table, removal.
+Both servers get the same server options (mysql_datadir_verify.server_command). Prints both times
+and the ratio (target <= 1.3), the toolkit's breakdown, and a scratch copy plus a server started
+and stopped on it without any verification (ScratchInstance.start, as the PITR restore does).
 
     python bench/bench_restore.py [--size-mb 200] [--rounds 1]
     BENCH_RESTORE_SIZE_MB=1000 python bench/bench_restore.py     # the issue's 1 GB
@@ -20,6 +20,7 @@ Nothing is asserted on time; the row counts the verification reads are checked.
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -35,14 +36,16 @@ import ansible.module_utils  # noqa: E402
 ansible.module_utils.__path__.append(os.path.join(TOP, "plugins", "module_utils"))
 
 import pymysql  # noqa: E402
-from ansible.module_utils.mysql_datadir_verify import server_binary, server_command, verify_datadir  # noqa: E402
+from ansible.module_utils.lvm_restore import SCRATCH_BUFFER_POOL, scratch_restore  # noqa: E402
+from ansible.module_utils.lvm_snapshot_copy import write_manifest  # noqa: E402
+from ansible.module_utils.mysql_datadir_verify import server_binary, server_command  # noqa: E402
 from ansible.module_utils.mysql_pitr import ScratchInstance  # noqa: E402
 
 from tests.lib.mariadb import MariaDB  # noqa: E402
 
 SERVER_ARGS = ["--innodb-buffer-pool-size=256M", "--innodb-flush-log-at-trx-commit=2"]
 ROW_BYTES = 1024
-COUNTED = ("bench.rows", "bench.small", "bench.other")
+NAME = "20261203T000000Z"
 
 
 def generate(server, size_mb):
@@ -88,7 +91,7 @@ def plain(backup, workdir):
     started = time.monotonic()
     subprocess.run(["cp", "-a", backup, target], check=True)
     proc = subprocess.Popen(
-        server_command(server_binary(), target, rundir, "root"),
+        server_command(server_binary(), target, rundir, "root", SCRATCH_BUFFER_POOL),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -114,17 +117,25 @@ def plain(backup, workdir):
     return time.monotonic() - started, ready
 
 
-def toolkit(backup, workdir):
-    scratch = ScratchInstance(workdir, user="root")
-    scratch.check_new()
+def lvm_layout(datadir, dest):
+    """The datadir as an LVM snapshot backup (lvm_snapshot_copy's layout: <dest>/<name>/mysql/...,
+    MANIFEST.sha256, metadata.json with the row counts a backup's verification records)."""
+    backup = os.path.join(dest, NAME)
+    os.makedirs(backup)
+    subprocess.run(["cp", "-a", datadir, os.path.join(backup, "mysql")], check=True)
+    write_manifest(backup)
+    with open(os.path.join(backup, "metadata.json"), "w") as f:
+        json.dump({"name": NAME, "verification": {"row_counts": {"bench.small": 50000}}}, f)
+    return backup
+
+
+def toolkit(dest, workdir):
+    """lvm_restore.scratch_restore, as lvm_snapshot_restore.yml and the LVM drill run it: the volume's
+    files checked against the manifest, the copy (rsync, owned by the mysql user), a throwaway server
+    as that user, CHECK TABLE and the row count of every table, the copy removed."""
     started = time.monotonic()
-    try:
-        scratch.create(datadir_source=backup)
-        copied = time.monotonic() - started
-        result = verify_datadir(scratch.datadir, count_tables=COUNTED)
-        return time.monotonic() - started, copied, result
-    finally:
-        scratch.remove()
+    result = scratch_restore(dest, "latest", "mysql", ".", workdir, user="mysql")
+    return time.monotonic() - started, result
 
 
 def toolkit_start_only(backup, workdir):
@@ -167,21 +178,27 @@ def main():
             "(default 200 MB; BENCH_RESTORE_SIZE_MB=1000 for the issue's 1 GB), "
             f"made in {time.monotonic() - t0:.1f}s"
         )
+        os.chmod(base, 0o711)  # the scratch server runs as the mysql user
+        dest = os.path.join(base, "backups")
+        lvm_layout(backup, dest)
         warm(backup)
+        warm(dest)
         plain_times, toolkit_times, start_times = [], [], []
         for r in range(args.rounds):
             elapsed, ready = plain(backup, os.path.join(base, f"plain-{r}"))
             shutil.rmtree(os.path.join(base, f"plain-{r}"))
             plain_times.append(elapsed)
             print(f"round {r + 1}: plain cp -a + mariadbd: {elapsed:6.2f} s (answering after {ready:.2f} s)")
-            elapsed, copied, result = toolkit(backup, os.path.join(base, f"scratch-{r}"))
+            elapsed, result = toolkit(dest, os.path.join(base, f"scratch-{r}"))
             toolkit_times.append(elapsed)
             if result["row_counts"] != expected:
                 raise RuntimeError(f"row counts differ: {result['row_counts']} vs {expected}")
+            rest = elapsed - result["copy_seconds"] - result["verify_seconds"]
             print(
-                f"round {r + 1}: scratch restore + verify: {elapsed:6.2f} s (copy {copied:.2f} s, "
-                f"server with CHECK TABLE of {result['tables_checked']} tables and counts "
-                f"{result['server_seconds']:.2f} s)"
+                f"round {r + 1}: scratch restore + verify: {elapsed:6.2f} s (copy with the manifest "
+                f"check beside it {result['copy_seconds']:.2f} s, server with CHECK TABLE of "
+                f"{result['tables_checked']} tables and every table's rows {result['verify_seconds']:.2f} s, "
+                f"the rest (checks before, removal) {rest:.2f} s)"
             )
             start_only = toolkit_start_only(backup, os.path.join(base, f"start-{r}"))
             start_times.append(start_only)

@@ -8,8 +8,9 @@ module: lvm_snapshot_restore
 short_description: Restore an LVM snapshot backup of a MySQL/MariaDB datadir, in a scratch place or in place
 description:
   - Works on the layout lvm_snapshot_copy publishes (C(<dest>/<UTC timestamp>/<label>/...) or
-    C(<label>.tar), C(MANIFEST.sha256), C(metadata.json)). Every step that copies checks the files of
-    the volume against the manifest first, and the room on the target filesystem.
+    C(<label>.tar), C(MANIFEST.sha256), C(metadata.json)). Every step that copies checks the room on
+    the target filesystem first, and the files of the volume against the manifest while it copies;
+    a copy of a backup that fails its manifest is removed before anything uses it.
   - C(step=scratch) copies the backup's datadir into O(scratch_dir) (a new or empty directory, never
     inside the live datadir or the backup directory), owned by O(scratch_user); re-points the binlog
     index inside the copy; starts a throwaway C(mariadbd --no-defaults) on it (own socket, no network,

@@ -43,6 +43,9 @@ KEPT_IN_PLACE = ("lost+found",)
 STALE_FILES = ("mysql.sock", "mysqld.sock", "mysqld.pid", "mysql.pid")
 SOCKET_PATH_MAX = 107
 ROOM_MARGIN = 1.05
+# the scratch server's InnoDB buffer pool: CHECK TABLE reads every page, then COUNT(*) reads them
+# again; a rehearsal on the restore host can afford more than the backup-time verification (64M)
+SCRATCH_BUFFER_POOL = "256M"
 
 
 class RestoreError(Exception):
@@ -212,6 +215,32 @@ def copy_datadir(source, target, uid, gid):
     os.chmod(target, os.stat(target).st_mode & 0o7777 | 0o700)
 
 
+def copy_checked(backup, label, source, target, uid, gid):
+    """copy_datadir while the volume's files are checked against the manifest (a thread hashing
+    beside the rsync/tar process: the two read the same files, on two cores). A backup that fails
+    its manifest raises RestoreError once the copy ends; the caller removes the copy, which nothing
+    has used yet. Returns the number of files checked."""
+    import threading
+
+    outcome = {}
+
+    def check():
+        try:
+            outcome["checked"] = check_backup(backup, label)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    checker = threading.Thread(target=check, name="manifest-check", daemon=True)
+    checker.start()
+    try:
+        copy_datadir(source, target, uid, gid)
+    finally:
+        checker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["checked"]
+
+
 def _run(cmd, what):
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
@@ -371,16 +400,16 @@ def scratch_restore(dest, name, label, subdir, scratch_dir, live_datadir=None, u
                   bytes=needed, free_bytes=free, kept=bool(keep))
     if check_mode:
         return result
-    result["files_checked"] = check_backup(backup, label)
     metadata = read_metadata(backup)
     try:
         scratch.create_dir()
         t_copy = time.monotonic()
-        copy_datadir(source, scratch.datadir, uid, gid)
+        result["files_checked"] = copy_checked(backup, label, source, scratch.datadir, uid, gid)
         result["copy_seconds"] = round(time.monotonic() - t_copy, 3)
         result["binlog_indexes"] = repoint_binlog_index(scratch.datadir)
         try:
-            checked = verify(scratch.datadir, count_all=True, start_timeout=start_timeout)
+            checked = verify(scratch.datadir, count_all=True, start_timeout=start_timeout,
+                             buffer_pool=SCRATCH_BUFFER_POOL)
         except VerifyError as exc:
             raise RestoreError(f"the restored copy of {os.path.basename(backup)} does not prove good: "
                                f"{exc}") from exc
@@ -467,11 +496,10 @@ def prepare_in_place(dest, name, label, subdir, datadir, run, check_mode=False):
                   aside=os.path.join(datadir, names["aside"]), bytes=needed, free_bytes=free)
     if check_mode:
         return result
-    result["files_checked"] = check_backup(backup, label)
     st = os.stat(datadir)
     t0 = time.monotonic()
     try:
-        copy_datadir(source, staging, st.st_uid, st.st_gid)
+        result["files_checked"] = copy_checked(backup, label, source, staging, st.st_uid, st.st_gid)
         os.chmod(staging, st.st_mode & 0o7777)
         result["binlog_indexes"] = repoint_binlog_index(staging, datadir)
     except BaseException:

@@ -27,7 +27,7 @@ def server_binary():
     raise VerifyError("no mariadbd/mysqld binary found to verify the copy")
 
 
-def server_command(binary, datadir, rundir, user):
+def server_command(binary, datadir, rundir, user, buffer_pool="64M"):
     return [
         binary,
         "--no-defaults",
@@ -40,7 +40,7 @@ def server_command(binary, datadir, rundir, user):
         "--skip-grant-tables",
         "--skip-log-bin",
         "--skip-slave-start",
-        "--innodb-buffer-pool-size=64M",
+        f"--innodb-buffer-pool-size={buffer_pool}",
         "--server-id=999",
     ]
 
@@ -74,9 +74,11 @@ def check_tables(cur, count_tables=(), count_all=False):
     return {"tables_checked": len(names), "row_counts": counts}
 
 
-def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None, count_all=False):
+def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None, count_all=False,
+                   buffer_pool="64M"):
     """Start a server on datadir, CHECK TABLE every user table, count rows of count_tables ('db.t')
-    (of every table with count_all).
+    (of every table with count_all). buffer_pool: the server's InnoDB buffer pool (64M: the backup's
+    verification runs beside production).
 
     Returns {'tables_checked', 'row_counts', 'server_seconds'}; raises VerifyError on any table that
     does not check OK or a server that does not start. The server is always stopped.
@@ -93,7 +95,7 @@ def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None, co
     rundir = tempfile.mkdtemp(prefix="lvm-verify-")
     os.chown(rundir, os.stat(datadir).st_uid, os.stat(datadir).st_gid)
     sock = os.path.join(rundir, "verify.sock")
-    command = server_command(server_binary(), datadir, rundir, user)
+    command = server_command(server_binary(), datadir, rundir, user, buffer_pool)
     t0 = time.monotonic()
     proc = conn = None
     try:

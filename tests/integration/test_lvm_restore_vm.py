@@ -87,15 +87,15 @@ def mp(lab_vm, tmp_path_factory):
         assert rc == 0, out[-4000:]
         yield lab
     finally:
-        ssh_result("pkill -f mp-writer; systemctl stop lab-mp-db; chattr -i /srv/mp/zz-immutable;"
+        ssh_result("systemctl stop mp-writer; systemctl stop lab-mp-db; chattr -i /srv/mp/zz-immutable;"
                    " umount /srv/mp; lvremove -q -y vgdata/mp; rm -rf /srv/mp /srv/backup/lvm-mp"
                    " /srv/restore-drill /etc/systemd/system/lab-mp-db.service; systemctl daemon-reload")
 
 
 def test_scratch_restore_while_the_live_server_writes_leaves_it_untouched(mp):
     pid = main_pid()
-    ssh(f"nohup sh -c 'exec -a mp-writer sh -c \"while :; do mariadb -S {SOCK} -e \\\"INSERT INTO shop.orders"
-        f" (note) VALUES (1)\\\"; sleep 0.2; done\"' > /dev/null 2>&1 &")
+    ssh(f"systemd-run --quiet --unit=mp-writer /bin/sh -c 'while :; do mariadb -S {SOCK}"
+        f" -e \"INSERT INTO shop.orders (note) VALUES (1)\"; sleep 0.2; done'")
     try:
         rows_before = int(sql("SELECT COUNT(*) FROM shop.orders"))
         rc, out = run(RESTORE, mp, {"lvm_snapshot_backup_restore_scratch_dir": "/srv/restore-drill"})
@@ -105,7 +105,7 @@ def test_scratch_restore_while_the_live_server_writes_leaves_it_untouched(mp):
         assert main_pid() == pid  # the live server was not restarted
         assert int(sql("SELECT COUNT(*) FROM shop.orders")) > rows_before  # and kept taking writes
     finally:
-        ssh_result("pkill -f mp-writer")
+        ssh_result("systemctl stop mp-writer")
 
 
 def test_the_restore_drill_proves_the_lvm_backup_and_publishes_rpo_rto(mp):
