@@ -74,7 +74,7 @@ def run(playbook, lab, extra=None):
 @pytest.fixture(scope="module")
 def mp(lab_vm, tmp_path_factory):
     lab = dict(base=tmp_path_factory.mktemp("lvmrestore"), inventory=lab_vm)
-    ssh("set -e; lvcreate -q -y -L 160M -n mp vgdata; mkfs.ext4 -q /dev/vgdata/mp; mkdir -p /srv/mp;"
+    ssh("set -e; lvcreate -q -y -L 320M -n mp vgdata; mkfs.ext4 -q /dev/vgdata/mp; mkdir -p /srv/mp;"
         " mount /dev/vgdata/mp /srv/mp; chown mysql:mysql /srv/mp; chmod 750 /srv/mp;"
         " mariadb-install-db --no-defaults --user=mysql --datadir=/srv/mp --skip-test-db"
         " --auth-root-authentication-method=socket > /dev/null;"
