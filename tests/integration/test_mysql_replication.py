@@ -114,6 +114,22 @@ def count(server, table):
     return server.sql(f"SELECT COUNT(*) FROM {table}")[0][0]
 
 
+def wait_rows(server, table, expected, timeout=20):
+    """The table's row count once it is `expected`, or after `timeout` s. A replica that has not yet
+    applied the CREATE (unknown database 1049, unknown table 1146) is waited for like a short count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = count(server, table)
+        except pymysql.err.MySQLError as exc:
+            if exc.args[0] not in (1049, 1146) or time.monotonic() >= deadline:
+                raise
+            found = None
+        if found == expected or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
+
+
 def seeded_and_running(src, dst):
     seed = run_seed(seed_params(src, dst))
     conn = connect(dict(unix_socket=dst.socket, user="root"))

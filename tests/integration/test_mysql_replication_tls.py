@@ -10,7 +10,6 @@ with the server's error, and a plaintext link fails the TLS health check.
 """
 
 import json
-import time
 
 import pytest
 from ansible.module_utils.mysql_health import gather_facts
@@ -27,6 +26,7 @@ from tests.integration.test_mysql_replication import (
     make_source,
     replica_params,
     seed_params,
+    wait_rows,
     with_pair,
     with_replica,
 )
@@ -100,13 +100,6 @@ def _require(src):
     return src.sql("SELECT ssl_type FROM mysql.user WHERE User = 'repl' AND Host = '127.0.0.1'")[0][0]
 
 
-def _wait_rows(server, table, expected, timeout=20):
-    deadline = time.monotonic() + timeout
-    while count(server, table) != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return count(server, table)
-
-
 def test_tls_gtid_replication_with_verification(mariadb_factory, tmp_path):
     certs = _certificates(tmp_path)
     src = mariadb_factory(
@@ -132,7 +125,7 @@ def test_tls_gtid_replication_with_verification(mariadb_factory, tmp_path):
     status = started["status"]
     assert status["using_gtid"] == "Slave_Pos" and status["ssl_allowed"] == "Yes"
     assert status["ssl_verify_server_cert"] == "Yes"
-    assert _wait_rows(dst, "app.items", count(src, "app.items")) == count(src, "app.items")
+    assert wait_rows(dst, "app.items", count(src, "app.items")) == count(src, "app.items")
 
     again = with_replica(dst, ensure_replica, want)
     assert not again["changed"] and again["statements"] == [] and not again["gtid_position_applied"]
@@ -185,7 +178,7 @@ def test_tls_gtid_replication_with_verification(mariadb_factory, tmp_path):
     assert "MASTER_SSL_VERIFY_SERVER_CERT=0" in change[0]
     assert off["status"]["ssl_allowed"] == "No" and off["status"]["io_running"] == "Yes"
     src.sql("INSERT INTO app.items (name) VALUES ('after-tls-off')")
-    assert _wait_rows(dst, "app.items", count(src, "app.items")) == count(src, "app.items")
+    assert wait_rows(dst, "app.items", count(src, "app.items")) == count(src, "app.items")
     assert not with_replica(dst, ensure_replica, plain)["changed"]
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from ansible.module_utils.mysql_checksum import compare_tables
@@ -22,9 +21,9 @@ from ansible.module_utils.mysql_repoint import repoint
 from tests.integration.test_mysql_replication import (
     REPL_PASSWORD,
     TOP,
-    count,
     make_source,
     replica_params,
+    wait_rows,
     with_replica,
 )
 from tests.lib.mariadb import ROOT_PASSWORD
@@ -34,13 +33,6 @@ def _follow(replica, source):
     """Replicate ``source`` from the beginning of its binlog, by GTID."""
     return with_replica(replica, ensure_replica,
                         replica_params(source, source_use_gtid=True, source_gtid_pos="", wait=False))
-
-
-def _wait_rows(server, table, expected, timeout=20):
-    deadline = time.monotonic() + timeout
-    while count(server, table) != expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return count(server, table)
 
 
 def _repoint(replica, source, check_mode=False):
@@ -108,7 +100,7 @@ def chain(mariadb_factory):
     for follower in (b, b2, r):
         _follow(follower, a)
     for follower in (b, b2, r):
-        assert _wait_rows(follower, "app.items", 50) == 50
+        assert wait_rows(follower, "app.items", 50) == 50
     return a, b, b2, r
 
 
@@ -119,7 +111,7 @@ def test_repoint_refused_then_repointed_to_a_node_holding_the_same_history(chain
     lacking = b2.sql("SELECT @@gtid_binlog_pos")[0][0]
     for i in range(3):
         a.sql("INSERT INTO app.items (name) VALUES (%s)", (f"not-on-b2-{i}",))
-    assert _wait_rows(r, "app.items", 53) == 53 and _wait_rows(b, "app.items", 53) == 53
+    assert wait_rows(r, "app.items", 53) == 53 and wait_rows(b, "app.items", 53) == 53
     applied = r.sql("SELECT @@gtid_slave_pos")[0][0]
     assert applied != lacking
 
@@ -139,7 +131,7 @@ def test_repoint_refused_then_repointed_to_a_node_holding_the_same_history(chain
     # R still replicates A, running, and keeps receiving
     assert _source_port(r) == a.port
     a.sql("INSERT INTO app.items (name) VALUES ('still-from-a')")
-    assert _wait_rows(r, "app.items", 54) == 54
+    assert wait_rows(r, "app.items", 54) == 54
     assert r.sql("SHOW SLAVE STATUS")[0][10:12] == ("Yes", "Yes")  # Slave_IO_Running, Slave_SQL_Running
 
     # check mode of the core: the decision and the statements, nothing changed
@@ -164,7 +156,7 @@ def test_repoint_refused_then_repointed_to_a_node_holding_the_same_history(chain
 
     for i in range(20):  # written on A, reach R only through B
         a.sql("INSERT INTO app.items (name, payload) VALUES (%s, 'after')", (f"after-{i}",))
-    assert _wait_rows(r, "app.items", 74) == 74
+    assert wait_rows(r, "app.items", 74) == 74
     assert r.sql("SELECT @@gtid_slave_pos")[0][0] == a.sql("SELECT @@gtid_binlog_pos")[0][0]
 
     replica_conn = connect(dict(unix_socket=r.socket, user="root"))
