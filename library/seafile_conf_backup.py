@@ -54,7 +54,9 @@ options:
       - Create the file if it does not exist (otherwise a missing file is an error).
       - A created file is 0600 from its creation (it holds the token), owned by the user the module
         runs as; give O(owner) and O(group) (e.g. C(seafile)), or O(mode), for Seafile's processes.
-        An existing file keeps its mode and owner unless O(mode), O(owner) or O(group) are given.
+        An existing file keeps its mode and owner unless O(mode), O(owner) or O(group) are given,
+        except that with C(state=present) (the file holds the token) an existing file readable by
+        others loses the permissions of others (C(o-rwx)) unless O(mode) is given.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -112,6 +114,7 @@ exists:
 """
 
 import os
+import stat
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -232,6 +235,10 @@ def main():
     result["sync_token_fingerprint"] = token_fingerprint(new_values.get("sync_token"))
     if os.path.exists(path):
         file_args = module.load_file_common_arguments(p)
+        if p["state"] == "present" and file_args.get("mode") is None:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o007:  # the token is a secret: not for other users, whatever the file was
+                file_args["mode"] = mode & ~0o007
         changed = module.set_fs_attributes_if_different(file_args, changed)
     result["changed"] = changed
     module.exit_json(**result)

@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from tests.integration.seafile_common import TOP, run_playbook, write_inventory
+from tests.lib import canary
 
-TOKEN = "c7a78c0210c2470e14a20a8244562ab8ad509734"
+TOKEN = canary.register("c7a78c0210c2470e14a20a8244562ab8ad509734")  # 40 lowercase hex: the format
 OTHER_CONF = """[fileserver]
 port=8082
 # comment   kept    as is
@@ -112,7 +113,7 @@ def test_given_token_replaces_and_is_never_logged(site):
 
 
 def test_existing_primary_token_is_reused_when_backup_has_none(site):
-    site.confs["primary1"].write_text(OTHER_CONF + f"\n[backup]\nsync_token = {TOKEN}\n")
+    canary.write_private(site.confs["primary1"], OTHER_CONF + f"\n[backup]\nsync_token = {TOKEN}\n")
     run = site.run()
     assert run.rc == 0, run.out
     assert {backup_section(t)["sync_token"] for t in site.texts().values()} == {TOKEN}
@@ -212,7 +213,8 @@ def test_galera_primary_needs_log_slave_updates(site, mariadb_factory):
 
 
 # -- secrets in seafile.conf (issue 15) ------------------------------------------------------------
-CANARIES = {"password": "Canary-DB-pw-41c9", "key": "canary-s3-secret-key-5d2e", "token": "canary-jwt-77ab"}
+CANARIES = {"password": canary.canary("seafile-db-pw"), "key": canary.S3_SECRET_KEY,
+            "token": canary.canary("seafile-jwt")}
 SECRET_CONF = f"""[commit_object_backend]
 name = s3
 key_id = AKIAEXAMPLE
@@ -230,7 +232,7 @@ password = {CANARIES['password']}
 
 def test_check_diff_and_the_result_mask_every_secret_of_seafile_conf(site):
     for conf in site.confs.values():
-        conf.write_text(SECRET_CONF)
+        canary.write_private(conf, SECRET_CONF)
     # One run, with the JSON callback: its output is every task's whole result, diff before/after
     # included, as a registered variable or an AWX job event holds it; --diff prints from the same.
     events = site.run(check=True, diff=True, env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
@@ -255,7 +257,7 @@ def run_module(tmp_path, args, umask=0o022):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_created_seafile_conf_is_0600_and_an_existing_file_keeps_its_mode(tmp_path):
+def test_created_seafile_conf_is_0600_and_an_existing_file_keeps_its_mode_but_others(tmp_path):
     conf = tmp_path / "conf" / "seafile.conf"
     conf.parent.mkdir()
     args = dict(path=str(conf), role="primary", backup_url="http://backup.example.org", sync_token=TOKEN,
@@ -269,3 +271,10 @@ def test_created_seafile_conf_is_0600_and_an_existing_file_keeps_its_mode(tmp_pa
     rc, out = run_module(tmp_path, dict(args, backup_url="http://backup2.example.org"))
     assert rc == 0 and '"changed": true' in out, out
     assert stat.S_IMODE(os.stat(conf).st_mode) == 0o640
+    # a file readable by others loses that when it holds the token (found by the secret canary)
+    os.chmod(conf, 0o644)
+    rc, out = run_module(tmp_path, args)
+    assert rc == 0 and '"changed": true' in out, out
+    assert stat.S_IMODE(os.stat(conf).st_mode) == 0o640
+    rc, out = run_module(tmp_path, args)
+    assert rc == 0 and '"changed": false' in out, out
