@@ -8,6 +8,8 @@ import sys
 
 import yaml
 
+from tests.lib import canary
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STANDIN = os.path.join(TOP, "tests", "standins", "seaf-backup-cmd.sh")
 ID1 = "f690ea2c-fe4d-459a-ba1e-165cdc6df391"
@@ -23,7 +25,7 @@ def write_inventory(path, groups, host_vars=None, all_vars=None):
                          "children": {}}}
     for group, hosts in groups.items():
         inventory["all"]["children"][group] = {"hosts": {h: host_vars.get(h) or {} for h in hosts}}
-    path.write_text(yaml.safe_dump(inventory))
+    canary.write_private(path, yaml.safe_dump(inventory))
     return path
 
 

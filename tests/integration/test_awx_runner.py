@@ -11,13 +11,14 @@ import ansible_runner
 import pytest
 import yaml
 
+from tests.lib import canary
 from tests.lib.btw_servers import moto_s3  # noqa: F401  (fixture)
 from tests.lib.mariadb import ROOT_PASSWORD
 from tests.lib.ports import free_port
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-VAULT_PASSWORD = "lab-vault-pw"
+VAULT_PASSWORD = canary.VAULT
 
 
 def events(result):
@@ -56,10 +57,10 @@ def job(tmp_path, monkeypatch):
         host = {"ansible_connection": "local", "ansible_become": False,
                 "ansible_python_interpreter": sys.executable}
         host.update(inventory_vars or {})
-        (pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump(
+        canary.write_private(pdd / "inventory" / "hosts.yml", yaml.safe_dump(
             {group: {"hosts": {"backup1": host}}}))
-        (pdd / "env" / "extravars").write_text(yaml.safe_dump(extravars))
-        (pdd / "env" / "envvars").write_text(yaml.safe_dump({
+        canary.write_private(pdd / "env" / "extravars", yaml.safe_dump(extravars))
+        canary.write_private(pdd / "env" / "envvars", yaml.safe_dump({
             "ANSIBLE_CONFIG": os.path.join(TOP, "ansible.cfg"),
             # ansible-runner replaces ansible.cfg's callback_plugins with its own directory; AWX
             # sites set these two in "Extra Environment Variables" (see docs/operations.md)
@@ -72,15 +73,16 @@ def job(tmp_path, monkeypatch):
         cmdline = ""
         if vault_vars:
             plain = pdd / "secrets.yml"
-            plain.write_text(yaml.safe_dump(vault_vars))
+            canary.write_private(plain, yaml.safe_dump(vault_vars))
             pwfile = tmp_path / "vault-pw"
-            pwfile.write_text(VAULT_PASSWORD)
+            canary.write_private(pwfile, VAULT_PASSWORD)
             subprocess.run([os.path.join(BIN, "ansible-vault"), "encrypt", "--vault-password-file",
                             str(pwfile), str(plain)], check=True, capture_output=True)
             pwfile.unlink()
             assert "$ANSIBLE_VAULT" in plain.read_text()
             # AWX answers the vault prompt; ansible-runner does it from env/passwords
-            (pdd / "env" / "passwords").write_text(yaml.safe_dump({r"^Vault password:\s*?$": VAULT_PASSWORD}))
+            canary.write_private(pdd / "env" / "passwords",
+                                 yaml.safe_dump({r"^Vault password:\s*?$": VAULT_PASSWORD}))
             cmdline = f"--ask-vault-pass -e @{plain}"
         if cmdline:
             (pdd / "env" / "cmdline").write_text(cmdline)
@@ -230,7 +232,7 @@ def test_db_backup_with_the_password_from_a_vault(job, mariadb_factory):
 def test_fs_backup_and_offsite_sync_with_s3_keys_in_the_environment(job, moto_s3):  # noqa: F811
     """The S3 credential type's way: AWS_* in the job's environment, the endpoint as an extra var."""
     moto_s3.client().create_bucket(Bucket="offsite")
-    secret = "s3-secret-for-the-awx-test"
+    secret = canary.S3_SECRET_KEY
     extravars = fs_vars(job, btw_backup_s3_bucket="offsite", btw_backup_s3_prefix="backup1",
                         btw_backup_s3_endpoint_url=moto_s3.endpoint)
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}

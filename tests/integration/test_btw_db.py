@@ -13,8 +13,12 @@ import time
 import pytest
 from ansible.module_utils import btw_db, btw_fs, btw_retention, mysql_full_backups
 
+from tests.lib import canary
 from tests.lib.btw_servers import Postgres
 from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
+
+WRONG_PW = canary.canary("pg-wrong-pw")
+DUMP_PW = canary.canary("dump-pw")
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +122,10 @@ def test_pg_missing_database_and_wrong_password_fail_clearly(tmp_path, postgres)
     os.mkdir(root)
     with pytest.raises(btw_db.BtwDbError, match='pg_dump of database nope failed.*"nope" does not exist'):
         btw_db.db_backup("nope", "pg_dump", root, "db/nope", database="nope", connection=postgres.conn)
-    bad = dict(postgres.conn, password="wrong-secret-pw")
+    bad = dict(postgres.conn, password=WRONG_PW)
     with pytest.raises(btw_db.BtwDbError, match="password authentication failed") as err:
         btw_db.db_backup("shop", "pg_dump", root, "db/shop", database="postgres", connection=bad)
-    assert "wrong-secret-pw" not in str(err.value)
+    assert WRONG_PW not in str(err.value)
     dest = os.path.join(root, "db", "nope")
     assert btw_fs.list_chains(dest) == [] and staging_left(root) == []
     assert not any(n.endswith(".dump") for _t, _d, files in os.walk(root) for n in files)
@@ -228,9 +232,9 @@ def test_mysqldump_records_coordinates_a_replay_from_them_onto_the_dump_equals_t
             "binlog_file": file, "binlog_position": pos, "gtid": db.sql("SELECT @@gtid_binlog_pos")[0][0]}
 
         # MariaDB reads them from the consistent snapshot: a user without RELOAD or BINLOG MONITOR gets them
-        db.sql("CREATE USER 'dumper'@'127.0.0.1' IDENTIFIED BY 'dump-pw'")
+        db.sql(f"CREATE USER 'dumper'@'127.0.0.1' IDENTIFIED BY '{DUMP_PW}'")
         db.sql("GRANT SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT ON pit.* TO 'dumper'@'127.0.0.1'")
-        plain_user = dict(db.tcp, user="dumper", password="dump-pw")
+        plain_user = dict(db.tcp, user="dumper", password=DUMP_PW)
         db.sql("INSERT INTO pit.w VALUES (-2, 'by dumper')")
         third = btw_db.db_backup(**dict(args, connection=plain_user))
         (file, pos, *_rest), = db.sql("SHOW MASTER STATUS")
@@ -331,7 +335,7 @@ def tables(server, database):
 def test_mysql_restore_with_credentials_file_leaves_it_alone(mariadb, mysql_backup, tmp_path):
     cnf = tmp_path / "my.cnf"  # what an operator's /root/.my.cnf holds
     content = f"[client]\nhost=127.0.0.1\nport={mariadb.port}\nuser=root\npassword={ROOT_PASSWORD}\n"
-    cnf.write_text(content)
+    canary.write_private(cnf, content)
     cnf.chmod(0o600)
     result = my_restore(
         mariadb, mysql_backup, "shop_cnf", connection={"defaults_file": str(cnf)}, create_database=True

@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from tests.lib import canary
 from tests.lib.btw_servers import moto_s3  # noqa: F401  (fixture)
 from tests.lib.ports import free_port
 
@@ -18,7 +19,7 @@ def run_playbook(tmp_path, playbook, host_vars):
     inventory = tmp_path / "inventory.yml"
     host = dict(ansible_connection="local", ansible_python_interpreter=sys.executable, ansible_become=False)
     host.update(host_vars)
-    inventory.write_text(
+    canary.write_private(inventory,
         yaml.safe_dump({"all": {"children": {"backup_hosts": {"hosts": {"localhost": host}}}}})
     )
     env = dict(
@@ -104,7 +105,7 @@ def test_backup_and_sync_then_unchanged(tmp_path, tree, moto_s3):  # noqa: F811
         "btw_backup_s3_bucket": "offsite",
         "btw_backup_s3_endpoint_url": moto_s3.endpoint,
         "btw_backup_s3_access_key": "testing",
-        "btw_backup_s3_secret_key": "testing",
+        "btw_backup_s3_secret_key": canary.S3_SECRET_KEY,
     }
     rc, runs, _out = run_playbook(tmp_path, "fs_backup.yml", host_vars)
     assert rc == 0, runs
@@ -150,7 +151,7 @@ def test_unreachable_s3_fails_the_sync_play(tmp_path, tree):
             "btw_backup_s3_bucket": "offsite",
             "btw_backup_s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
             "btw_backup_s3_access_key": "x",
-            "btw_backup_s3_secret_key": "y",
+            "btw_backup_s3_secret_key": canary.canary("s3-secret-unused"),
             "btw_backup_s3_retries": 2,
             "btw_backup_s3_backoff_base": 0.01,
         },

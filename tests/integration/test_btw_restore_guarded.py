@@ -12,6 +12,7 @@ import pytest
 import yaml
 from ansible.module_utils import btw_db
 
+from tests.lib import canary
 from tests.lib.mariadb import MariaDB
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,7 +37,7 @@ def site(tmp_path_factory):
         inventories = {}
         for name, hosts in (("one", ["localhost"]), ("two", ["localhost", "backup2"])):
             path = base / f"inventory-{name}.yml"
-            path.write_text(yaml.safe_dump(
+            canary.write_private(path, yaml.safe_dump(
                 {"all": {"children": {"backup_hosts": {"hosts": {h: host for h in hosts}}}}}))
             inventories[name] = str(path)
         yield {"server": server, "base": base, "inventories": inventories}

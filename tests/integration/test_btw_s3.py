@@ -11,6 +11,7 @@ import time
 import pytest
 from ansible.module_utils import btw_s3
 
+from tests.lib import canary
 from tests.lib.btw_servers import MotoS3, moto_s3  # noqa: F401  (fixture)
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,7 +35,8 @@ def make_root(tmp_path, files=5):
 def target(server, **kw):
     kw.setdefault("backoff_base", 0.05)
     return btw_s3.S3Target(
-        BUCKET, prefix="site1", endpoint_url=server.endpoint, access_key="testing", secret_key="testing", **kw
+        BUCKET, prefix="site1", endpoint_url=server.endpoint, access_key="testing",
+        secret_key=canary.S3_SECRET_KEY, **kw
     )
 
 
@@ -94,7 +96,7 @@ import ansible.module_utils
 ansible.module_utils.__path__.append({mu!r})
 from ansible.module_utils import btw_s3
 t = btw_s3.S3Target({bucket!r}, prefix="site1", endpoint_url={endpoint!r}, access_key="testing",
-                    secret_key="testing", multipart_threshold_mb=5, multipart_chunk_mb=5)
+                    secret_key={secret!r}, multipart_threshold_mb=5, multipart_chunk_mb=5)
 btw_s3.sync({root!r}, t)
 """
 
@@ -103,7 +105,8 @@ def test_sigkill_half_way_then_next_run_finishes(tmp_path, s3):
     root = make_root(tmp_path, files=30)
     write(os.path.join(root, "set1", "file15.big"), os.urandom(16 * 1024 * 1024))  # multipart (4 parts)
     script = SYNC_SCRIPT.format(
-        mu=os.path.join(TOP, "plugins", "module_utils"), bucket=BUCKET, endpoint=s3.endpoint, root=root
+        mu=os.path.join(TOP, "plugins", "module_utils"), bucket=BUCKET, endpoint=s3.endpoint, root=root,
+        secret=canary.S3_SECRET_KEY,
     )
     journal = os.path.join(
         root, ".btw-sync", f"journal-{btw_s3.target_id(BUCKET, 'site1', s3.endpoint)}.jsonl"
@@ -151,7 +154,7 @@ def crash(self, nbytes):  # the process dies once the multipart upload has start
     os._exit(9)
 btw_s3.SyncProgress.add = crash
 t = btw_s3.S3Target({bucket!r}, prefix="", endpoint_url={endpoint!r}, access_key="testing",
-                    secret_key="testing", multipart_threshold_mb=5, multipart_chunk_mb=5)
+                    secret_key={secret!r}, multipart_threshold_mb=5, multipart_chunk_mb=5)
 btw_s3.sync({root!r}, t)
 """
 
@@ -163,7 +166,8 @@ def test_empty_prefix_aborts_only_the_multipart_uploads_this_root_left(tmp_path,
     client = s3.client()
     foreign = client.create_multipart_upload(Bucket=BUCKET, Key="other-writer/upload.bin")["UploadId"]
     script = CRASH_SCRIPT.format(
-        mu=os.path.join(TOP, "plugins", "module_utils"), bucket=BUCKET, endpoint=s3.endpoint, root=root
+        mu=os.path.join(TOP, "plugins", "module_utils"), bucket=BUCKET, endpoint=s3.endpoint, root=root,
+        secret=canary.S3_SECRET_KEY,
     )
     crashed = subprocess.run([sys.executable, "-c", script], timeout=60)
     assert crashed.returncode == 9
@@ -171,7 +175,7 @@ def test_empty_prefix_aborts_only_the_multipart_uploads_this_root_left(tmp_path,
     assert set(left) == {"other-writer/upload.bin", "set1/big.tar"}  # ours interrupted mid-way
 
     summary = btw_s3.sync(root, btw_s3.S3Target(BUCKET, endpoint_url=s3.endpoint, access_key="testing",
-                                                secret_key="testing", backoff_base=0.05))
+                                                secret_key=canary.S3_SECRET_KEY, backoff_base=0.05))
     assert summary["aborted_multipart"] == ["set1/big.tar"] and summary["other_multipart_left"] == 1
     assert summary["uploaded"] == ["set1/big.tar"]
     after = client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
@@ -217,7 +221,8 @@ def test_one_request_per_attempt(tmp_path):
     from tests.lib.ports import free_port
 
     t = btw_s3.S3Target(BUCKET, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key="x",
-                        secret_key="y", retries=2, backoff_base=0.01, connect_timeout=1)
+                        secret_key=canary.canary("s3-secret-unused"),
+                        retries=2, backoff_base=0.01, connect_timeout=1)
     sent = []
     t.client.meta.events.register("before-send", lambda **kw: sent.append(kw["request"].url))
     with pytest.raises(btw_s3.BtwS3Error, match="unreachable after 2 attempt"):
@@ -246,7 +251,7 @@ def test_unreachable_endpoint_fails_clearly_and_journal_stays_truthful(tmp_path)
         BUCKET,
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         access_key="x",
-        secret_key="y",
+        secret_key=canary.canary("s3-secret-unused"),
         retries=3,
         backoff_base=0.01,
         connect_timeout=2,
@@ -276,10 +281,11 @@ def test_wrong_credentials_fail_clearly(tmp_path, monkeypatch):
             endpoint_url=server.endpoint,
             region_name="us-east-1",
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_secret_access_key=canary.S3_SECRET_KEY,
         )
         iam.create_user(UserName="backup")
         key = iam.create_access_key(UserName="backup")["AccessKey"]
+        canary.register(key["SecretAccessKey"])
         iam.put_user_policy(
             UserName="backup",
             PolicyName="all",
@@ -293,7 +299,7 @@ def test_wrong_credentials_fail_clearly(tmp_path, monkeypatch):
             BUCKET,
             endpoint_url=server.endpoint,
             access_key=key["AccessKeyId"],
-            secret_key="wrong-secret",
+            secret_key=canary.canary("s3-wrong-secret"),
             retries=2,
             backoff_base=0.01,
         )

@@ -18,6 +18,7 @@ from ansible.module_utils import btw_s3
 from ansible.module_utils.progress import ProgressFile, read_progress
 
 from tests.integration.test_btw_playbooks import run_playbook
+from tests.lib import canary
 from tests.lib.btw_servers import moto_s3  # noqa: F401  (fixture)
 from tests.lib.ports import free_port
 
@@ -189,7 +190,8 @@ def recording_factory(states):
 def target(endpoint, **kw):
     kw.setdefault("backoff_base", 0.05)
     return btw_s3.S3Target(
-        BUCKET, prefix="site1", endpoint_url=endpoint, access_key="testing", secret_key="testing", **kw
+        BUCKET, prefix="site1", endpoint_url=endpoint, access_key="testing",
+        secret_key=canary.S3_SECRET_KEY, **kw
     )
 
 
@@ -336,7 +338,7 @@ def sync_play(tmp_path, monkeypatch, root, endpoint, **extra):
         "btw_backup_s3_prefix": "site1",
         "btw_backup_s3_endpoint_url": endpoint,
         "btw_backup_s3_access_key": "testing",
-        "btw_backup_s3_secret_key": "testing",
+        "btw_backup_s3_secret_key": canary.S3_SECRET_KEY,
         "btw_backup_s3_multipart_threshold_mb": 5,
         "btw_backup_s3_backoff_base": 0.01,
         "btw_backup_s3_retries": 2,

@@ -12,10 +12,11 @@ import sys
 import pytest
 import yaml
 
+from tests.lib import canary
 from tests.lib.mariadb import MariaDB
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CANARY = "Canary-btw-set-pw-93f1"
+CANARY = canary.canary("btw-set-pw")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def run_verbose(tmp_path, playbook, host_vars):
     host = dict(ansible_connection="local", ansible_python_interpreter=sys.executable, ansible_become=False)
     host.update(host_vars)
     hosts = {"backup_hosts": {"hosts": {"localhost": host}}}
-    inventory.write_text(yaml.safe_dump({"all": {"children": hosts}}))
+    canary.write_private(inventory, yaml.safe_dump({"all": {"children": hosts}}))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), ANSIBLE_HOME=str(tmp_path / "ansible-home"))
     env.pop("ANSIBLE_STDOUT_CALLBACK", None)

@@ -15,7 +15,10 @@ import pytest
 import yaml
 from ansible.module_utils import leveldb_backup as lb
 
+from tests.lib import canary
 from tests.lib.ports import free_port
+
+FCREPO_PASSWORD = canary.canary("fcrepo-rest-pw")
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STANDINS = os.path.join(TOP, "tests", "standins")
@@ -153,7 +156,7 @@ def test_rest_strategy_and_rest_restore_against_the_stand_in(fcrepo):
     port = free_port()
     log = fcrepo["tmp"] / "rest.log"
     pwfile = fcrepo["tmp"] / "pw"
-    pwfile.write_text("s3cret")
+    canary.write_private(pwfile, FCREPO_PASSWORD)
     proc = subprocess.Popen([sys.executable, os.path.join(STANDINS, "fcrepo_rest.py"), "--port", str(port),
                              "--workdir", str(fcrepo["tmp"]), "--binaries", fcrepo["binaries"],
                              "--log", str(log), "--user", "fedoraAdmin", "--password-file", str(pwfile)])
@@ -169,19 +172,19 @@ def test_rest_strategy_and_rest_restore_against_the_stand_in(fcrepo):
             assert time.time() < deadline
             time.sleep(0.1)
     auth = {"fcrepo_backup_rest_url": url, "fcrepo_backup_rest_user": "fedoraAdmin",
-            "fcrepo_backup_rest_password": "s3cret"}
+            "fcrepo_backup_rest_password": FCREPO_PASSWORD}
     target = str(fcrepo["tmp"] / "rest-backup")
     rc, runs, out = run_playbook(fcrepo, PLAYBOOK, fcrepo_backup_strategy="rest",
                                  fcrepo_backup_rest_target=target, **auth)
     assert rc == 0
     assert runs[0]["result"] == "ok" and runs[0]["location"] == target
     assert runs[0]["size_bytes"] > 5 * 5000  # the stand-in copies the five binaries into its backup
-    assert "s3cret" not in json.dumps(out)
+    assert FCREPO_PASSWORD not in json.dumps(out)
     rc, runs, _ = run_playbook(fcrepo, PLAYBOOK, fcrepo_backup_strategy="rest",
-                               **dict(auth, fcrepo_backup_rest_password="wrong"))
+                               **dict(auth, fcrepo_backup_rest_password=canary.canary("fcrepo-wrong-pw")))
     assert rc != 0 and runs[0]["result"] == "failed"
     restore = {"fcrepo_restore_method": "rest", "fcrepo_restore_rest_url": url,
-               "fcrepo_restore_rest_user": "fedoraAdmin", "fcrepo_restore_rest_password": "s3cret",
+               "fcrepo_restore_rest_user": "fedoraAdmin", "fcrepo_restore_rest_password": FCREPO_PASSWORD,
                "fcrepo_restore_confirm": "localhost"}  # fcr:restore replaces the repository
     rc, _, _ = run_playbook(fcrepo, RESTORE, fcrepo_restore_rest_backup=target, **restore)
     assert rc == 0

@@ -16,11 +16,12 @@ import pytest
 import yaml
 from ansible.module_utils.progress import human_bytes
 
+from tests.lib import canary
 from tests.lib.lvm_vm import fill_file, ssh
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-DB_PASSWORD = "lvm-runner-Secret-7d1f"  # the AWX credential's password: never in stdout or events
+DB_PASSWORD = canary.canary("lvm-runner-pw")  # the AWX credential's password: never in stdout or events
 
 SETTINGS = {
     "backup_strategy": "lvm_snapshot_backup",
@@ -66,9 +67,9 @@ def run_job(lab, name, extra=None):
     pdd = lab["base"] / name
     (pdd / "env").mkdir(parents=True)
     (pdd / "inventory").mkdir()
-    (pdd / "inventory" / "hosts.yml").write_text(lab["hosts"])
-    (pdd / "env" / "extravars").write_text(yaml.safe_dump({**SETTINGS, **(extra or {})}))
-    (pdd / "env" / "envvars").write_text(yaml.safe_dump({
+    canary.write_private(pdd / "inventory" / "hosts.yml", lab["hosts"])
+    canary.write_private(pdd / "env" / "extravars", yaml.safe_dump({**SETTINGS, **(extra or {})}))
+    canary.write_private(pdd / "env" / "envvars", yaml.safe_dump({
         "ANSIBLE_CONFIG": os.path.join(TOP, "ansible.cfg"),
         "ANSIBLE_CALLBACK_PLUGINS": os.path.join(TOP, "plugins", "callback"),
         "ANSIBLE_CALLBACKS_ENABLED": "backup_report",

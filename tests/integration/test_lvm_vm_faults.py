@@ -14,6 +14,7 @@ import time
 import pytest
 import yaml
 
+from tests.lib import canary
 from tests.lib.lvm_vm import fill_file, ssh, ssh_result
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,7 +41,7 @@ def lab(tmp_path_factory, lab_vm):
     checks; only when there is none does this module make one (a full run is minutes under TCG)."""
     base = tmp_path_factory.mktemp("lvmvm")
     settings = base / "settings.json"
-    settings.write_text(json.dumps(SETTINGS))
+    canary.write_private(settings, json.dumps(SETTINGS))
     lab = {"inventory": lab_vm, "settings": str(settings), "base": base}
     before = backups()
     check = f"cd /srv/backup/lvm/{before[-1]} && sha256sum -c --quiet MANIFEST.sha256" if before else "false"
@@ -124,7 +125,7 @@ def test_bad_input_is_refused_cleanly(lab):
     with open(lab["inventory"]) as handle:
         [vm_host] = yaml.safe_load(handle)["all"]["children"]["lvm_backup_hosts"]["hosts"].values()
     inventory = lab["base"] / "bad-input.yml"
-    inventory.write_text(json.dumps({"all": {"children": {"lvm_backup_hosts": {
+    canary.write_private(inventory, json.dumps({"all": {"children": {"lvm_backup_hosts": {
         "vars": SETTINGS,  # group vars: the aliases' host vars override them (extra vars would not)
         "hosts": {f"bad-{case}": {**vm_host, **extra} for case, (extra, _) in BAD_INPUT.items()},
     }}}}))

@@ -18,6 +18,7 @@ import time
 import pytest
 from ansible.module_utils import binlog_archive, mysql_pitr
 
+from tests.lib import canary
 from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -347,7 +348,7 @@ def test_bad_targets_are_refused_before_anything_changes(lab, tmp_path):
 
 def test_wrong_archiver_password_is_refused_and_the_archive_untouched(lab, tmp_path):
     before = binlog_archive.archive_files(lab["archiver"].directory)
-    bad = Archiver(tmp_path, lab["source"], server_id=4243, password="not-the-pw-7Qx")
+    bad = Archiver(tmp_path, lab["source"], server_id=4243, password=canary.canary("not-the-pw"))
     bad.directory = lab["archiver"].directory
     with open(bad.config, "w") as f:
         json.dump(dict(directory=bad.directory, defaults_file=bad.defaults_file, server_id=4243), f)
@@ -477,7 +478,7 @@ def run_playbook(lab, playbooks, check=False, **extra):
         "mysql_binlog_archive_pitr_scratch_user": "root",
     }
     inventory = base / "inventory.yml"
-    inventory.write_text(
+    canary.write_private(inventory,
         yaml.safe_dump({"all": {"children": {"mysql_binlog_archive": {"hosts": {"localhost": host}}}}})
     )
     env = dict(

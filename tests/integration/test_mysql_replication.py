@@ -22,10 +22,14 @@ from ansible.module_utils.mysql_health import gather_facts
 from ansible.module_utils.mysql_replica import ReplicaError, ensure_replica
 from ansible.module_utils.mysql_seed import SeedError, run_seed
 
+from tests.lib import canary
 from tests.lib.mariadb import ROOT_PASSWORD
 
+CHANGED_ELSEWHERE = canary.canary("changed-elsewhere-pw")
+WRONG_PW = canary.canary("wrong-pw")
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REPL_PASSWORD = "repl-S3cret'pw"
+REPL_PASSWORD = canary.canary("repl-pw'q")
 IGNORED = ["app.skipped"]
 
 
@@ -384,7 +388,7 @@ def test_unreachable_source(tmp_path):
         login_host="127.0.0.1",
         login_port=free_port(),
         login_user="root",
-        login_password="x",
+        login_password=canary.canary("unused-pw"),
         databases=["app"],
         mode="file",
         dest=str(tmp_path / "s.sql.gz"),
@@ -400,7 +404,8 @@ def test_wrong_replication_password_surfaces_io_error(pair):
     src, dst = pair
     seed = run_seed(seed_params(src, dst))
     with pytest.raises(ReplicaError) as err:
-        with_replica(dst, ensure_replica, replica_params(src, seed, source_password="wrong", wait_timeout=60))
+        with_replica(dst, ensure_replica,
+                     replica_params(src, seed, source_password=WRONG_PW, wait_timeout=60))
     assert "Access denied for user 'repl'" in str(err.value)
     assert "1045" in str(err.value)
 
@@ -486,7 +491,7 @@ def test_dump_failing_half_way(pair, tmp_path, how):
 def _module_process(module, args, tmp_path):
     """Run a module file as its own process, as Ansible would (args file with ANSIBLE_MODULE_ARGS)."""
     args_file = tmp_path / f"{module}-args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    canary.write_private(args_file, json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     launcher = textwrap.dedent(f"""
         import runpy, sys, ansible.module_utils
         ansible.module_utils.__path__.append({os.path.join(TOP, "plugins", "module_utils")!r})
@@ -624,7 +629,8 @@ def test_lock_wait_timeout_kills_a_waiting_dump(pair, tmp_path):
 # -- the real module wrappers, through ansible-playbook against localhost ---------------------
 def _playbook(tmp_path, tasks, check=False):
     playbook = tmp_path / "play.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    canary.write_private(playbook,
+                         json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"),
@@ -724,7 +730,7 @@ def test_module_failure_fails_the_play(pair, tmp_path):
             source_host="127.0.0.1",
             source_port=src.port,
             source_user="repl",
-            source_password="nope",
+            source_password=canary.canary("nope-pw"),
             source_log_file="mysql-bin.000001",
             source_log_pos=4,
             wait_timeout=60,
@@ -738,7 +744,7 @@ def test_module_failure_fails_the_play(pair, tmp_path):
 
 def test_awkward_password_reaches_the_clients_through_the_option_file(pair, tmp_path):
     src, dst = pair
-    awkward = "p w\"d\\#;'x"
+    awkward = canary.canary("p w\"d\\#;'x")
     src.sql("CREATE USER 'dumper'@'127.0.0.1' IDENTIFIED BY %s", (awkward,))
     src.sql("GRANT ALL ON *.* TO 'dumper'@'127.0.0.1'")
     dst.sql("CREATE USER 'loader'@'localhost' IDENTIFIED BY %s", (awkward,))
@@ -754,7 +760,7 @@ def test_awkward_password_reaches_the_clients_through_the_option_file(pair, tmp_
 def test_wrong_replication_password_is_refused_before_the_dump_and_before_change_master(pair):
     src, dst = pair
     with pytest.raises(SeedError) as err:
-        run_seed(seed_params(src, dst, replication_user="repl", replication_password="wrong"))
+        run_seed(seed_params(src, dst, replication_user="repl", replication_password=WRONG_PW))
     message = str(err.value)
     assert "'repl' cannot log in to the source" in message and "1045" in message
     assert "nothing was dumped" in message
@@ -764,7 +770,7 @@ def test_wrong_replication_password_is_refused_before_the_dump_and_before_change
     with_replica(dst, ensure_replica, replica_params(src, seed, verify_source_login=True))
     before = with_replica(dst, ensure_replica, replica_params(src, state="running", wait=False))["status"]
     # a rotated-but-wrong password pushed to a working replica: refused, the replica is left as it was
-    wrong = replica_params(src, source_password="wrong", update_password="always", verify_source_login=True)
+    wrong = replica_params(src, source_password=WRONG_PW, update_password="always", verify_source_login=True)
     with pytest.raises(ReplicaError) as err:
         with_replica(dst, ensure_replica, wrong)
     assert "the replica was not changed" in str(err.value) and "1045" in str(err.value)
@@ -795,13 +801,13 @@ def test_health_reports_a_wrong_stored_password_while_the_io_thread_runs(pair):
     assert not bad["healthy"]
     assert any("'repl' cannot log in to the source" in p and "1045" in p for p in bad["problems"]), bad
     # the inventory is right again, but the replica still holds the old password: its own check fails
-    stored = dict(params, replication_password="changed-elsewhere", replica_stored_password=True)
+    stored = dict(params, replication_password=CHANGED_ELSEWHERE, replica_stored_password=True)
     held = with_pair(src, dst, gather_facts, stored)
     assert [c["name"] for c in held["checks"] if not c["ok"]] == ["replica_stored_password"], held["problems"]
     assert "the password the REPLICA HOLDS is refused" in held["problems"][0]
     assert "1045" in held["problems"][0]
-    assert REPL_PASSWORD not in json.dumps(held) and "changed-elsewhere" not in json.dumps(held)
-    with_replica(dst, ensure_replica, replica_params(src, source_password="changed-elsewhere",
+    assert REPL_PASSWORD not in json.dumps(held) and CHANGED_ELSEWHERE not in json.dumps(held)
+    with_replica(dst, ensure_replica, replica_params(src, source_password=CHANGED_ELSEWHERE,
                                                      update_password="always"))
     fixed = with_pair(src, dst, gather_facts, stored)
     assert fixed["healthy"], fixed["problems"]
@@ -835,6 +841,6 @@ def test_snapshot_file_is_written_while_the_dump_still_runs(pair, tmp_path):
     # a seed that fails still writes it (snapshot_taken false), so the waiter stops waiting
     failed = tmp_path / "failed.snapshot"
     with pytest.raises(SeedError):
-        run_seed(seed_params(src, dst, replication_user="repl", replication_password="wrong",
+        run_seed(seed_params(src, dst, replication_user="repl", replication_password=WRONG_PW,
                              snapshot_file=str(failed)))
     assert json.loads(failed.read_text())["snapshot_taken"] is False

@@ -30,6 +30,7 @@ from tests.integration.test_mysql_replication import (
     with_pair,
     with_replica,
 )
+from tests.lib import canary
 
 IGNORE_ARGS = [f"--replicate-ignore-table={t}" for t in IGNORED]
 
@@ -80,7 +81,7 @@ def _source_role(src, certs, metrics_dir, tls, *task_files):
         mysql_replication_source_tls_metrics_dir=str(metrics_dir),
         mysql_replication_source_user="repl",
         mysql_replication_source_password=REPL_PASSWORD,
-        mysql_replication_source_admin_password="admin-pw",
+        mysql_replication_source_admin_password=canary.canary("admin-pw"),
         mysql_replication_source_replica_host="127.0.0.1",
         mysql_replication_source_login_unix_socket=src.socket,
     )

@@ -26,6 +26,7 @@ from tests.integration.test_mysql_replication import (
     wait_rows,
     with_replica,
 )
+from tests.lib import canary
 from tests.lib.mariadb import ROOT_PASSWORD
 
 
@@ -64,7 +65,7 @@ def _repoint_playbook(tmp_path, replica, new_source, confirm=True):
     if confirm:
         host["seafile_replication_repoint_confirm"] = "localhost"
     inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"mysql_backup": {"hosts": {"localhost": host}}}))
+    canary.write_private(inventory, json.dumps({"mysql_backup": {"hosts": {"localhost": host}}}))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
                ANSIBLE_LOCALHOST_WARNING="False")
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory),

@@ -21,6 +21,7 @@ from ansible.module_utils.mysql_connection import connect
 from ansible.module_utils.mysql_health import gather_facts
 from ansible.module_utils.mysql_seed import run_seed
 
+from tests.lib import canary
 from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
 
 
@@ -55,7 +56,7 @@ def decoy_home(servers, tmp_path, monkeypatch):
     decoy = servers[-1]
     home = tmp_path / "home"
     home.mkdir()
-    (home / ".my.cnf").write_text(
+    canary.write_private((home / ".my.cnf"),
         "[client]\n"
         "host=127.0.0.1\n"
         f"port={decoy.port}\n"

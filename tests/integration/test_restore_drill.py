@@ -24,6 +24,7 @@ from ansible.module_utils import fcrepo_binaries as fb
 from ansible.module_utils import leveldb_backup as lb
 from ansible.module_utils.btw_retention import shrink_guard
 
+from tests.lib import canary
 from tests.lib.mariadb import MariaDB
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -71,7 +72,7 @@ def site(tmp_path_factory):
         (base / "scratch").mkdir()
         (base / "metrics").mkdir()
         inventory = base / "inventory.yml"
-        inventory.write_text(
+        canary.write_private(inventory,
             yaml.safe_dump({"all": {"children": {"backup_hosts": {"hosts": {"localhost": host}}}}}))
         yield {"server": server, "base": base, "inventory": str(inventory), "root": root, "etc": etc,
                "good_tar": good_tar, "suspect_tar": suspect_tar, "dump": dump["location"]}

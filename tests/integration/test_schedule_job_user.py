@@ -19,6 +19,10 @@ import tempfile
 
 import pytest
 
+from tests.lib import canary
+
+SCHEDULE_PW = canary.canary("schedule-pw")
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USER = "nobody"
 STANDIN = """#!/bin/sh
@@ -69,10 +73,10 @@ def converge(base, **overrides):
         "backup_schedule_lock_dir": os.path.join(base, "lock"),
         "backup_schedule_bin_dir": os.path.join(base, "bin"),
         "backup_schedule_jobs": [{"name": "nightly", "strategy": "fs_backup", "schedule": "30 2 * * *",
-                                  "extra_vars": {"btw_backup_db_login_password": "canary-schedule-pw"}}],
+                                  "extra_vars": {"btw_backup_db_login_password": SCHEDULE_PW}}],
     }
     settings.update(overrides)
-    with open(os.path.join(base, "vars.json"), "w") as f:
+    with canary.open_private(os.path.join(base, "vars.json")) as f:
         json.dump(settings, f)
     with open(os.path.join(base, "inventory.json"), "w") as f:
         json.dump({"all": {"children": {"backup_control": {"hosts": {"localhost": {
@@ -108,4 +112,4 @@ def test_a_non_root_job_user_reads_its_own_extra_vars_and_nobody_else_does(scrat
     assert job.returncode == 0, job.stdout + job.stderr
     log = open(os.path.join(scratch, "log", "backup-job-nightly.log")).read()
     assert f"as {USER}: -i " in log and f"-e @{vars_file}" in log and "end rc=0" in log, log
-    assert "canary-schedule-pw" not in output + log
+    assert SCHEDULE_PW not in output + log

@@ -16,7 +16,10 @@ import time
 
 import pytest
 
+from tests.lib import canary
 from tests.lib.lab_containers import SYSTEMD_IMAGE, podman_ready, sh, systemd_container
+
+SYSTEMD_PW = canary.canary("schedule-systemd-pw")
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(TOP, "playbooks", "backup_schedules.yml")
@@ -42,7 +45,7 @@ def jobs(frequent_state="present"):
          "extra_vars": {"btw_backup_root": "/srv/backups"}},
         # every 20 s, so the test sees the timer fire by itself
         {"name": "frequent", "strategy": "db_backup", "on_calendar": "*-*-* *:*:00/20",
-         "state": frequent_state, "extra_vars": {"btw_backup_db_login_password": "lab-secret-pw"}},
+         "state": frequent_state, "extra_vars": {"btw_backup_db_login_password": SYSTEMD_PW}},
     ]
 
 
@@ -64,7 +67,7 @@ def control(tmp_path_factory):
     with systemd_container(HOST) as name:
         _container["name"] = name
         inventory = base / "hosts.yml"
-        inventory.write_text(json.dumps({"all": {"children": {"backup_control": {"hosts": {HOST: {
+        canary.write_private(inventory, json.dumps({"all": {"children": {"backup_control": {"hosts": {HOST: {
             "ansible_connection": "lab_podman", "ansible_host": name,
             "ansible_python_interpreter": "/usr/bin/python3"}}}}}}))
         ssh("mkdir -p /opt/backup-toolkit && cat > /opt/backup-toolkit/standin-ansible-playbook <<'EOF'\n"
@@ -75,7 +78,7 @@ def control(tmp_path_factory):
 
 def converge(control, job_list):
     settings = control["base"] / "settings.json"
-    settings.write_text(json.dumps({
+    canary.write_private(settings, json.dumps({
         "backup_schedule_project_dir": "/opt/backup-toolkit",
         "backup_schedule_ansible_playbook": "/opt/backup-toolkit/standin-ansible-playbook",
         "backup_schedule_jobs": job_list,

@@ -22,6 +22,11 @@ import uuid
 
 import pytest
 
+from tests.lib import canary
+
+OTHER_PW = canary.canary("other-repl-pw")
+ROTATED_PW = canary.canary("rotated-pw;'1")
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = "localhost/backup-lab:latest"
 SOURCE_CNF = "/etc/mysql/mariadb.conf.d/70-replication-source.cnf"
@@ -61,7 +66,7 @@ def lab(tmp_path_factory):
     conn = (
         "ansible_connection: lab_podman\n        ansible_python_interpreter: /usr/bin/python3"
     )
-    (inventory_dir / "hosts.yml").write_text(
+    canary.write_private((inventory_dir / "hosts.yml"),
         "all:\n  children:\n"
         f"    mysql_primary:\n      hosts:\n        {names['primary']}:\n      vars:\n        {conn}\n"
         f"    mysql_backup:\n      hosts:\n        {names['backup']}:\n      vars:\n        {conn}\n"
@@ -133,12 +138,12 @@ def test_replication_password_differing_on_the_backup_host_fails_before_any_chan
     inventory = os.path.join(os.path.dirname(lab["inventory"]), "conflicting-password.yml")
     with open(lab["inventory"]) as f:
         text = f.read()
-    with open(inventory, "w") as f:
-        own = "          mysql_replication_source_password: other-Pw\n"
+    with canary.open_private(inventory) as f:
+        own = f"          mysql_replication_source_password: {OTHER_PW}\n"
         f.write(text.replace(f"        {lab['backup']}:\n", f"        {lab['backup']}:\n{own}"))
     result = run_playbook(dict(lab, inventory=inventory), "playbooks/seafile_backup_server.yml")
     assert_failed_run(result, lab, f"different on the backup server {lab['backup']} than on the source")
-    assert "other-Pw" not in result.stdout and "lab-repl-password" not in result.stdout
+    assert OTHER_PW not in result.stdout and "lab-repl-password" not in result.stdout
     assert not file_exists(lab["primary"], SOURCE_CNF)
     assert not file_exists(lab["backup"], REPLICA_CNF)
     assert sql(lab["primary"], "SELECT COUNT(*) FROM mysql.user WHERE User = 'repl'") == "0"
@@ -208,7 +213,7 @@ def test_rotated_replication_password_reaches_the_replica(lab):
         assert result.returncode == 0, outcome(result)[1]
 
     result = run_playbook(
-        lab, "playbooks/seafile_backup_server.yml", {"mysql_replication_source_password": "rotated-Pw;'1"}
+        lab, "playbooks/seafile_backup_server.yml", {"mysql_replication_source_password": ROTATED_PW}
     )
     runs, failures = outcome(result)
     assert result.returncode == 0, failures

@@ -9,6 +9,7 @@ import sys
 
 import yaml
 
+from tests.lib import canary
 from tests.lib.ports import free_port
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +34,7 @@ def run_fs_backup(tmp_path, lost_reachable):
     (source / "d").mkdir(parents=True, exist_ok=True)
     (source / "d" / "f.txt").write_text("one\n")
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"backup_hosts": {"hosts": {
+    canary.write_private(inventory, yaml.safe_dump({"all": {"children": {"backup_hosts": {"hosts": {
         "good": host_vars(tmp_path, "good", str(source), True),
         "lost": host_vars(tmp_path, "lost", str(source), lost_reachable)}}}}}))
     report, metrics = tmp_path / "report.json", tmp_path / "textfile"

@@ -14,10 +14,11 @@ import urllib.request
 
 import pytest
 
+from . import canary
 from .ports import free_port
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
-PG_PASSWORD = "lab-pg-pw"
+PG_PASSWORD = canary.POSTGRES
 
 
 class Postgres:
@@ -159,7 +160,7 @@ class MotoS3:
                 self.proc.kill()
                 self.proc.wait()
 
-    def client(self, access_key="testing", secret_key="testing"):
+    def client(self, access_key="testing", secret_key=canary.S3_SECRET_KEY):
         import boto3
 
         return boto3.client(

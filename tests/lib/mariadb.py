@@ -13,9 +13,10 @@ import time
 
 import pymysql
 
+from . import canary
 from .ports import free_port
 
-ROOT_PASSWORD = "lab-root-pw"
+ROOT_PASSWORD = canary.MARIADB_ROOT
 
 
 def _binary(*names):

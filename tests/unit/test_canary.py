@@ -1,0 +1,45 @@
+"""The secret canary's check (tests/lib/canary.py) on files it must and must not flag."""
+import os
+
+from tests.lib import canary
+
+SECRET = canary.canary("unit-check-pw")
+
+
+def write(path, text, mode):
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_a_canary_in_the_playbook_output_is_a_leak_whatever_the_log_mode(tmp_path):
+    log = write(tmp_path / "ansible-output.log", f"ok: [localhost] => msg: {SECRET}\n", 0o600)
+    leaks = canary.find_leaks([tmp_path], [log])
+    assert len(leaks) == 1 and "the playbook output" in leaks[0] and SECRET in leaks[0]
+
+
+def test_a_file_readable_by_others_holding_a_canary_is_a_leak(tmp_path):
+    (tmp_path / "sub").mkdir()
+    opened = write(tmp_path / "sub" / "seafile.conf", f"password = {SECRET}\n", 0o644)
+    assert [leak.split(":")[0] for leak in canary.find_leaks([tmp_path])] == [str(opened)]
+    os.chmod(opened, 0o640)  # group-readable only: the owner's business, not a leak
+    assert canary.find_leaks([tmp_path]) == []
+
+
+def test_a_record_report_progress_or_metrics_file_holding_a_canary_is_a_leak_whatever_its_mode(tmp_path):
+    for name in ("backup_report.txt", "db.progress.json", "backup_runs.json", "backup.prom"):
+        write(tmp_path / name, f"x {SECRET} y", 0o600)
+    assert len(canary.find_leaks([tmp_path])) == 4
+
+
+def test_a_private_secret_file_and_files_without_a_canary_pass(tmp_path):
+    canary.write_private(tmp_path / "my.cnf", f"[client]\npassword={SECRET}\n")
+    assert oct(os.stat(tmp_path / "my.cnf").st_mode & 0o777) == "0o600"
+    write(tmp_path / "notes.txt", "CANARY- alone is not a registered value", 0o644)
+    os.symlink(tmp_path / "my.cnf", tmp_path / "link-to-secret")  # a symlink is not followed
+    assert canary.find_leaks([tmp_path], [tmp_path / "missing.log"]) == []
+
+
+def test_a_registered_value_is_found_as_registered():
+    token = canary.register("0123456789abcdef0123456789abcdef01234567")
+    assert token in canary.values() and SECRET in canary.values()
