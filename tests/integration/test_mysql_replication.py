@@ -793,7 +793,7 @@ def test_health_reports_a_wrong_stored_password_while_the_io_thread_runs(pair):
     try:
         with conn.cursor() as cur:
             cur.execute("SET sql_log_bin = 0")
-            cur.execute("ALTER USER 'repl'@'127.0.0.1' IDENTIFIED BY 'changed-elsewhere'")
+            cur.execute(f"ALTER USER 'repl'@'127.0.0.1' IDENTIFIED BY '{CHANGED_ELSEWHERE}'")
     finally:
         conn.close()
     bad = with_pair(src, dst, gather_facts, params)

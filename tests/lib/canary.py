@@ -7,7 +7,8 @@ so every ansible-playbook / ansible-runner child of the test appends its display
 after the test calls ``find_leaks``: a test fails when any registered value is in
 
 - that log (the output of every playbook run of the test, at the verbosity the test chose);
-- a file under the test's tmp_path that is readable by others (o+r), whoever wrote it;
+- a file under the test's tmp_path that others can read (o+r, in directories others can search
+  below tmp_path), whoever wrote it;
 - an output file the toolkit writes whatever its mode: backup_runs records, reports, progress
   files, metrics (``OUTPUT_NAME``).
 
@@ -97,8 +98,18 @@ def find_leaks(roots=(), logs=()):
         if os.path.isfile(log):
             _scan(log, pattern, "the playbook output", findings)
     for root in roots:
+        # reachable by others: every directory below the root searchable by others (o+x); the root
+        # itself (pytest makes tmp_path 0700) stands for wherever the files would be in production
+        reachable = {os.path.normpath(str(root)): True}
         for directory, dirs, files in os.walk(root):
             dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+            open_here = reachable.get(os.path.normpath(directory), False)
+            for name in dirs:
+                sub = os.path.join(directory, name)
+                try:
+                    reachable[os.path.normpath(sub)] = open_here and bool(os.stat(sub).st_mode & stat.S_IXOTH)
+                except OSError:
+                    reachable[os.path.normpath(sub)] = False
             for name in files:
                 path = os.path.join(directory, name)
                 try:
@@ -107,7 +118,7 @@ def find_leaks(roots=(), logs=()):
                     continue
                 if not stat.S_ISREG(info.st_mode) or os.path.realpath(path) in seen:
                     continue
-                if info.st_mode & stat.S_IROTH:
+                if open_here and info.st_mode & stat.S_IROTH:
                     _scan(path, pattern, f"a file readable by others ({stat.S_IMODE(info.st_mode):04o})",
                           findings)
                 elif OUTPUT_NAME.search(name):

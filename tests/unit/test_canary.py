@@ -24,6 +24,9 @@ def test_a_file_readable_by_others_holding_a_canary_is_a_leak(tmp_path):
     assert [leak.split(":")[0] for leak in canary.find_leaks([tmp_path])] == [str(opened)]
     os.chmod(opened, 0o640)  # group-readable only: the owner's business, not a leak
     assert canary.find_leaks([tmp_path]) == []
+    os.chmod(opened, 0o644)
+    os.chmod(tmp_path / "sub", 0o750)  # in a directory others cannot search: not reachable
+    assert canary.find_leaks([tmp_path]) == []
 
 
 def test_a_record_report_progress_or_metrics_file_holding_a_canary_is_a_leak_whatever_its_mode(tmp_path):
