@@ -58,6 +58,8 @@ def play(tmp_path, name, text, args, timeout):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LIBRARY=os.pathsep.join(library),
                ANSIBLE_ROLES_PATH=os.path.join(TOP, "roles"), ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
+               # a job killed by the cancel tests leaves its AnsiballZ payload directory: in tmp_path
+               TMPDIR=str(tmp_path),
                PATH=BIN + os.pathsep + os.environ["PATH"])
     return subprocess.run(
         [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp_path / name),

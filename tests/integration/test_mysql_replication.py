@@ -497,8 +497,13 @@ def _module_process(module, args, tmp_path):
         ansible.module_utils.__path__.append({os.path.join(TOP, "plugins", "module_utils")!r})
         runpy.run_path({os.path.join(TOP, "library", module + ".py")!r}, run_name='__main__')
     """)
+    # its temporary files (the client option file) go to the test's directory: a process killed
+    # with SIGKILL runs no cleanup, and they must not pile up in /tmp run after run
     return subprocess.Popen(
-        [sys.executable, "-c", launcher, str(args_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", launcher, str(args_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
 
 
