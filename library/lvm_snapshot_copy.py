@@ -18,7 +18,15 @@ description:
     published as a backup.
   - Refuses a destination on one of the origin volumes being backed up.
   - Unmounts in a C(finally); on failure the partial directory is removed and earlier backups stay.
-  - Keeps the newest O(keep) backups in O(dest) (0 keeps all).
+  - Shrink guard (the rule every strategy shares) - each backup records its size figures in
+    C(metadata.json) (C(bytes) of the copy; with a verification C(datadir_bytes), C(tables) and
+    C(rows:<db>.<table>), the exact row counts of the O(verify_biggest_tables) largest tables, of the
+    tables the last good backup counted and of O(verify_count_tables)). A backup whose figures fell
+    below the last good backup's by more than O(shrink_threshold) is kept but C(suspect) - never the
+    C(latest) a restore or restore drill picks, not counted as good by retention - and the module
+    fails naming the figure, both values and how to accept the drop (O(accept_shrink)).
+  - Retention keeps the newest O(keep) good backups in O(dest) (0 keeps all) and never fewer than
+    O(min_good) good ones; suspect backups newer than the oldest good backup kept stay.
   - Check mode validates the snapshots and the destination, copies nothing.
   - For a long copy, run it with C(async) and C(poll=0), write a O(progress_file) and follow it with
     C(roles/backup_progress) (tasks_from C(poll)), as C(roles/lvm_snapshot_backup/tasks/copy.yml) does.
@@ -63,9 +71,25 @@ options:
     type: float
     default: 2.0
   keep:
-    description: Complete backups to keep in O(dest) (older ones are removed after a success); 0 keeps all.
+    description:
+      - Good backups to keep in O(dest) (older ones are removed after each run that published a
+        backup); 0 keeps all. Suspect backups do not count.
     type: int
     default: 7
+  min_good:
+    description: Good backups retention never goes below, whatever O(keep) says.
+    type: int
+    default: 2
+  shrink_threshold:
+    description:
+      - Fraction by which a size figure may fall below the last good backup's before the new
+        backup is suspect (0.4 - a drop of more than 40 %).
+    type: float
+    default: 0.4
+  accept_shrink:
+    description: Accept a drop of the figures for this run (data deleted on purpose); the backup is good.
+    type: bool
+    default: false
   metadata:
     description: Extra facts stored in metadata.json (coordinates, lock time from lvm_snapshot_lock...).
     type: dict
@@ -81,10 +105,18 @@ options:
     type: str
     default: .
   verify_count_tables:
-    description: Tables (C(db.table)) whose rows are counted during verification (reported in metadata).
+    description:
+      - Tables (C(db.table)) whose rows are counted during verification (reported in metadata and
+        compared by the shrink guard). A table that is not in the copy fails the backup.
     type: list
     elements: str
     default: []
+  verify_biggest_tables:
+    description:
+      - How many of the largest tables (data and index size) have their rows counted exactly during
+        verification, as shrink guard figures. 0 counts none.
+    type: int
+    default: 5
   progress_file:
     description:
       - Write progress to this file (JSON, rewritten at most once a second) for
@@ -176,13 +208,44 @@ retention_removed:
   description: Older backups removed by retention.
   returned: success
   type: list
+result:
+  description: C(ok), or C(suspect) (the module failed; the backup was kept, see RV(shrink)).
+  returned: success or suspect
+  type: str
+status:
+  description: The backup's status as recorded, C(good) or C(suspect).
+  returned: success or suspect
+  type: str
+figures:
+  description: The size figures the shrink guard compared.
+  returned: success or suspect
+  type: dict
+  sample: {"bytes": 104857600, "datadir_bytes": 104857600, "tables": 12, "rows:app.items": 250000}
+shrink:
+  description: The figures that fell by more than the threshold (figure, previous, current, drop).
+  returned: success or suspect
+  type: list
+last_good:
+  description: The last good backup the figures were compared with (null for the first backup).
+  returned: success or suspect
+  type: str
+latest:
+  description: The newest good backup after this run (what a restore of C(latest) takes).
+  returned: success or suspect
+  type: str
 """
 
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.lvm_snapshot import LvmError
-from ansible.module_utils.lvm_snapshot_copy import CopyError, SnapshotCopy, check_destination
+from ansible.module_utils.lvm_snapshot_copy import (
+    CopyError,
+    SnapshotCopy,
+    SuspectBackupError,
+    check_destination,
+    du_bytes,
+)
 from ansible.module_utils.mysql_datadir_verify import VerifyError, verify_datadir
 
 
@@ -198,10 +261,14 @@ def main():
             extend_percent=dict(type="float", default=20.0),
             poll_interval=dict(type="float", default=2.0),
             keep=dict(type="int", default=7),
+            min_good=dict(type="int", default=2),
+            shrink_threshold=dict(type="float", default=0.4),
+            accept_shrink=dict(type="bool", default=False),
             metadata=dict(type="dict", default={}),
             verify_mysql_label=dict(type="str"),
             verify_mysql_subdir=dict(type="str", default="."),
             verify_count_tables=dict(type="list", elements="str", default=[]),
+            verify_biggest_tables=dict(type="int", default=5),
             progress_file=dict(type="path"),
             timeout=dict(type="int", default=0),
         ),
@@ -234,12 +301,14 @@ def main():
                 msg=f"verify_mysql_label {p['verify_mysql_label']!r} is not one of the snapshot labels"
             )
 
-        def verify(partial):
+        def verify(partial, recount=()):
             datadir = os.path.normpath(
                 os.path.join(partial, p["verify_mysql_label"], p["verify_mysql_subdir"])
             )
             try:
-                return verify_datadir(datadir, p["verify_count_tables"])
+                checked = verify_datadir(datadir, p["verify_count_tables"],
+                                         biggest=max(0, p["verify_biggest_tables"]), recount=recount)
+                return dict(checked, datadir_bytes=du_bytes(datadir))
             except VerifyError as exc:
                 raise CopyError(f"verification of the copied data directory failed: {exc}") from exc
 
@@ -258,6 +327,9 @@ def main():
         verify=verify,
         progress_file=None if module.check_mode else p["progress_file"],
         timeout=p["timeout"],
+        shrink_threshold=p["shrink_threshold"],
+        min_good=p["min_good"],
+        accept_shrink=p["accept_shrink"],
     )
     try:
         if module.check_mode:
@@ -265,6 +337,9 @@ def main():
             job.preflight()
             module.exit_json(changed=True, name=job.name, path=os.path.join(p["dest"], job.name))
         result = job.run()
+    except SuspectBackupError as exc:
+        # kept, not good: the job fails with the figures (roles/lvm_snapshot_backup records "suspect")
+        module.fail_json(msg=f"backup kept as SUSPECT: {exc}", changed=True, **exc.result)
     except (CopyError, LvmError) as exc:
         module.fail_json(msg=f"backup NOT published: {exc}")
     module.exit_json(changed=True, **result)

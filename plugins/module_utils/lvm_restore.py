@@ -31,8 +31,14 @@ import socket
 import subprocess
 import time
 
-from ansible.module_utils.lvm_snapshot_copy import MANIFEST, METADATA, sha256_file
+from ansible.module_utils.lvm_snapshot_copy import (
+    MANIFEST,
+    backup_status,
+    read_metadata,
+    sha256_file,
+)
 from ansible.module_utils.mysql_datadir_verify import VerifyError, verify_datadir
+from ansible.module_utils.retention_policy import GOOD
 
 BACKUP_NAME = re.compile(r"^\d{8}T\d{6}Z$")
 RUN_NAME = re.compile(r"^\d{8}T\d{6}Z$")
@@ -63,25 +69,20 @@ def backups(dest):
 
 
 def choose(dest, name="latest"):
-    """The backup directory to restore: the newest complete one, or the one named."""
+    """The backup directory to restore: the newest good one (a suspect backup, kept by the shrink
+    guard, is never latest), or the one named (suspect or not: an operator's explicit choice)."""
     names = backups(dest)
     if not names:
         raise RestoreError(f"no backup to restore in {dest}")
     if name == "latest":
-        return os.path.join(dest, names[-1])
+        good = [n for n in names if backup_status(read_metadata(os.path.join(dest, n))) == GOOD]
+        if not good:
+            raise RestoreError(f"no good backup to restore in {dest}: every one is suspect "
+                               f"({', '.join(names)}); name one to restore it anyway")
+        return os.path.join(dest, good[-1])
     if name not in names:
         raise RestoreError(f"backup {name} not found in {dest} (available: {', '.join(names)})")
     return os.path.join(dest, name)
-
-
-def read_metadata(backup):
-    import json
-
-    try:
-        with open(os.path.join(backup, METADATA)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def source_of(backup, label, subdir="."):

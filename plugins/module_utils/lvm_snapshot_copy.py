@@ -23,6 +23,15 @@ Durability: before the rename that publishes a backup (and so before retention r
 every file of the copy is on disk: one syncfs(2) of the destination's filesystem (the data rsync or
 tar wrote through the page cache, the directories, manifest and metadata), then the directories
 holding the renamed entry are fsynced.
+
+Shrink guard and retention (plugins/module_utils/retention_policy.py, the rule every strategy
+shares): each backup records its size figures in metadata.json (``bytes``: the whole copy; with a
+verification, ``tables``: tables checked, and ``rows:<db>.<table>``: the exact row counts of the
+biggest tables, of the tables the last good backup counted, and of verify_count_tables). A backup
+whose figures fell below the last good backup's by more than the threshold is published but
+``suspect``: never the ``latest`` a restore or drill picks, not counted as good by retention, and
+the run fails naming the figure (SuspectBackupError; ``accept_shrink`` accepts the drop for one
+run). Retention keeps the newest ``keep`` good backups and never fewer than ``min_good``.
 """
 
 import ctypes
@@ -48,6 +57,17 @@ from ansible.module_utils.progress import (
     Terminated,
     terminable,
 )
+from ansible.module_utils.retention_policy import (
+    DEFAULT_MIN_GOOD,
+    DEFAULT_SHRINK_THRESHOLD,
+    GOOD,
+    SUSPECT,
+    RetentionPolicyError,
+    check_min_good,
+    check_threshold,
+    judge,
+    plan_retention,
+)
 
 BACKUP_NAME_RE = re.compile(r"^\d{8}T\d{6}Z$")
 PARTIAL_PREFIX = ".partial-"
@@ -57,6 +77,14 @@ METADATA = "metadata.json"
 
 class CopyError(Exception):
     """The copy failed or the snapshot became invalid; no backup was published."""
+
+
+class SuspectBackupError(CopyError):
+    """The backup was published but is suspect (shrink guard); .result is the run's result."""
+
+    def __init__(self, message, result):
+        super().__init__(message)
+        self.result = result
 
 
 COPY_STEP = "copy from the snapshots"
@@ -457,16 +485,70 @@ def list_backups(dest):
     )
 
 
-def apply_retention(dest, keep, check_mode=False):
-    """Keep the newest `keep` complete backups, remove the older ones; returns the names removed."""
+def read_metadata(backup_dir):
+    """A backup's metadata.json, {} when it cannot be read."""
+    try:
+        with open(os.path.join(backup_dir, METADATA)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def backup_status(meta):
+    """good or suspect; a backup made before the shrink guard (no status) counts as good."""
+    return SUSPECT if meta.get("status") == SUSPECT else GOOD
+
+
+def backup_figures(meta):
+    """The size figures a backup recorded; for one made before the shrink guard, the same figures
+    taken from its size and verification."""
+    if isinstance(meta.get("figures"), dict):
+        return meta["figures"]
+    figures = {}
+    if meta.get("size_bytes") is not None:
+        figures["bytes"] = meta["size_bytes"]
+    verification = meta.get("verification") or {}
+    if verification.get("tables_checked") is not None:
+        figures["tables"] = verification["tables_checked"]
+    for table, rows in (verification.get("row_counts") or {}).items():
+        figures[f"rows:{table}"] = rows
+    return figures
+
+
+def last_good_backup(dest):
+    """(name, metadata) of the newest good backup in dest, (None, {}) when there is none."""
+    for name in reversed(list_backups(dest)):
+        meta = read_metadata(os.path.join(dest, name))
+        if backup_status(meta) == GOOD:
+            return name, meta
+    return None, {}
+
+
+def counted_tables(figures):
+    """The tables whose rows a set of figures holds ('db.t')."""
+    return [k.split(":", 1)[1] for k in figures if k.startswith("rows:")]
+
+
+def apply_retention(dest, keep, check_mode=False, min_good=DEFAULT_MIN_GOOD, protect=None):
+    """Keep the newest `keep` good backups (0 keeps all) by the rule every strategy shares
+    (retention_policy): suspect backups are not counted as good, the newest good one and at least
+    min_good good backups are always kept, and so is protect (the run's own backup). Returns the
+    names of the backups removed (or that would be, in check mode), oldest first."""
     if keep is None or keep <= 0:
         return []
-    backups = list_backups(dest)
-    doomed = backups[:-keep] if len(backups) > keep else []
+    backups = [{"name": n, "status": backup_status(read_metadata(os.path.join(dest, n)))}
+               for n in list_backups(dest)]
+    _keep, delete = plan_retention(backups, keep_count=keep, min_good=min_good)
+    doomed = [b for b in delete if b["name"] != protect]
     if not check_mode:
-        for name in doomed:
-            shutil.rmtree(os.path.join(dest, name))
-    return doomed
+        for backup in doomed:
+            # hidden first: a run killed while deleting leaves a .partial-* (removed by the next
+            # run's cleanup), never a half-deleted directory that still looks like a backup
+            hidden = os.path.join(dest, f"{PARTIAL_PREFIX}delete-{backup['name']}")
+            os.rename(os.path.join(dest, backup["name"]), hidden)
+            shutil.rmtree(hidden)
+    return [b["name"] for b in doomed]
 
 
 def stale_partials(dest):
@@ -489,7 +571,10 @@ class SnapshotCopy:
     """One backup run: mount each snapshot read-only, copy it, watch fill, verify, publish or discard.
 
     snapshots: [{'vg', 'name', 'path', 'label', 'origin_path', 'thin', optional 'fstype'}]
-    verify: optional callable(partial_dir) -> dict, raising CopyError when the copy is not usable.
+    verify: optional callable(partial_dir, count_tables) -> dict ({'tables_checked', 'row_counts',
+    optional 'datadir_bytes'}), raising CopyError when the copy is not usable; count_tables are the
+    tables ('db.t') whose rows the last good backup recorded, to be counted again.
+    shrink_threshold, min_good, accept_shrink: the shrink guard and retention (module docstring).
     progress_file: optional path of the progress file (see the module docstring); progress_factory
     makes its writer (ProgressFile). timeout: seconds for the whole run (0/None: no limit); past it
     the copy is stopped and the run fails cleanly.
@@ -517,6 +602,9 @@ class SnapshotCopy:
         progress_interval=1.0,
         timeout=None,
         sync=sync_filesystem,
+        shrink_threshold=DEFAULT_SHRINK_THRESHOLD,
+        min_good=DEFAULT_MIN_GOOD,
+        accept_shrink=False,
     ):
         self.runner = runner
         self.snapshots = snapshots
@@ -540,6 +628,9 @@ class SnapshotCopy:
         self.progress_interval = progress_interval
         self.timeout = timeout or None
         self.sync = sync
+        self.shrink_threshold = shrink_threshold
+        self.min_good = min_good
+        self.accept_shrink = bool(accept_shrink)
         self.deadline = None
         self.current = None
         self.mounted = []
@@ -550,6 +641,11 @@ class SnapshotCopy:
             raise CopyError(f"unknown copy method {self.method!r} (rsync or tar)")
         if self.timeout is not None and self.timeout < 0:
             raise CopyError(f"timeout must be 0 (no limit) or a number of seconds, not {self.timeout}")
+        try:
+            self.shrink_threshold = check_threshold(self.shrink_threshold)
+            self.min_good = check_min_good(self.min_good)
+        except RetentionPolicyError as exc:
+            raise CopyError(str(exc)) from None
         try:
             check_mount_root(self.mount_root)
         except MountRootError as exc:
@@ -681,6 +777,9 @@ class SnapshotCopy:
                         f"copy cancelled ({exc}); the copy was stopped, the snapshots unmounted and "
                         "the partial copy removed"
                     ) from exc
+            except SuspectBackupError as exc:
+                progress.finish(ok=False, message=f"backup kept as SUSPECT: {exc}")
+                raise
             except BaseException as exc:
                 message = str(exc) or type(exc).__name__
                 progress.finish(ok=False, message=f"backup NOT published: {message}")
@@ -746,12 +845,14 @@ class SnapshotCopy:
                 raise CopyError(cause)
             self._umount_all()
             copy_seconds = round(self.clock() - t_start, 3)
+            good_name, good_meta = last_good_backup(self.dest)
+            good_figures = backup_figures(good_meta) if good_name else {}
             verification = None
             if self.verify:
                 self._check_deadline("the copy")
                 progress.phase(VERIFY_STEP)
                 t0 = self.clock()
-                verification = self.verify(partial)
+                verification = self.verify(partial, counted_tables(good_figures))
                 verification["seconds"] = round(self.clock() - t0, 3)
             self._check_deadline("the verification of the copy")
             t0 = self.clock()
@@ -764,6 +865,9 @@ class SnapshotCopy:
                 self._check_deadline("the checksums of the copy")
 
             files, size = write_manifest(partial, on_bytes)
+            figures = self._figures(size, verification)
+            verdict = judge(good_figures, figures, self.shrink_threshold, self.accept_shrink,
+                            what=f"LVM snapshot backup {self.name}", previous_name=good_name)
             metadata = dict(self.metadata)
             metadata.update(
                 name=self.name,
@@ -776,6 +880,11 @@ class SnapshotCopy:
                 verification=verification,
                 snapshot_max_fill_percent=watcher.max_percent,
                 watcher_events=watcher.events,
+                status=verdict["status"],
+                figures=figures,
+                shrink=verdict["drops"],
+                shrink_accepted=verdict["accepted"],
+                last_good=good_name,
             )
             write_json(os.path.join(partial, METADATA), metadata)
             # on disk before it is published and before retention removes an older backup: rsync
@@ -800,7 +909,27 @@ class SnapshotCopy:
                 shutil.rmtree(partial, ignore_errors=True)
             if umount_error and published:
                 raise umount_error
-        removed = apply_retention(self.dest, self.keep)
+        removed = apply_retention(self.dest, self.keep, min_good=self.min_good, protect=self.name)
         metadata["retention_removed"] = removed
         metadata["path"] = final
+        metadata["result"] = "suspect" if verdict["status"] == SUSPECT else "ok"
+        metadata["shrink_message"] = verdict["message"]
+        latest, _meta = last_good_backup(self.dest)
+        metadata["latest"] = latest
+        if verdict["status"] == SUSPECT:
+            raise SuspectBackupError(verdict["message"], metadata)
         return metadata
+
+    @staticmethod
+    def _figures(size, verification):
+        """The size figures of the new backup (the shrink guard compares them)."""
+        figures = {"bytes": size}
+        if verification:
+            if verification.get("datadir_bytes") is not None:
+                figures["datadir_bytes"] = verification["datadir_bytes"]
+            figures["tables"] = verification.get("tables_checked", 0)
+            for table, rows in sorted((verification.get("row_counts") or {}).items()):
+                figures[f"rows:{table}"] = rows
+            for table in verification.get("tables_gone") or ():
+                figures[f"rows:{table}"] = 0  # counted by the last good backup, gone now
+        return figures

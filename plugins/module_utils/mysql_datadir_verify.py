@@ -45,10 +45,13 @@ def server_command(binary, datadir, rundir, user, buffer_pool="64M"):
     ]
 
 
-def check_tables(cur, count_tables=(), count_all=False):
+def check_tables(cur, count_tables=(), count_all=False, biggest=0, recount=()):
     """CHECK TABLE every user table through a cursor; count the rows of count_tables ('db.t'), or of
-    every table with count_all. Returns {'tables_checked', 'row_counts'}; raises VerifyError naming
-    the tables that do not check OK."""
+    every table with count_all, and of the `biggest` largest tables (data + index size) and of
+    recount (the tables an earlier backup counted; those that no longer exist are listed in
+    'tables_gone'). Returns {'tables_checked', 'row_counts', 'biggest_tables', 'tables_gone'};
+    raises VerifyError naming the tables that do not check OK, or a table of count_tables that does
+    not exist."""
     cur.execute(
         "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = "
         "'BASE TABLE' AND TABLE_SCHEMA NOT IN (" + ",".join(["%s"] * len(SYSTEM_SCHEMAS)) + ") "
@@ -65,23 +68,45 @@ def check_tables(cur, count_tables=(), count_all=False):
                 bad.append(f"`{schema}`.`{table}`: {msg_type} {msg_text}")
     if bad:
         raise VerifyError("tables in the copy do not check clean: " + "; ".join(bad[:10]))
+    present = {f"{s}.{t}" for s, t in names}
+    missing = [t for t in count_tables if t not in present]
+    if missing:
+        raise VerifyError(f"tables to count are not in the copy: {', '.join(missing)}")
+    top = biggest_tables(cur, biggest) if biggest else []
     wanted = [f"{s}.{t}" for s, t in names] if count_all else list(count_tables)
+    wanted += [t for t in list(top) + list(recount) if t not in wanted and t in present]
     counts = {}
     for name in wanted:
         schema, _, table = name.partition(".")
         cur.execute(f"SELECT COUNT(*) FROM `{schema}`.`{table}`")
         counts[name] = cur.fetchone()[0]
-    return {"tables_checked": len(names), "row_counts": counts}
+    gone = sorted(t for t in recount if t not in present)
+    return {"tables_checked": len(names), "row_counts": counts, "biggest_tables": top, "tables_gone": gone}
+
+
+def biggest_tables(cur, n):
+    """The n largest user tables ('db.t') by data and index size, as the server estimates them."""
+    cur.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = "
+        "'BASE TABLE' AND TABLE_SCHEMA NOT IN (" + ",".join(["%s"] * len(SYSTEM_SCHEMAS)) + ") "
+        "ORDER BY COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) DESC, TABLE_SCHEMA, TABLE_NAME "
+        f"LIMIT {int(n)}",
+        SYSTEM_SCHEMAS,
+    )
+    return [f"{s}.{t}" for s, t in cur.fetchall()]
 
 
 def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None, count_all=False,
-                   buffer_pool="64M"):
+                   buffer_pool="64M", biggest=0, recount=()):
     """Start a server on datadir, CHECK TABLE every user table, count rows of count_tables ('db.t')
     (of every table with count_all). buffer_pool: the server's InnoDB buffer pool (64M: the backup's
     verification runs beside production).
 
-    Returns {'tables_checked', 'row_counts', 'server_seconds'}; raises VerifyError on any table that
-    does not check OK or a server that does not start. The server is always stopped.
+    biggest, recount: see check_tables.
+
+    Returns {'tables_checked', 'row_counts', 'biggest_tables', 'tables_gone', 'server_seconds'};
+    raises VerifyError on any table that does not check OK or a server that does not start. The
+    server is always stopped.
     """
     if connect is None:
         import pymysql  # the module checks the import and reports missing_required_lib
@@ -115,7 +140,7 @@ def verify_datadir(datadir, count_tables=(), start_timeout=300, connect=None, co
             if conn is None:
                 proc, conn = _start(command, sock, rundir, connect, t0, start_timeout)
         with conn.cursor() as cur:
-            checked = check_tables(cur, count_tables, count_all)
+            checked = check_tables(cur, count_tables, count_all, biggest, recount)
         return dict(checked, server_seconds=round(time.monotonic() - t0, 3))
     finally:
         if conn is not None:

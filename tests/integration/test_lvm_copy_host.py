@@ -93,6 +93,8 @@ def test_verify_starts_a_throwaway_server_on_a_copied_datadir(mariadb_factory, t
     server.sql("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB")
     server.sql("INSERT INTO app.t VALUES (1,'a'),(2,'b'),(3,'c')")
     server.sql("CREATE TABLE app.m (id INT PRIMARY KEY) ENGINE=Aria")
+    server.sql("CREATE TABLE app.big (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB")
+    server.sql("INSERT INTO app.big SELECT seq, REPEAT('x', 200) FROM seq_1_to_3000", db="app")
     # hold FTWRL while the copy is made, as the backup does around its snapshot
     conn = server.connect()
     with conn.cursor() as cur:
@@ -102,8 +104,15 @@ def test_verify_starts_a_throwaway_server_on_a_copied_datadir(mariadb_factory, t
         cur.execute("UNLOCK TABLES")
     conn.close()
     result = verify_datadir(str(copy), ["app.t"])
-    assert result["row_counts"] == {"app.t": 3} and result["tables_checked"] == 2
+    assert result["row_counts"] == {"app.t": 3} and result["tables_checked"] == 3
     assert not os.path.exists(copy / "verify.sock")
+    # the shrink guard's figures: the biggest table's rows, and those of the tables the last good
+    # backup counted (one gone since is listed, not counted); a table to count must exist
+    result = verify_datadir(str(copy), biggest=1, recount=["app.m", "app.dropped"])
+    assert result["biggest_tables"] == ["app.big"]
+    assert result["row_counts"] == {"app.big": 3000, "app.m": 0} and result["tables_gone"] == ["app.dropped"]
+    with pytest.raises(VerifyError, match="tables to count are not in the copy: app.typo"):
+        verify_datadir(str(copy), ["app.typo"])
     with pytest.raises(VerifyError, match="does not look like a MySQL data directory"):
         verify_datadir(str(tmp_path / "copy" / "app"))
 

@@ -162,3 +162,29 @@ def test_in_place_into_the_mount_point_datadir_and_a_failure_half_way_rolled_bac
     assert sql("SELECT COUNT(*) FROM shop.orders WHERE note = 'after the restore'") == "1"
     assert ssh("ls -a /srv/mp | grep -c '^.pre-restore-' || true") == "1"  # only the good restore's
     assert ssh("ls -a /srv/mp | grep -c -E '^.(restore-staging|failed-restore)-' || true") == "0"
+
+
+def test_a_truncated_biggest_table_makes_the_next_backup_suspect_and_latest_stays(mp):
+    """The shrink guard on real LVM (issue 14): the biggest table truncated in place, the next backup
+    is kept but suspect, the run fails naming the drop, latest stays on the good backup; accepting
+    the drop once makes the next backup good."""
+    good = ssh("ls /srv/backup/lvm-mp | grep -E '^[0-9]{8}T[0-9]{6}Z$' | tail -1")
+    sql("TRUNCATE TABLE shop.orders")
+    rc, out = run(BACKUP, mp)
+    assert rc != 0, out[-3000:]
+    assert "backup kept as SUSPECT" in out and "rows:shop.orders fell from" in out, out[-3000:]
+    assert f"the last good backup, {good}, stays latest" in out, out[-3000:]
+    assert "lvm_snapshot_backup_accept_shrink" in out or "accept_shrink: true" in out, out[-3000:]
+    names = ssh("ls /srv/backup/lvm-mp | grep -E '^[0-9]{8}T[0-9]{6}Z$'").split()
+    assert names[0] == good and len(names) == 2, names
+    meta = json.loads(ssh(f"cat /srv/backup/lvm-mp/{names[1]}/metadata.json"))
+    assert meta["status"] == "suspect" and meta["last_good"] == good
+    assert meta["figures"]["rows:shop.orders"] == 0 and meta["figures"]["tables"] >= 1
+    assert ssh("ls /run/lvm-snapshot-backup 2>/dev/null | wc -l") == "0"  # unmounted
+    assert ssh("lvs --noheadings -o lv_name vgdata | grep -c backup-snap || true") == "0"
+    # accepted once: good, and the new reference
+    rc, out = run(BACKUP, mp, {"lvm_snapshot_backup_accept_shrink": True})
+    assert rc == 0, out[-3000:]
+    newest = ssh("ls /srv/backup/lvm-mp | grep -E '^[0-9]{8}T[0-9]{6}Z$' | tail -1")
+    meta = json.loads(ssh(f"cat /srv/backup/lvm-mp/{newest}/metadata.json"))
+    assert meta["status"] == "good" and meta["shrink_accepted"] is True

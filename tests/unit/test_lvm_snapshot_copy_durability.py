@@ -37,7 +37,7 @@ def test_copy_synced_before_the_rename_and_before_retention(tmp_path, method):
         })
 
     copy = C.SnapshotCopy(LvmStandIn(sources), snapshots(), str(dest), method=method,
-                          mount_root=str(tmp_path / "mnt"), poll_interval=0.2, keep=1,
+                          mount_root=str(tmp_path / "mnt"), poll_interval=0.2, keep=1, min_good=1,
                           popen=subprocess.Popen, sync=recording_sync)
     result = copy.run()
     assert len(seen) == 1, seen
