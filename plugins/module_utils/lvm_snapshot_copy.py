@@ -295,12 +295,21 @@ def mount_options(fstype):
     return "ro"
 
 
-def detect_fstype(runner, device):
-    rc, out, err = runner(["blkid", "-o", "value", "-s", "TYPE", device])
-    fstype = (out or "").strip()
-    if rc != 0 or not fstype:
-        raise CopyError(f"cannot tell the filesystem on {device} (blkid: {(err or out or '').strip() or rc})")
-    return fstype
+def detect_fstype(runner, device, attempts=5, sleep=time.sleep):
+    """The filesystem type on a snapshot's device, probed on the device itself (blkid -p: not from
+    blkid's cache, which knows nothing of a device made a moment ago). A snapshot just activated can
+    answer nothing for an instant (seen once under TCG: blkid exit 0, no type): the probe is retried
+    after udev has settled, up to `attempts` times a second apart, before it fails the run."""
+    for attempt in range(attempts):
+        rc, out, err = runner(["blkid", "-p", "-o", "value", "-s", "TYPE", device])
+        fstype = (out or "").strip()
+        if rc == 0 and fstype:
+            return fstype
+        if attempt + 1 < attempts:
+            runner(["udevadm", "settle", "--timeout=5"])  # its failure only means no udev to wait for
+            sleep(1)
+    raise CopyError(f"cannot tell the filesystem on {device} after {attempts} probes "
+                    f"(blkid -p: {(err or out or '').strip() or f'exit {rc}, no type'})")
 
 
 def existing_parent(path):

@@ -65,3 +65,21 @@ def test_tar_archive_is_0600_from_its_creation_to_the_published_backup(tmp_path,
         assert stat.S_IMODE(os.stat(archive).st_mode) == 0o600
         assert os.path.getsize(archive) == C.measure_source(sources[f"/dev/vgdata/{label}-backup-snap"])[
             "tar_bytes"]
+
+
+def test_fstype_probe_is_retried_after_udev_settles_then_fails_clearly():
+    """A snapshot just activated once answered blkid with exit 0 and no type (under TCG): the probe
+    (blkid -p, not its cache) is retried after `udevadm settle`; a device that never answers fails
+    the run naming it."""
+    answers = iter([(0, "", ""), (2, "", ""), (0, "xfs\n", "")])
+    calls, naps = [], []
+
+    def runner(args):
+        calls.append(args[0])
+        return next(answers) if args[0] == "blkid" else (0, "", "")
+
+    assert C.detect_fstype(runner, "/dev/vg/snap", sleep=naps.append) == "xfs"
+    assert calls == ["blkid", "udevadm", "blkid", "udevadm", "blkid"] and naps == [1, 1]
+    with pytest.raises(C.CopyError, match=r"cannot tell the filesystem on /dev/vg/snap after 3 probes "
+                                          r"\(blkid -p: exit 0, no type\)"):
+        C.detect_fstype(lambda args: (0, "", ""), "/dev/vg/snap", attempts=3, sleep=lambda s: None)
