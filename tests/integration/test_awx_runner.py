@@ -149,7 +149,10 @@ def test_unreachable_host_has_its_failed_run_in_the_artifacts(job):
     run = runs[0]
     assert (run["strategy"], run["host"], run["result"], run["unreachable"]) == (
         "fs_backup", "backup1", "failed", True), run
-    assert run["details"].startswith("unreachable: ") and "Connection refused" in run["details"], run
+    # ssh's own words for a closed port vary with timing ("Connection refused", or a broken pipe when
+    # the connection dies while Ansible sends): the reason is ssh's, after the "unreachable: " mark
+    assert run["details"].startswith("unreachable: "), run
+    assert any(w in run["details"] for w in ("Connection refused", "Broken pipe", "could not be sent")), run
     assert {"location", "size_bytes", "duration_seconds"} <= set(run)
     # the report JSON holds the same run once (the callback does not add it a second time)
     report = json.loads((result.pdd / "report.json").read_text())

@@ -103,9 +103,23 @@ def run_long_query(server, seconds):
         watcher.close()
 
 
+def kill_long_queries(server):
+    """KILL QUERY the SLEEPs run_long_query started (the thread then ends at once)."""
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(%'")
+            for (query_id,) in cur.fetchall():
+                cur.execute(f"KILL QUERY {int(query_id)}")
+    finally:
+        conn.close()
+
+
 def test_refuses_behind_a_long_running_query_without_locking(db):
     called = []
-    thread = run_long_query(db, 6)
+    # long enough to outlast the module's check on a starved host (the host track runs at nice 10
+    # beside the TCG guest: a 6 s query once ended before the check saw it); killed at the end
+    thread = run_long_query(db, 120)
     try:
         with pytest.raises(MysqlLockError, match=r"1 statement\(s\) running for 1s or more.*refused.*SLEEP"):
             lock_and_snapshot(
@@ -117,6 +131,7 @@ def test_refuses_behind_a_long_running_query_without_locking(db):
         assert not called
         assert try_insert(db) is None  # nothing was left locked
     finally:
+        kill_long_queries(db)
         thread.join()
 
 
