@@ -132,6 +132,23 @@ def test_drill_proves_the_newest_good_backups_and_publishes_rpo_rto_and_metrics(
     assert scratch_left(site) == ([], [])
 
 
+def test_a_database_named_like_the_scratch_one_is_never_dropped_or_loaded_into(site):
+    """A restore_drill_<set> the drill did not create (an operator's copy kept from an earlier look):
+    the restore into it is refused, the drill fails naming it, and the database stays as it was."""
+    server = site["server"]
+    server.sql("CREATE DATABASE restore_drill_shop")
+    server.sql("CREATE TABLE restore_drill_shop.kept (id INT PRIMARY KEY)")
+    server.sql("INSERT INTO restore_drill_shop.kept VALUES (42)")
+    try:
+        rc, runs, out = run_drill(site)
+        assert rc != 0 and len(runs) == 1 and runs[0]["result"] == "failed", out[-3000:]
+        assert "restore_drill_shop already exists" in out, out[-3000:]
+        assert [tuple(r) for r in server.sql("SELECT id FROM restore_drill_shop.kept")] == [(42,)]
+        assert os.listdir(site["base"] / "scratch") == []
+    finally:
+        server.sql("DROP DATABASE IF EXISTS restore_drill_shop")
+
+
 def test_a_corrupted_newest_good_backup_fails_the_drill_naming_backup_and_check(site):
     # the good archive loses a member (still a readable tar): the copy no longer holds what the
     # backup recorded
