@@ -173,9 +173,9 @@ def lvm_candidate(dest, now=None):
     its name, the UTC time of the snapshot) and the row counts it recorded at its verification, in
     btw_candidates' shape (set "mysql")."""
     import calendar
-    import json
 
     from ansible.module_utils.lvm_restore import RestoreError, choose
+    from ansible.module_utils.lvm_snapshot_copy import read_metadata
 
     now = time.time() if now is None else now
     try:
@@ -184,12 +184,7 @@ def lvm_candidate(dest, now=None):
         raise DrillError(str(exc)) from exc
     name = os.path.basename(path)
     made = float(calendar.timegm(time.strptime(name, "%Y%m%dT%H%M%SZ")))
-    try:
-        with open(os.path.join(path, "metadata.json")) as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        meta = {}
-    counts = (meta.get("verification") or {}).get("row_counts") or {}
+    counts = (read_metadata(path).get("verification") or {}).get("row_counts") or {}
     return {"set": "mysql", "type": "lvm", "destination": dest, "backup": name, "kind": "lvm", "path": path,
             "time": made, "date": _iso(made), "age_seconds": round(max(0.0, now - made), 3),
             "status": GOOD, "figures": {"row_counts": counts}, "at": path}

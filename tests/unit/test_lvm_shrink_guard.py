@@ -48,9 +48,10 @@ class Site:
         now = datetime.datetime(2026, 12, 1, 1, 0, self.runs, tzinfo=datetime.timezone.utc)
         kw.setdefault("keep", 2)
         kw.setdefault("progress_file", str(self.tmp / f"run{self.runs}.progress"))
+        kw.setdefault("verify", self.verify)
         return C.SnapshotCopy(LvmStandIn(self.sources), snapshots(), str(self.dest),
                               mount_root=str(self.tmp / "mnt"), poll_interval=0.2, now=now,
-                              verify=self.verify, popen=subprocess.Popen, **kw).run()
+                              popen=subprocess.Popen, **kw).run()
 
     def names(self):
         return C.list_backups(str(self.dest))
@@ -130,18 +131,12 @@ def test_a_drop_within_the_threshold_is_good(site):
 
 
 def test_bytes_alone_guard_a_backup_without_verification(site):
-    first = C.SnapshotCopy(LvmStandIn(site.sources), snapshots(), str(site.dest),
-                           mount_root=str(site.tmp / "mnt"), poll_interval=0.2,
-                           now=datetime.datetime(2026, 12, 1, 2, 0, 0, tzinfo=datetime.timezone.utc),
-                           popen=subprocess.Popen).run()
+    first = site.run(verify=None)
     assert first["figures"] == {"bytes": first["size_bytes"]}
     data = os.path.join(site.sources["/dev/vgdata/mysql-backup-snap"], "data")
     shutil.rmtree(data)  # most of the bytes gone
     with pytest.raises(C.SuspectBackupError, match="bytes fell from"):
-        C.SnapshotCopy(LvmStandIn(site.sources), snapshots(), str(site.dest),
-                       mount_root=str(site.tmp / "mnt"), poll_interval=0.2,
-                       now=datetime.datetime(2026, 12, 1, 2, 0, 1, tzinfo=datetime.timezone.utc),
-                       popen=subprocess.Popen).run()
+        site.run(verify=None)
 
 
 def test_a_backup_from_before_the_guard_is_the_reference(site):
