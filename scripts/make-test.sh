@@ -7,18 +7,25 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BT_STAGES=$(mktemp /tmp/bt-stages.XXXXXX)
-export BT_STAGES
+# the failed tests, each with its error's first line (tests/lib/failures.py): printed above the table
+BT_FAILURES=$(mktemp /tmp/bt-failures.XXXXXX)
+export BT_STAGES BT_FAILURES
 . scripts/stages.sh
 
 start=$(date +%s)
 finish() {
   rc=$?
   echo
+  if [ -s "$BT_FAILURES" ]; then
+    echo "failed tests ($(wc -l < "$BT_FAILURES") lines; the first 6):"
+    head -n 6 "$BT_FAILURES" | cut -c1-240
+    echo
+  fi
   stage_table
   printf '%-38s %14s  %s\n' "make test (total)" \
     "$(printf '%3d min %02d s' $(( ($(date +%s) - start) / 60 )) $(( ($(date +%s) - start) % 60 )))" \
     "$([ "$rc" = 0 ] && echo passed || echo "FAILED (exit $rc)")"
-  rm -f "$BT_STAGES"
+  rm -f "$BT_STAGES" "$BT_FAILURES"
 }
 trap finish EXIT
 trap 'exit 143' TERM  # so the table's last line says FAILED when CI stops the run

@@ -62,3 +62,15 @@ def pytest_runtest_teardown(item, nextitem):
         path = outcomes.get("tmp_path")
         if path is not None and outcomes.get("setup") and outcomes.get("call"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the failed tests, named at the end of make test (tests/lib/failures.py) -----------------------
+def pytest_runtest_logreport(report):
+    """A failure is recorded by the controlling process only (xdist's workers report to it)."""
+    if not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    from tests.lib.failures import record_failure
+
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    lines = str(getattr(crash, "message", None) or report.longrepr or "").strip().splitlines()
+    record_failure(f"{report.nodeid} ({report.when}): {lines[0] if lines else ''}")

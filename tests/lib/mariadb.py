@@ -14,6 +14,7 @@ import time
 import pymysql
 
 from . import canary
+from .failures import record_failure
 from .ports import free_port
 
 ROOT_PASSWORD = canary.MARIADB_ROOT
@@ -108,7 +109,20 @@ class MariaDB:
         self.sql("GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
         return self
 
+    def crash_report(self):
+        """The error log's lines on a crash of the server ("got signal" and the query), or ''."""
+        lines = self.tail_log(400).splitlines()
+        for i, line in enumerate(lines):
+            if "got signal" in line:
+                query = [x for x in lines[i:] if x.startswith("Query")]
+                return " ".join([line.strip()] + query[:1])
+        return ""
+
     def stop(self):
+        if self.proc and self.proc.poll() is not None and self.proc.returncode != 0:
+            # died on its own: named at the end of make test, beside the test that saw it
+            record_failure(f"mariadbd in {self.base} died (exit {self.proc.returncode}): "
+                           f"{self.crash_report() or self.tail_log(3)}")
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -144,6 +158,21 @@ class MariaDB:
                 return cur.fetchall()
         finally:
             conn.close()
+
+    def sessions(self):
+        """The server's other sessions, as SHOW FULL PROCESSLIST lists them: dicts keyed ID, USER, HOST,
+        DB, COMMAND, TIME, STATE, INFO. Not information_schema.PROCESSLIST: a lab server died once
+        freeing the temporary table a read of it makes (mysql_connection.processlist)."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW FULL PROCESSLIST")
+                cols = [str(c[0]).upper() for c in cur.description]
+                rows = [dict(zip(cols, row)) for row in cur.fetchall()]
+            own = conn.thread_id()
+        finally:
+            conn.close()
+        return [row for row in rows if row["ID"] != own]
 
     @property
     def tcp(self):
