@@ -239,6 +239,35 @@ def query(conn, sql, args=None):
         return list(cur.fetchall() or [])
 
 
+def processlist(conn, info_chars=300):
+    """The server's sessions other than this one, as SHOW FULL PROCESSLIST lists them: dicts keyed ID,
+    USER, HOST, DB, COMMAND, TIME, STATE, INFO (the statement cut to info_chars).
+
+    SHOW FULL PROCESSLIST is read from the server's thread list as it is sent. A SELECT from
+    information_schema.PROCESSLIST is first materialised in an internal temporary table, and a
+    MariaDB 10.11.19 server of this project's test lab died on one (signal 11 in
+    ha_maria::drop_table, freeing that table): the watchers here poll the list every half second.
+    """
+    own = query(conn, "SELECT CONNECTION_ID() AS id")
+    own_id = (own[0]["id"] if isinstance(own[0], dict) else own[0][0]) if own else None
+    with conn.cursor() as cur:
+        cur.execute("SHOW FULL PROCESSLIST")
+        rows = list(cur.fetchall() or [])
+        cols = [str(c[0]).upper() for c in cur.description] if cur.description else []
+    sessions = []
+    for row in rows:
+        values = row.values() if isinstance(row, dict) else row
+        session = dict(zip(cols, values))
+        if session.get("ID") == own_id:
+            continue
+        if isinstance(session.get("INFO"), bytes):
+            session["INFO"] = session["INFO"].decode("utf-8", "replace")
+        if session.get("INFO") is not None:
+            session["INFO"] = str(session["INFO"])[:info_chars]
+        sessions.append(session)
+    return sessions
+
+
 def variables(conn, names):
     """SHOW GLOBAL VARIABLES for the given names: {name: value}; names the server lacks are absent."""
     rows = query(

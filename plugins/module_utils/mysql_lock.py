@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 
+from ansible.module_utils.mysql_connection import processlist
 from ansible.module_utils.mysql_dialect import Dialect
 
 # Commands that are not statements a lock would queue behind.
@@ -128,14 +129,12 @@ def _rows(conn, sql, args=None):
 
 def long_running_queries(conn, min_seconds):
     """Statements other than ours running for at least min_seconds: [{id, user, time, info}]."""
-    rows = _rows(
-        conn,
-        "SELECT ID AS id, USER AS user, COMMAND AS command, TIME AS time, "
-        "LEFT(INFO, 200) AS info FROM information_schema.PROCESSLIST "
-        "WHERE ID <> CONNECTION_ID() AND TIME >= %s",
-        (int(min_seconds),),
-    )
-    return [r for r in rows if r.get("command") not in _IDLE_COMMANDS and r.get("user") != "system user"]
+    return [
+        {key.lower(): r.get(key) for key in ("ID", "USER", "COMMAND", "TIME", "INFO")}
+        for r in processlist(conn, info_chars=200)
+        if int(r.get("TIME") or 0) >= int(min_seconds)
+        and r.get("COMMAND") not in _IDLE_COMMANDS and r.get("USER") != "system user"
+    ]
 
 
 def wait_for_quiet(conn, min_seconds, wait_seconds, clock=time.monotonic, sleep=time.sleep, poll=1.0):

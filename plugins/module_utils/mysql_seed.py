@@ -30,6 +30,7 @@ from ansible.module_utils.mysql_connection import (
     client_defaults_file,
     connect,
     login_params,
+    processlist,
     query,
 )
 from ansible.module_utils.mysql_dialect import Dialect, DialectError, parse_client_version
@@ -103,7 +104,7 @@ def validate_databases(databases):
 
 
 def long_running_queries(processlist, max_seconds, own_id=None):
-    """Client queries running for max_seconds or more (rows of information_schema.PROCESSLIST)."""
+    """Client queries running for max_seconds or more (rows of mysql_connection.processlist)."""
     found = []
     for row in processlist:
         command = str(row.get("COMMAND") or "").lower()
@@ -328,14 +329,8 @@ class LockWatchdog(threading.Thread):
             self.error = str(exc)
             return
         try:
-            own = query(conn, "SELECT CONNECTION_ID() AS id")[0]["id"]
             while not self.stop_event.wait(self.poll):
-                rows = query(
-                    conn,
-                    "SELECT ID, USER, HOST, COMMAND, TIME, STATE, INFO "
-                    "FROM information_schema.PROCESSLIST WHERE ID <> %s",
-                    (own,),
-                )
+                rows = processlist(conn)
                 for row in rows:
                     if row["ID"] in self.known_ids or (self.user and row.get("USER") != self.user):
                         continue
@@ -461,13 +456,8 @@ def inspect_source(conn, databases, ignore_tables, max_query_seconds):
         if (r["TABLE_SCHEMA"], r["TABLE_NAME"]) not in ignored
         and str(r.get("ENGINE") or "").lower() not in TRANSACTIONAL_ENGINES
     )
-    own_id = query(conn, "SELECT CONNECTION_ID() AS id")[0]["id"]
-    processlist = query(
-        conn,
-        "SELECT ID, USER, HOST, DB, COMMAND, TIME, STATE, LEFT(INFO, 300) AS INFO "
-        "FROM information_schema.PROCESSLIST",
-    )
-    long_queries = long_running_queries(processlist, max_query_seconds, own_id)
+    sessions = processlist(conn)
+    long_queries = long_running_queries(sessions, max_query_seconds)
     if long_queries:
         raise SeedError(
             f"refusing to seed: the source runs queries older than max_query_seconds={max_query_seconds}s, "
@@ -481,7 +471,7 @@ def inspect_source(conn, databases, ignore_tables, max_query_seconds):
         version=version,
         dialect=dialect,
         non_transactional_tables=non_transactional,
-        session_ids=[r["ID"] for r in processlist],
+        session_ids=[r["ID"] for r in sessions],
         table_count=len(tables),
         estimated_bytes=estimate_dump_bytes(tables, ignore_tables),
     )

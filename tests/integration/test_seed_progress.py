@@ -328,8 +328,8 @@ def test_seed_cancelled_mid_way_stops_dump_and_client_and_the_replica_is_not_sta
     # the import's session, freed from the lock, ends (its client is gone) instead of importing on
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        sessions = dst.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
-                           "AND COMMAND <> 'Daemon' AND USER <> 'system user'")
+        sessions = [r["ID"] for r in dst.sessions()
+                    if r["COMMAND"] != "Daemon" and r["USER"] != "system user"]
         if not sessions:
             break
         time.sleep(0.2)

@@ -87,22 +87,37 @@ def test_binlog_off_gives_no_coordinates_but_no_error():
     assert coords == {"binlog_file": None, "binlog_position": None, "gtid": ""}
 
 
-PROCESSLIST = "SELECT ID AS id, USER AS user, COMMAND AS command, TIME AS time, LEFT(INFO, 200) AS info FROM information_schema.PROCESSLIST"  # noqa: E501
+def _sessions(rows):
+    """The answers of mysql_connection.processlist's two statements, with our own session (id 99)."""
+    own = {"Id": 99, "User": "backup", "Command": "Query", "Time": 0, "Info": "SHOW FULL PROCESSLIST"}
+    return {"SELECT CONNECTION_ID() AS id": [{"id": 99}], "SHOW FULL PROCESSLIST": rows + [own]}
 
 
 def test_idle_and_system_threads_do_not_block_the_lock():
     rows = [
-        {"id": 5, "user": "app", "command": "Sleep", "time": 900, "info": None},
-        {"id": 6, "user": "repl", "command": "Binlog Dump GTID", "time": 9000, "info": None},
-        {"id": 7, "user": "system user", "command": "Query", "time": 50, "info": None},
-        {"id": 8, "user": "report", "command": "Query", "time": 45, "info": "SELECT SUM(x) FROM big"},
+        {"Id": 5, "User": "app", "Command": "Sleep", "Time": 900, "Info": None},
+        {"Id": 6, "User": "repl", "Command": "Binlog Dump GTID", "Time": 9000, "Info": None},
+        {"Id": 7, "User": "system user", "Command": "Query", "Time": 50, "Info": None},
+        {"Id": 8, "User": "report", "Command": "Query", "Time": 45, "Info": "SELECT SUM(x) FROM big"},
+        {"Id": 9, "User": "report", "Command": "Query", "Time": 3, "Info": "SELECT 1"},
     ]
-    busy = long_running_queries(FakeConn({PROCESSLIST: rows}), 30)
+    conn = FakeConn(_sessions(rows))
+    busy = long_running_queries(conn, 30)
     assert [q["id"] for q in busy] == [8]
+    assert busy[0]["info"] == "SELECT SUM(x) FROM big"
+    # the thread list as sent, never information_schema.PROCESSLIST (a temporary table per read)
+    assert "SHOW FULL PROCESSLIST" in conn.statements
+    assert not any("information_schema" in sql for sql in conn.statements)
+
+
+def test_our_own_long_statement_is_not_a_blocker():
+    own = {"Id": 99, "User": "backup", "Command": "Query", "Time": 600, "Info": "SHOW FULL PROCESSLIST"}
+    conn = FakeConn({"SELECT CONNECTION_ID() AS id": [{"id": 99}], "SHOW FULL PROCESSLIST": [own]})
+    assert long_running_queries(conn, 30) == []
 
 
 def test_wait_for_quiet_is_bounded():
-    rows = [{"id": 8, "user": "report", "command": "Query", "time": 45, "info": "SELECT SUM(x) FROM big"}]
+    rows = [{"Id": 8, "User": "report", "Command": "Query", "Time": 45, "Info": "SELECT SUM(x) FROM big"}]
     now = [0.0]
 
     def clock():
@@ -112,5 +127,5 @@ def test_wait_for_quiet_is_bounded():
         now[0] += s
 
     with pytest.raises(MysqlLockError, match=r"after waiting 5s.*id 8 \(report, 45s\): SELECT SUM"):
-        wait_for_quiet(FakeConn({PROCESSLIST: rows}), 30, 5, clock=clock, sleep=sleep)
+        wait_for_quiet(FakeConn(_sessions(rows)), 30, 5, clock=clock, sleep=sleep)
     assert now[0] == 5.0
