@@ -119,10 +119,11 @@ class MariaDB:
         return ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is not None and self.proc.returncode != 0:
-            # died on its own: named at the end of make test, beside the test that saw it
-            record_failure(f"mariadbd in {self.base} died (exit {self.proc.returncode}): "
-                           f"{self.crash_report() or self.tail_log(3)}")
+        if self.proc and self.proc.poll() is not None:
+            # a crash (not a test's own kill -9): named at the end of make test, beside the test
+            crash = self.crash_report()
+            if crash:
+                record_failure(f"mariadbd in {self.base} crashed (exit {self.proc.returncode}): {crash}")
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
