@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -101,8 +102,25 @@ def scratch_left(site):
 
 
 def test_drill_proves_the_newest_good_backups_and_publishes_rpo_rto_and_metrics(site):
-    rc, runs, out = run_drill(site)
+    # what the operator keeps beside the drills' scratch directories stays as it was: the parent's
+    # mode, a file of theirs, a directory named like an earlier drill's
+    scratch = site["base"] / "scratch"
+    (scratch / "keep.txt").write_text("the operator's\n")
+    (scratch / "btw-localhost-20261203T000000Z").mkdir()
+    (scratch / "btw-localhost-20261203T000000Z" / "a").write_text("kept\n")
+    os.chmod(scratch, 0o750)
+    try:
+        rc, runs, out = run_drill(site)
+        assert sorted(os.listdir(scratch)) == ["btw-localhost-20261203T000000Z", "keep.txt"]
+        assert (scratch / "btw-localhost-20261203T000000Z" / "a").read_text() == "kept\n"
+        assert oct(os.stat(scratch).st_mode & 0o7777) == oct(0o750)
+    finally:
+        os.unlink(scratch / "keep.txt")
+        shutil.rmtree(scratch / "btw-localhost-20261203T000000Z")
+        os.chmod(scratch, 0o755)
     assert rc == 0, out[-3000:]
+    # a new directory of its own (mkdtemp), removed at the end
+    assert re.search(r"/scratch/btw-localhost-\d{8}T\d{6}Z-\w+", out), out[-3000:]
     assert len(runs) == 1, runs  # one record per host
     run = runs[0]
     assert (run["strategy"], run["mode"], run["host"]) == ("restore_drill", "btw", "localhost")
