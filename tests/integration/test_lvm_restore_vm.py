@@ -117,9 +117,15 @@ def test_the_restore_drill_proves_the_lvm_backup_and_publishes_rpo_rto(mp):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
                ANSIBLE_SHOW_CUSTOM_STATS="1", ANSIBLE_HOST_KEY_CHECKING="False")
     playbook = os.path.join(TOP, "playbooks", "run_backup.yml")
+    # the parent of the scratch directories is there already, with its own mode and an operator's file
+    ssh("mkdir -p /var/tmp/restore-drill && chmod 0755 /var/tmp/restore-drill"
+        " && echo kept > /var/tmp/restore-drill/keep.txt")
     proc = subprocess.run(["ansible-playbook", "-i", mp["inventory"], playbook, "-e", f"@{settings}"],
                           cwd=TOP, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    # left as they were (the drill made its own new directory inside, and removed it)
+    assert ssh("stat -c %a /var/tmp/restore-drill && cat /var/tmp/restore-drill/keep.txt") == "755\nkept"
+    ssh("rm /var/tmp/restore-drill/keep.txt")
     out = json.loads(proc.stdout[proc.stdout.index("{"):])
     runs = out.get("global_custom_stats", {}).get("backup_runs") or out["custom_stats"]["_run"]["backup_runs"]
     assert len(runs) == 1, runs
