@@ -113,13 +113,16 @@ def toolkit_mounts(mount_root, snapshots, mountinfo=None, device_number=_device_
     return list(reversed(ours)), others
 
 
-def unmount(runner, mountpoints, retries=3, delay=2.0, sleep=time.sleep):
-    """umount each (with retries), then remove its now empty directory. Returns the errors."""
+def unmount(runner, mountpoints, retries=3, delay=2.0, sleep=time.sleep, is_mounted=os.path.ismount):
+    """umount each (with retries), then remove its now empty directory. Returns the errors.
+
+    A mount point that is no longer mounted when its umount fails counts as unmounted: the run that
+    made it (killed, its own clean-up still running) may have unmounted it meanwhile."""
     errors = []
     for mountpoint in mountpoints:
         for attempt in range(retries + 1):
             rc, out, err = runner(["umount", mountpoint])
-            if rc == 0:
+            if rc == 0 or not is_mounted(mountpoint):
                 break
             if attempt < retries:
                 sleep(delay)

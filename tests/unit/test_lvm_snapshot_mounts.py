@@ -112,10 +112,26 @@ def test_unmount_retries_then_reports_and_keeps_a_directory_that_is_not_empty(tm
         return (0, "", "") if args[1].endswith("/a") else (32, "", "target is busy")
 
     errors = M.unmount(runner, [str(tmp_path / "a"), str(tmp_path / "b")], retries=2, delay=0,
-                       sleep=lambda _s: None)
+                       sleep=lambda _s: None, is_mounted=lambda path: True)
     assert errors == [f"umount {tmp_path / 'b'}: target is busy"]
     assert len(calls) == 1 + 3
     assert not (tmp_path / "a").exists() and (tmp_path / "b" / "kept").exists()
+
+
+def test_a_mount_unmounted_meanwhile_by_the_run_that_made_it_is_not_an_error(tmp_path):
+    """Seen in the VM: a killed run's own clean-up unmounted the snapshot while the next run's step 0
+    cleaned up, whose umount then said "no mount point specified"."""
+    (tmp_path / "a").mkdir()
+    calls = []
+
+    def runner(args):
+        calls.append(args)
+        return 32, "", f"umount: {args[1]}: no mount point specified."
+
+    errors = M.unmount(runner, [str(tmp_path / "a")], retries=2, delay=0, sleep=lambda _s: None,
+                       is_mounted=lambda path: False)
+    assert errors == [] and len(calls) == 1
+    assert not (tmp_path / "a").exists()  # its empty directory removed as after a umount
 
 
 def test_the_copy_refuses_a_system_mount_root_before_anything():
