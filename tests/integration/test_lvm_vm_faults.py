@@ -187,10 +187,20 @@ def slow_copy():
     ssh("rm -f /srv/app/big.bin /srv/mysql/filler.bin")
 
 
+def kill_copy(proc, timeout=600):
+    """kill -9 an rsync of the copy. The one found may end before the kill (the small volume's copy
+    is quick: run K of 2026-12-03 failed on "No such process"); then the next one running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid = wait_for_copy(proc, timeout=max(1, deadline - time.time()))
+        if ssh_result(f"kill -9 {pid}").returncode == 0:
+            return pid
+    raise AssertionError("no copy ran long enough to be killed")
+
+
 def test_copy_killed_half_way(lab, slow_copy):
     proc = run_backup(lab, background=True)
-    pid = wait_for_copy(proc)
-    ssh(f"kill -9 {pid}")
+    kill_copy(proc)
     out = proc.communicate(timeout=1200)[0]
     assert proc.returncode != 0 and "stopped with exit code" in out, out[-3000:]
     assert "backup NOT published" in out
