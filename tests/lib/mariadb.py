@@ -161,19 +161,15 @@ class MariaDB:
             conn.close()
 
     def sessions(self):
-        """The server's other sessions, as SHOW FULL PROCESSLIST lists them: dicts keyed ID, USER, HOST,
-        DB, COMMAND, TIME, STATE, INFO. Not information_schema.PROCESSLIST: a lab server died once
-        freeing the temporary table a read of it makes (mysql_connection.processlist)."""
+        """The server's other sessions: the product's own reader, mysql_connection.processlist
+        (SHOW FULL PROCESSLIST, dicts keyed ID, USER, HOST, DB, COMMAND, TIME, STATE, INFO)."""
+        from ansible.module_utils.mysql_connection import processlist
+
         conn = self.connect()
         try:
-            with conn.cursor() as cur:
-                cur.execute("SHOW FULL PROCESSLIST")
-                cols = [str(c[0]).upper() for c in cur.description]
-                rows = [dict(zip(cols, row)) for row in cur.fetchall()]
-            own = conn.thread_id()
+            return processlist(conn)
         finally:
             conn.close()
-        return [row for row in rows if row["ID"] != own]
 
     @property
     def tcp(self):
