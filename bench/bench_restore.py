@@ -3,7 +3,8 @@
 against a plain `cp -a` of the same directory plus starting mariadbd on it.
 
 A throwaway MariaDB server writes --size-mb MB of InnoDB rows and is shut down cleanly; its datadir
-stands for the backup. Then, alternating, with the backup in the page cache for both:
+stands for the backup. Then, alternating, with the backup in the page cache for both (or, with
+--cold, the page cache dropped before each path, as a restore reads a backup from disk):
   plain:   cp -a <backup> <dir>; mariadbd on the copy until it answers; shutdown.
   toolkit: lvm_restore.scratch_restore() on the datadir laid out as an LVM snapshot backup (what
            lvm_snapshot_restore.yml with a scratch directory and the LVM restore drill run): the
@@ -13,7 +14,7 @@ Both servers get the same server options (mysql_datadir_verify.server_command). 
 and the ratio (target <= 1.3), the toolkit's breakdown, and a scratch copy plus a server started
 and stopped on it without any verification (ScratchInstance.start, as the PITR restore does).
 
-    python bench/bench_restore.py [--size-mb 200] [--rounds 1]
+    python bench/bench_restore.py [--size-mb 200] [--rounds 1] [--cold]
     BENCH_RESTORE_SIZE_MB=1000 python bench/bench_restore.py     # the issue's 1 GB
 
 Nothing is asserted on time; the row counts the verification reads are checked.
@@ -82,6 +83,13 @@ def warm(path):
             with open(os.path.join(root, name), "rb") as f:
                 while f.read(1 << 20):
                     pass
+
+
+def drop_caches():
+    """Write back and drop the page cache (root only), so the next path reads the backup from disk."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
 
 
 def plain(backup, workdir):
@@ -163,6 +171,8 @@ def main():
         help="InnoDB rows generated (default 200, or $BENCH_RESTORE_SIZE_MB; the issue's figure is 1000)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of both paths (default 1)")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before each path (root; default: both read a warm cache)")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="bench-restore-")
     live = None
@@ -181,14 +191,15 @@ def main():
         os.chmod(base, 0o711)  # the scratch server runs as the mysql user
         dest = os.path.join(base, "backups")
         lvm_layout(backup, dest)
-        warm(backup)
-        warm(dest)
+        settle = drop_caches if args.cold else (lambda: (warm(backup), warm(dest)))
         plain_times, toolkit_times, start_times = [], [], []
         for r in range(args.rounds):
+            settle()
             elapsed, ready = plain(backup, os.path.join(base, f"plain-{r}"))
             shutil.rmtree(os.path.join(base, f"plain-{r}"))
             plain_times.append(elapsed)
             print(f"round {r + 1}: plain cp -a + mariadbd: {elapsed:6.2f} s (answering after {ready:.2f} s)")
+            settle()
             elapsed, result = toolkit(dest, os.path.join(base, f"scratch-{r}"))
             toolkit_times.append(elapsed)
             if result["row_counts"] != expected:
@@ -200,13 +211,15 @@ def main():
                 f"{result['tables_checked']} tables and every table's rows {result['verify_seconds']:.2f} s, "
                 f"the rest (checks before, removal) {rest:.2f} s)"
             )
+            settle()
             start_only = toolkit_start_only(backup, os.path.join(base, f"start-{r}"))
             start_times.append(start_only)
             print(f"round {r + 1}: scratch copy + server start/stop, no CHECK TABLE: {start_only:6.2f} s")
         p, t = min(plain_times), min(toolkit_times)
         print(f"plain cp -a + start mariadbd : {p:7.2f} s  {size / p:7.1f} MB/s")
         print(f"scratch restore + verify     : {t:7.2f} s  {size / t:7.1f} MB/s")
-        print(f"ratio (toolkit / plain time): {t / p:.2f}  (target <= 1.3)")
+        print(f"ratio (toolkit / plain time): {t / p:.2f}  (target <= 1.3; page cache "
+              f"{'dropped before each path' if args.cold else 'warm'})")
         print(f"ratio without the verification (scratch copy + start / plain): {min(start_times) / p:.2f}")
     finally:
         if live is not None:

@@ -195,9 +195,10 @@ def copy_datadir(source, target, uid, gid):
     """Copy the backup's datadir into target (a new directory), owned by uid:gid, modes kept."""
     kind, path, subdir = source
     if kind == "tree":
-        cmd = ["rsync", "-a", "-H", "--numeric-ids", path.rstrip("/") + "/", target.rstrip("/") + "/"]
+        # cp -a: owners by number, modes, times, hard links; copy_file_range does the copy in the
+        # kernel (a quarter of rsync's time for a 275 MB datadir in the page cache, measured)
         os.makedirs(target, mode=0o700)
-        _run(cmd, "copying the backup")
+        _run(["cp", "-a", "--", path.rstrip("/") + "/.", target], "copying the backup")
     else:
         unpack = target + ".unpack"
         os.makedirs(unpack, mode=0o700)
@@ -218,7 +219,7 @@ def copy_datadir(source, target, uid, gid):
 
 def copy_checked(backup, label, source, target, uid, gid):
     """copy_datadir while the volume's files are checked against the manifest (a thread hashing
-    beside the rsync/tar process: the two read the same files, on two cores). A backup that fails
+    beside the cp/tar process: the two read the same files, on two cores). A backup that fails
     its manifest raises RestoreError once the copy ends; the caller removes the copy, which nothing
     has used yet. Returns the number of files checked."""
     import threading

@@ -191,7 +191,7 @@ def _start(command, sock, rundir, connect, t0, start_timeout, exit_ok=False):
                     raise VerifyError(
                         f"the server on the copy did not answer in {start_timeout}s: {_tail(rundir)}"
                     ) from exc
-                time.sleep(0.5)
+                time.sleep(0.1)
     except BaseException:
         _stop(proc, asked=False)
         raise
