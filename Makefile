@@ -96,9 +96,14 @@ molecule-vm:
 # instances: a scenario's own destroy runs, with its own bound) and fails, instead of holding make test
 # until CI's limit (seen once: a lab VM paused on a full disk).
 MOLECULE_TIMEOUT ?= 1200
+# Each scenario's output is kept in a log while it runs and checked for the secret canary
+# (tests/lib/canary.py: any CANARY-<name>, the lab inventory's passwords): a scenario whose output
+# holds one fails, its log kept for a look.
 molecule-run:
-	$(ENV) for s in $(SCENARIOS); do echo ">> molecule test -s $$s"; \
-	  timeout -s INT -k 60 $(MOLECULE_TIMEOUT) molecule test -s "$$s" </dev/null && continue; rc=$$?; \
+	$(ENV) for s in $(SCENARIOS); do echo ">> molecule test -s $$s"; log=$$(mktemp /tmp/bt-molecule-$$s.XXXXXX); rc=0; \
+	  timeout -s INT -k 60 $(MOLECULE_TIMEOUT) molecule test -s "$$s" </dev/null 2>&1 | tee "$$log" || rc=$$?; \
+	  python -m tests.lib.canary "$$log" || { echo "molecule: scenario $$s printed a secret; its output: $$log" >&2; exit 1; }; \
+	  rm -f "$$log"; [ "$$rc" != 0 ] || continue; \
 	  if [ "$$rc" = 124 ] || [ "$$rc" = 137 ]; then echo "molecule: scenario $$s ran past $(MOLECULE_TIMEOUT) s; destroying it" >&2; \
 	    timeout -k 10 300 molecule destroy -s "$$s" </dev/null >/dev/null 2>&1 || true; fi; exit "$$rc"; done
 

@@ -59,6 +59,10 @@ def values():
     return frozenset(_VALUES)
 
 
+# Any canary-shaped text, registered here or not (the molecule scenarios name theirs in YAML).
+ANY_CANARY = re.compile(re.escape(PREFIX).encode() + rb"[A-Za-z0-9_.';-]+")
+
+
 # The toolkit's output files: a canary in one of them is a leak whatever the file's mode.
 OUTPUT_NAME = re.compile(r"(\.prom$|report|progress|backup_runs|\.state\.json$)", re.IGNORECASE)
 # A file larger than this is read up to this size only (a MariaDB datadir's ibdata, a test's big
@@ -71,14 +75,23 @@ def _pattern():
     return re.compile(b"|".join(re.escape(v.encode()) for v in sorted(_VALUES, key=len, reverse=True)))
 
 
-def _scan(path, pattern, reason, findings):
+def _scan(path, pattern, reason, findings, limit=READ_LIMIT):
     try:
         with open(path, "rb") as handle:
-            data = handle.read(READ_LIMIT)
+            data = handle.read(limit)
     except OSError:
         return
     for match in {m.group(0) for m in pattern.finditer(data)}:
         findings.append(f"{path}: {reason} holds the canary {match.decode(errors='replace')!r}")
+
+
+def scan_output(path):
+    """The canaries in a run's output file (a molecule scenario's log): any ``CANARY-<name>`` and
+    every registered value. A list of sentences, empty when none."""
+    findings = []
+    pattern = re.compile(b"|".join([ANY_CANARY.pattern] + [re.escape(v.encode()) for v in sorted(_VALUES)]))
+    _scan(path, pattern, "the output", findings, limit=-1)
+    return findings
 
 
 def find_leaks(roots=(), logs=()):
@@ -135,3 +148,12 @@ VAULT = canary("vault-pw")
 # The example lab inventory's passwords (inventories/lab/group_vars/all.yml), which the Seafile lab
 # tests use as they are.
 LAB_INVENTORY = register("lab-repl-password", "lab-admin-password")
+
+
+if __name__ == "__main__":  # python -m tests.lib.canary LOG...: the molecule scenarios' output check
+    import sys
+
+    leaks = [line for log in sys.argv[1:] for line in scan_output(log)]
+    for line in leaks:
+        print(f"secret canary: {line}", file=sys.stderr)
+    sys.exit(1 if leaks else 0)

@@ -46,3 +46,20 @@ def test_a_private_secret_file_and_files_without_a_canary_pass(tmp_path):
 def test_a_registered_value_is_found_as_registered():
     token = canary.register("0123456789abcdef0123456789abcdef01234567")
     assert token in canary.values() and SECRET in canary.values()
+
+
+def test_a_molecule_log_is_checked_for_any_canary_and_the_registered_values(tmp_path):
+    import subprocess
+    import sys
+
+    log = write(tmp_path / "molecule.log", "TASK [x]\nok: [lab-btw-host]\n" + "x" * (9 << 20) + "\n", 0o600)
+    assert canary.scan_output(log) == []
+    with open(log, "a") as f:  # past the 8 MiB a tree's file is read up to: a log is read whole
+        f.write("msg: CANARY-molecule-unregistered-pw and lab-repl-password\n")
+    leaks = canary.scan_output(log)
+    assert sorted(leak.rsplit(" ", 1)[1] for leak in leaks) == ["'CANARY-molecule-unregistered-pw'",
+                                                                "'lab-repl-password'"]
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run = subprocess.run([sys.executable, "-m", "tests.lib.canary", str(log)], cwd=top,
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "CANARY-molecule-unregistered-pw" in run.stderr
