@@ -15,7 +15,8 @@ LevelDB (a generated store of --size-mb, default 1024 MB, values of --value-size
 Binary store (--binaries files of 4-12 KB, default 20000):
   baseline  `cp -r`, `sync -f` on the destination, then `sha1sum` of every copied file
   ours      fcrepo_binaries core (copy + SHA-1 fixity in one pass, durable, renamed into place)
-Caches stay warm (shared machine: no cache dropping); each figure is the best of --repeat runs.
+Caches stay warm (shared machine: no cache dropping); each figure is the best of --repeat runs;
+everything written before a timed part (generated data, the other side's copy) is synced first.
 At 215 MB the baselines took 0.3 s, too short to measure well: the defaults are 1 GB and 20,000
 binaries (issue 14).
 Usage: bench/bench_fcrepo.py [--size-mb 1024] [--binaries 20000] [--repeat 3] [--workdir DIR]
@@ -84,9 +85,11 @@ def paired(repeat, baseline, prepare, ours):
     second) and keep the best time of each."""
     base_times, our_times = [], []
     for _ in range(repeat):
+        os.sync()  # each side pays only for writing its own copy to disk
         seconds, base_result = timed(baseline)
         base_times.append(seconds)
         prepare()
+        os.sync()
         seconds, our_result = timed(ours)
         our_times.append(seconds)
     return min(base_times), base_result, min(our_times), our_result
@@ -146,10 +149,12 @@ def main(argv=None):
         five = max(1, args.size_mb * 5 // 100)
         print(f"adding 5% new objects ({five} MB, new keys after the existing ones) ...", flush=True)
         generate_leveldb(src, five, args.value_size, start=10**7, append=True)
+        os.sync()  # the generator's writes are on disk: the backup's fsyncs pay only for its own data
         app_s, app = timed(lambda: lb.backup(src, dest, name="inc-append", verify="changed"))
         assert lb.verify_backup(app["path"])["ok"]
         print(f"adding 5% new data at random keys ({five} MB) ...", flush=True)
         generate_leveldb(src, five, args.value_size, start=2 * 10**7)
+        os.sync()
         inc_s, inc = timed(lambda: lb.backup(src, dest, name="inc-random", verify="changed"))
         check = lb.verify_backup(inc["path"])
         assert check["ok"], check
@@ -157,6 +162,7 @@ def main(argv=None):
         bin_src = os.path.join(work, "binaries")
         print(f"generating {args.binaries} binaries ...", flush=True)
         bin_bytes = generate_binaries(bin_src, args.binaries)
+        os.sync()
         bin_plain = os.path.join(work, "binaries-plain")
         bin_dest = os.path.join(work, "binaries-backup")
 
@@ -168,6 +174,7 @@ def main(argv=None):
                                              fresh_binaries, lambda: fb.backup(bin_src, bin_dest))
         assert bours["copied"] == args.binaries and not bours["mismatches"]
         generate_binaries(bin_src, args.binaries // 20, seed=12)
+        os.sync()
         binc_s, binc = timed(lambda: fb.backup(bin_src, bin_dest))
 
         print()
