@@ -17,12 +17,13 @@ description:
     blocking every writer).
   - Takes the lock with O(lock_wait_timeout), reads the binlog coordinates and GTID position at the
     lock, creates every snapshot, and releases the lock in a C(finally). If one lvcreate fails the
-    snapshots already created (and the one it was creating) are removed.
+    snapshots already created (and the one it was creating) are removed, after the application
+    services were started again (each C(lvremove) bounded to 60 s; a hung LVM makes it wait too).
   - A watchdog bounds the lock to O(lock_max_seconds) - a hung C(lvcreate) would otherwise block
     every production write for as long as it hangs. Past the bound it ends the lock's session from
     a second session (C(KILL CONNECTION); the server releases the lock with it), interrupts the
-    C(lvcreate) (SIGINT, then SIGTERM, then SIGKILL), removes the snapshots of this run, half-made
-    ones included, and the module fails saying so.
+    C(lvcreate) (SIGINT, then SIGTERM, then SIGKILL), starts the application again, removes the
+    snapshots of this run, half-made ones included, and the module fails saying so.
   - With O(lock_mysql=false) only the snapshots are taken (application data without a database).
   - In check mode only the plan is returned (and the MySQL server is reached once when
     O(lock_mysql=true), so an unreachable server is reported before the application is stopped).
@@ -91,7 +92,9 @@ options:
   lock_max_seconds:
     description:
       - Longest time the read lock may be held while the snapshots are created; past it the
-        watchdog releases the lock, stops C(lvcreate), removes the snapshots and the run fails.
+        watchdog releases the lock, stops C(lvcreate), and the run fails. On any failure the
+        application services are started again first, then the snapshots the run made (half-made
+        ones too) are removed, each C(lvremove) bounded to 60 s (a hung LVM makes it wait too).
       - 0 disables the watchdog (not recommended).
     type: float
     default: 60
@@ -177,6 +180,9 @@ from ansible.module_utils.mysql_connection import (
 from ansible.module_utils.mysql_lock import MysqlLockError, lock_and_snapshot, no_lock_snapshot
 from ansible.module_utils.stoppable_runner import StoppableRunner
 
+# each lvremove of a failed run's snapshots, made once the application runs again, is bounded (s)
+LVREMOVE_BOUND = 60
+
 
 def main():
     module = AnsibleModule(
@@ -251,9 +257,33 @@ def main():
     # lvcreate runs through a runner the lock's watchdog can interrupt (module.run_command cannot be)
     lvcreate_runner = StoppableRunner(env={"LVM_SUPPRESS_FD_WARNINGS": "1"})
 
+    # every snapshot this run made or may have half-made: on a failure they are removed only once the
+    # application services run again (a hung LVM makes lvremove wait too; bounded, see below)
+    made = []
+
     def snapshot():
-        created, _seconds = create_snapshots(lvcreate_runner, plans, stopped=lambda: lvcreate_runner.stopped)
+        created, _seconds = create_snapshots(lvcreate_runner, plans, stopped=lambda: lvcreate_runner.stopped,
+                                             cleanup=made.extend)
+        made.extend(created)
         return created
+
+    def remove_made():
+        """Remove what this run made, each lvremove bounded; a sentence for the failure message."""
+        if not made:
+            return ""
+
+        def bounded(args):
+            return runner(["timeout", "-s", "INT", "-k", "10", str(LVREMOVE_BOUND), *args])
+
+        problems = remove_snapshots(bounded, made)
+        names = ", ".join(f"{m['vg']}/{m['name']}" for m in made)
+        if problems:
+            return (f" The application services were started again first; removing the snapshots this "
+                    f"run made ({names}) failed (LVM busy or hung? each lvremove is bounded to "
+                    f"{LVREMOVE_BOUND} s): {'; '.join(problems)}. Remove them with the cleanup step "
+                    "(lvm_snapshot_cleanup) once LVM answers.")
+        return (f" The application services were started again, then the snapshots this run made "
+                f"were removed ({names}).")
 
     def lock_and_snap():
         if p["lock_mysql"]:
@@ -266,16 +296,16 @@ def main():
                 lock_wait_timeout=p["lock_wait_timeout"],
                 max_lock_seconds=p["lock_max_seconds"] or None,
                 on_lock_expired=lvcreate_runner.stop,
-                discard=lambda created: remove_snapshots(runner, created),
             )
         return no_lock_snapshot(snapshot)
 
     try:
         result, downtime = run_with_services_stopped(runner, p["app_services"], lock_and_snap)
     except (MysqlLockError, LvmError) as exc:
-        module.fail_json(msg=str(exc), snapshots=[])
+        module.fail_json(msg=str(exc) + remove_made(), snapshots=[])
     except Exception as exc:  # the lock is already released by the core's finally
-        module.fail_json(msg=f"unexpected error, lock released: {exc}", exception=traceback.format_exc())
+        module.fail_json(msg=f"unexpected error, lock released: {exc}" + remove_made(),
+                         exception=traceback.format_exc())
     result["app_downtime_seconds"] = round(downtime, 3)
     snapshots = result.pop("snapshot")
     module.exit_json(changed=True, snapshots=snapshots, **result)

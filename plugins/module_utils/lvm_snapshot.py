@@ -272,11 +272,13 @@ def lvcreate_args(plan):
     ]
 
 
-def create_snapshots(runner, plans, clock=time.monotonic, stopped=lambda: False):
+def create_snapshots(runner, plans, clock=time.monotonic, stopped=lambda: False, cleanup=None):
     """Create every planned snapshot; on a failure remove those already created and the one being
     created (an lvcreate interrupted half way can leave it), then raise. stopped(): True once the
-    caller wants no further lvcreate (the read-lock watchdog fired). A planned name never exists
-    before (plan_snapshots refuses it), so what is removed here was made by this run."""
+    caller wants no further lvcreate (the read-lock watchdog fired). cleanup(plans): called with those
+    instead of removing them here (the caller removes them later, e.g. once the application runs
+    again: an lvremove waits on the same LVM lock a hung lvcreate waited on). A planned name never
+    exists before (plan_snapshots refuses it), so what is removed was made by this run."""
     created = []
     t0 = clock()
     current = None
@@ -289,7 +291,11 @@ def create_snapshots(runner, plans, clock=time.monotonic, stopped=lambda: False)
             created.append(plan)
             current = None
     except LvmError:
-        remove_snapshots(runner, created + ([current] if current else []))
+        made = created + ([current] if current else [])
+        if cleanup is not None:
+            cleanup(made)
+        else:
+            remove_snapshots(runner, made)
         raise
     return created, clock() - t0
 

@@ -64,3 +64,22 @@ def test_an_interrupted_lvcreate_leaves_nothing_and_no_later_lvcreate_starts():
     else:
         raise AssertionError("no error")
     assert [c[0] for c in calls] == ["lvcreate", "lvremove"]
+
+
+def test_with_a_cleanup_the_half_made_snapshots_are_handed_over_not_removed_here():
+    """The module removes them itself once the application runs again: a hung LVM makes lvremove
+    wait on the same lock the hung lvcreate waited on (seen in the lab VM)."""
+    calls, handed = [], []
+
+    def runner(args):
+        calls.append(args)
+        return (-2, "", "Interrupted...") if args[-1] == "vgdata/app" else (0, "", "")
+
+    try:
+        L.create_snapshots(runner, PLANS, cleanup=handed.extend)
+    except L.LvmError as exc:
+        assert "creating snapshot vgdata/app-backup-snap failed" in str(exc)
+    else:
+        raise AssertionError("no error")
+    assert [p["name"] for p in handed] == ["mysql-backup-snap", "app-backup-snap"]
+    assert [c[0] for c in calls] == ["lvcreate", "lvcreate"]  # no lvremove here
