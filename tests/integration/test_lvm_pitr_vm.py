@@ -82,8 +82,10 @@ def gtid_seq(gtid):
 def run(lab, playbook, settings, callback=None):
     path = lab["base"] / f"{os.path.basename(playbook)}.json"
     path.write_text(json.dumps(settings))
+    # the report into the test's directory (by default the callback writes it beside the run's
+    # location, here the VM's /var/tmp/pitr-scratch, i.e. into the controller's /var/tmp)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_HOST_KEY_CHECKING="False")
+               ANSIBLE_HOST_KEY_CHECKING="False", BACKUP_REPORT_PATH=str(lab["base"]))
     if callback:
         env["ANSIBLE_STDOUT_CALLBACK"] = callback
     proc = subprocess.run(["ansible-playbook", "-i", str(lab["inventory"]), playbook, "-e", f"@{path}"],
