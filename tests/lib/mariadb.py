@@ -68,6 +68,8 @@ class MariaDB:
         self.socket = os.path.join(self.base, "mysqld.sock")
         self.pidfile = os.path.join(self.base, "mysqld.pid")
         self.errlog = os.path.join(self.base, "error.log")
+        self.tmpdir = os.path.join(self.base, "tmp")
+        self.log_start = 0
         self.port = None
         self.extra_args = list(extra_args)
         self.proc = None
@@ -90,8 +92,12 @@ class MariaDB:
             f"--server-id={self.server_id}", f"--log-bin={os.path.join(self.base, 'binlog', 'mysql-bin')}",
             "--binlog-format=ROW", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
             "--skip-name-resolve", "--max-connections=200",
+            # its own directory for internal temporary tables (Aria files), not the shared /tmp
+            f"--tmpdir={self.tmpdir}",
         ] + self.extra_args + list(extra_args or [])
         os.makedirs(os.path.join(self.base, "binlog"), exist_ok=True)
+        os.makedirs(self.tmpdir, exist_ok=True)
+        self.log_start = os.path.getsize(self.errlog) if os.path.exists(self.errlog) else 0
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + wait
         while time.time() < deadline:
@@ -118,12 +124,30 @@ class MariaDB:
                 return " ".join([line.strip()] + query[:1])
         return ""
 
+    def shutdown_report(self):
+        """The error log's shutdown lines since the last start that the test did not cause: a shutdown
+        by a signal ("initiated by: unknown") before stop() sent one. A lab server shut down that way
+        while its test ran was signalled by another process of the run (seen in CI: a source server
+        during the seed's dump); the line says when, for the post-mortem."""
+        try:
+            with open(self.errlog, errors="replace") as f:
+                f.seek(self.log_start)
+                lines = f.read().splitlines()
+        except OSError:
+            return ""
+        return " ".join(line.strip() for line in lines if "(initiated by: unknown): Normal shutdown" in line)
+
     def stop(self):
-        if self.proc and self.proc.poll() is not None:
-            # a crash (not a test's own kill -9): named at the end of make test, beside the test
-            crash = self.crash_report()
+        if self.proc:
+            # a crash (not a test's own kill -9), or a shutdown by a signal the test did not send:
+            # named at the end of make test, beside the test
+            crash = self.crash_report() if self.proc.poll() is not None else ""
             if crash:
                 record_failure(f"mariadbd in {self.base} crashed (exit {self.proc.returncode}): {crash}")
+            foreign = self.shutdown_report()
+            if foreign:
+                record_failure(f"mariadbd in {self.base} (pid {self.proc.pid}) was shut down by a signal its "
+                               f"test did not send: {foreign}")
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -56,3 +56,25 @@ def test_a_server_a_test_killed_is_not_a_crash(tmp_path, monkeypatch):
     server = _dead(tmp_path, "2026-12-03 12:00:02 0 [Note] ready for connections.\n", signal.SIGKILL)
     server.stop()
     assert not (tmp_path / "failures").exists()
+
+
+SHUTDOWN = "2026-12-03 17:36:33 0 [Note] /usr/sbin/mariadbd (initiated by: unknown): Normal shutdown\n"
+
+
+def test_a_server_shut_down_by_a_signal_its_test_did_not_send_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("BT_FAILURES", str(tmp_path / "failures"))
+    log = "2026-12-03 17:36:29 0 [Note] ready for connections.\n" + SHUTDOWN
+    server = _dead(tmp_path, log, signal.SIGTERM)
+    server.stop()
+    line = (tmp_path / "failures").read_text()
+    assert "was shut down by a signal its test did not send" in line and "17:36:33" in line
+
+
+def test_only_the_shutdowns_since_the_last_start_count(tmp_path, monkeypatch):
+    # a restart's own stop logs the same line: it is before the log position of the last start
+    monkeypatch.setenv("BT_FAILURES", str(tmp_path / "failures"))
+    log = SHUTDOWN + "2026-12-03 17:36:35 0 [Note] ready for connections.\n"
+    server = _dead(tmp_path, log, signal.SIGKILL)
+    server.log_start = len(SHUTDOWN)
+    server.stop()
+    assert not (tmp_path / "failures").exists()

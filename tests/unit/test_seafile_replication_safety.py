@@ -108,7 +108,7 @@ def _playbook():
     """The tasks of seafile_backup_server.yml's main play (the one after the Galera plays)."""
     with open(os.path.join(TOP, "playbooks", "seafile_backup_server.yml")) as f:
         plays = yaml.safe_load(f)
-    main = [p for p in plays if p["name"] == "Seafile backup server | MySQL replication from a consistent seed"]
+    main = [p for p in plays if p["name"].endswith("| MySQL replication from a consistent seed")]
     return list(_tasks(main[0]["tasks"]))
 
 
