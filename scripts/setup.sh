@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc make git
-  mariadb-server mariadb-client postgresql rdiff-backup prometheus
+  mariadb-server mariadb-client mariadb-backup postgresql rdiff-backup prometheus
   podman runc netavark aardvark-dns iptables catatonit slirp4netns fuse-overlayfs uidmap debootstrap
   qemu-system-x86 qemu-utils openssh-client e2fsprogs xfsprogs
   rsync zstd gzip tar procps iproute2 curl ca-certificates
