@@ -13,7 +13,7 @@ description:
     O(reserve_bytes), on the datadir's filesystem) or a query on the source runs longer than
     O(max_query_seconds). Then runs O(stream_command) on this host (its standard output must be the
     C(mariadb-backup --backup --stream=xbstream) of the source, e.g. over ssh), extracts it with
-    C(mbstream -x) into a new staging directory inside O(datadir) (same filesystem: the swap is
+    C(mbstream -x) into a new staging directory inside O(datadir) (same filesystem, so the swap is
     renames), prepares it (C(mariadb-backup --prepare)) and owns it like O(datadir). The binlog
     coordinates and GTID come from the backup's own record. A failure removes the staging directory;
     the replica is not touched.
