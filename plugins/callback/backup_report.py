@@ -15,8 +15,10 @@ description:
     strategy's variant where it has one (fcrepo's C(hot)/C(pause)/C(shutdown)/C(rest), a btw set's
     type); C(-) when a run has none.
   - The JSON goes to O(path) when set (extra variable C(backup_report_path) wins over the option);
-    otherwise into the directory holding the first run's C(location) when that is a directory on
-    the controller (runs on localhost); otherwise no JSON is written and the table says so.
+    otherwise into the directory holding the first C(location) of a run on the controller (its host
+    C(localhost), or reached with C(ansible_connection=local)) when that directory exists; a run on
+    another host never decides a directory on the controller. Otherwise no JSON is written and the
+    table says so.
   - When O(metrics_dir) is set (or the extra variable C(backup_metrics_dir)), the runs are also
     recorded as Prometheus textfile-collector metrics there (plugins/module_utils/backup_metrics.py),
     failed runs included (for a control host running node_exporter).
@@ -248,13 +250,34 @@ def report_document(runs, playbook=None, now=None):
     }
 
 
-def report_path(explicit, runs, now=None):
-    """Where the JSON goes, or None. A directory gets a timestamped file name."""
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_is_local(host):
+    """Whether an inventory host is the controller: named localhost, or reached with the local
+    connection (set on the host or on one of its groups)."""
+    if host.get_name() in LOCAL_NAMES:
+        return True
+    connection = (getattr(host, "vars", None) or {}).get("ansible_connection")
+    if connection is None:
+        for group in sorted(host.get_groups(), key=lambda g: -getattr(g, "depth", 0)):
+            connection = (getattr(group, "vars", None) or {}).get("ansible_connection")
+            if connection is not None:
+                break
+    return connection == "local"
+
+
+def report_path(explicit, runs, now=None, local_hosts=LOCAL_NAMES):
+    """Where the JSON goes, or None. A directory gets a timestamped file name. Without an explicit
+    path, only the location of a run on the controller (host in local_hosts) decides the directory:
+    a path on another host says nothing about the controller's directories."""
     name = "backup-report-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + ".json"
     if explicit:
         explicit = os.path.expanduser(str(explicit))
         return os.path.join(explicit, name) if os.path.isdir(explicit) else explicit
     for run in runs:
+        if run.get("host") not in local_hosts:
+            continue
         location = run.get("location")
         if isinstance(location, str) and location.startswith("/"):
             parent = os.path.dirname(location.rstrip("/")) or "/"
@@ -302,6 +325,7 @@ class CallbackModule(CallbackBase):
         self._strategy = None  # backup_report_strategy of the current play
         self._unreachable = {}  # (strategy, host) -> first message
         self._reached = set()  # (strategy, host) with a result that is not unreachable
+        self._local_hosts = set(LOCAL_NAMES)  # hosts seen that are the controller
 
     def v2_playbook_on_start(self, playbook):
         self._playbook = getattr(playbook, "_file_name", None)
@@ -318,6 +342,11 @@ class CallbackModule(CallbackBase):
             self._extra_metrics_dir = extra["backup_metrics_dir"]
 
     def _note_reached(self, result):
+        try:
+            if host_is_local(result._host):
+                self._local_hosts.add(result._host.get_name())
+        except AttributeError:
+            pass
         if self._strategy:
             self._reached.add((self._strategy, result._host.get_name()))
 
@@ -355,7 +384,7 @@ class CallbackModule(CallbackBase):
             self._display.banner("BACKUP REPORT")
             self._display.display(render_table(runs))
         self._record_metrics(runs, now)
-        path = report_path(self._extra_path or self.get_option("path"), runs, now)
+        path = report_path(self._extra_path or self.get_option("path"), runs, now, self._local_hosts)
         if path is None:
             self._say("backup report: no JSON written (set backup_report_path or BACKUP_REPORT_PATH)")
             return

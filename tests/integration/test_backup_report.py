@@ -82,7 +82,13 @@ def test_table_and_json_for_a_run_with_backup_runs(tmp_path):
 def test_json_defaults_to_next_to_the_backup_location(tmp_path):
     backups = tmp_path / "backups"
     (backups / "set1").mkdir(parents=True)
+    # a run of another host (web1): its location is a path on web1, whatever exists here
     proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", str(backups / "set1")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no JSON written" in proc.stdout and os.listdir(backups) == ["set1"]
+    # the same run on the controller: the report goes beside its location
+    proc = run_playbook(tmp_path, WITH_RUNS.replace("LOCATION", str(backups / "set1"))
+                        .replace("host: web1", "host: localhost"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     reports = [name for name in os.listdir(backups) if name.startswith("backup-report-")]
     assert len(reports) == 1, os.listdir(backups)
