@@ -129,6 +129,11 @@ def stage(
     staging = os.path.join(datadir, names["staging"])
     if os.path.lexists(staging):
         raise PhysicalSeedError(f"{staging} exists already (another seed of run {run}?); nothing was changed")
+    programs = (mbstream, backup_binary, stream_argv[0] if stream_argv else "")
+    missing = [b for b in programs if not shutil.which(b)]
+    if missing:
+        raise PhysicalSeedError(f"not found on the backup host: {', '.join(missing)} (mbstream and "
+                                "mariadb-backup come with the mariadb-backup package); nothing was streamed")
     needed, problems = inspect_source(source_conn, max_query_seconds)
     if problems:
         raise PhysicalSeedError("refusing to seed: " + "; ".join(problems) + "; nothing was streamed")
@@ -148,7 +153,7 @@ def stage(
         stream_command=list(stream_argv),
     )
     if check_mode:
-        return result
+        return dict(result, binlog_file="", binlog_position=0, gtid="", check_mode=True)
     st = os.stat(datadir)
     started = time.monotonic()
     os.mkdir(staging, 0o700)
@@ -218,6 +223,8 @@ def swap(datadir, run, check_mode=False):
     names = own_names(run)
     check_datadir(datadir)
     staging = os.path.join(datadir, names["staging"])
+    if check_mode:  # the stage step made nothing in check mode
+        return dict(changed=True, aside=os.path.join(datadir, names["aside"]))
     if not os.path.isdir(staging):
         raise PhysicalSeedError(f"nothing staged at {staging}: run step=stage first; nothing was changed")
     running = servers_on(datadir)
@@ -226,8 +233,6 @@ def swap(datadir, run, check_mode=False):
             f"a process still runs in {datadir} (pid {', '.join(map(str, running))}): stop "
             "the replica's server first; nothing was changed"
         )
-    if check_mode:
-        return dict(changed=True, aside=os.path.join(datadir, names["aside"]))
     return dict(swap_in_place(datadir, run), changed=True)
 
 

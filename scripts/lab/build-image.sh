@@ -13,7 +13,7 @@ set -euo pipefail
 
 PACKAGES=(
   python3 python3-apt python3-pymysql python3-plyvel python3-boto3
-  mariadb-server mariadb-client postgresql rdiff-backup
+  mariadb-server mariadb-client mariadb-backup postgresql rdiff-backup
   rsync zstd gzip tar procps iproute2 ca-certificates sudo less
 )
 SYSTEMD_PACKAGES=(systemd-sysv dbus)

@@ -204,3 +204,31 @@ def test_tls_replica_against_plaintext_source_fails_clearly(mariadb_factory, tmp
     assert not health["healthy"] and not health["tls"]["encrypted"]
     message = " ".join(health["problems"])
     assert "PLAINTEXT" in message and "have_ssl" in message
+
+
+def test_a_source_certificate_for_another_host_name_fails_clearly(mariadb_factory, tmp_path):
+    """The source's certificate names db.example.org; the replica reaches it at 127.0.0.1 with
+    verification on. The replication login the playbooks test first (verify_source_login) names the
+    mismatch, before CHANGE MASTER; without it the IO thread only says "validation failure"."""
+    certs = _certificates(tmp_path)
+    other = {name: str(tmp_path / "tls" / f"other-{name}") for name in ("server.pem", "server.key")}
+    ensure_certificates(dict(ca_cert=certs["ca.pem"], ca_key=certs["ca.key"], cert=other["server.pem"],
+                             key=other["server.key"], subject_alt_names=["db.example.org"], purpose="server"))
+    src = mariadb_factory(
+        "source", server_id=1,
+        extra_args=[f"--ssl-ca={certs['ca.pem']}", f"--ssl-cert={other['server.pem']}",
+                    f"--ssl-key={other['server.key']}"],
+    )
+    dst = mariadb_factory("replica", server_id=2, extra_args=IGNORE_ARGS)
+    make_source(src)
+    seed = run_seed(seed_params(src, dst))
+    want = _tls_replica(src, certs, source_use_gtid=True, source_gtid_pos=seed["gtid"], wait_timeout=20)
+    with pytest.raises(ReplicaError) as refused:
+        with_replica(dst, ensure_replica, dict(want, verify_source_login=True))
+    message = str(refused.value)
+    assert "certificate is not valid for '127.0.0.1'" in message and "the replica was not changed" in message
+    assert dst.sql("SHOW SLAVE STATUS") == ()
+    with pytest.raises(ReplicaError) as failed:
+        with_replica(dst, ensure_replica, want)
+    assert "IO thread error 2026" in str(failed.value)
+    assert "SSL certificate validation failure" in str(failed.value)

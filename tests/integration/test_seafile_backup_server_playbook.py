@@ -232,3 +232,50 @@ def test_rotated_replication_password_reaches_the_replica(lab):
         time.sleep(1)
     else:
         pytest.fail("a row written on the primary after the rotation never reached the backup")
+
+
+def test_physical_seed_replaces_the_backup_servers_data_then_replicates(lab):
+    """seafile_replication_seed_method=physical: the backup server (re-)seeded from a real mariadb-backup
+    stream of the primary. The stream's transport is a lab stand-in: socat on the primary runs
+    mariadb-backup for each connection (in production: ssh with a key limited to that command), and the
+    backup server's stream command connects to it."""
+    primary_ip = podman("inspect", "-f", "{{.NetworkSettings.IPAddress}}", lab["primary"]).stdout.strip()
+    podman("exec", "-d", lab["primary"], "socat", "TCP-LISTEN:4444,reuseaddr,fork",
+           "SYSTEM:mariadb-backup --backup --stream=xbstream --user=root 2>>/tmp/stream.err")
+    # the backup server forgets its source (a new one, or one whose binlog is gone); it has data of its own
+    sql(lab["backup"], "STOP SLAVE")
+    sql(lab["backup"], "RESET SLAVE ALL")
+    sql(lab["backup"], "CREATE DATABASE IF NOT EXISTS backup_local_only")
+    assert int(sql(lab["primary"], "SELECT COUNT(*) FROM seahub_db.django_session")) >= 1
+    result = run_playbook(lab, "playbooks/seafile_backup_server.yml", {
+        "seafile_replication_seed_method": "physical",
+        "seafile_replication_seed_stream_command": ["socat", "-u", f"TCP:{primary_ip}:4444", "STDOUT"]})
+    runs, failures = outcome(result)
+    assert result.returncode == 0, failures
+    assert runs[0]["result"] == "ok" and runs[0]["details"]["consistency"] == "physical", runs
+    assert runs[0]["coordinates"]["file"].startswith("mysql-bin.") and int(runs[0]["size_bytes"]) > 0
+    # the copy replaced the backup server's data; the tables Seafile does not replicate are empty there
+    assert sql(lab["backup"], "SHOW DATABASES LIKE 'backup_local_only'") == ""
+    assert sql(lab["backup"], "SELECT COUNT(*) FROM seahub_db.django_session") == "0"
+    assert sql(lab["backup"], "SELECT COUNT(*) FROM seafile_db.RepoOwner") == sql(
+        lab["primary"], "SELECT COUNT(*) FROM seafile_db.RepoOwner")
+    # the set-aside data is removed once the copy replicates and compares equal
+    left = podman("exec", lab["backup"], "sh", "-c", "ls -a /var/lib/mysql").stdout.split()
+    assert not [e for e in left if e.startswith((".pre-restore", ".restore-staging"))], left
+    # and it replicates: a row written on the primary arrives
+    sql(lab["primary"], "INSERT INTO ccnet_db.UserRole (email, role) VALUES ('phys@example.org', 'default')")
+    arrived = "SELECT COUNT(*) FROM ccnet_db.UserRole WHERE email = 'phys@example.org'"
+    for _ in range(60):
+        if sql(lab["backup"], arrived) == "1":
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("a row written on the primary after the physical seed never reached the backup")
+    # a second run with the same settings: the pair replicates, so nothing is seeded or swapped again
+    again = run_playbook(lab, "playbooks/seafile_backup_server.yml", {
+        "seafile_replication_seed_method": "physical",
+        "seafile_replication_seed_stream_command": ["socat", "-u", f"TCP:{primary_ip}:4444", "STDOUT"]})
+    runs, failures = outcome(again)
+    assert again.returncode == 0, failures
+    assert runs[0]["details"]["seeded"] in (False, "False", "false"), runs
+    assert sql(lab["backup"], arrived) == "1"

@@ -48,3 +48,11 @@ def test_swap_needs_a_staged_copy_and_a_run_id(tmp_path):
         seed.swap(str(datadir), "20261203T041500Z")
     with pytest.raises(Exception, match="is not a UTC timestamp"):
         seed.swap(str(datadir), "../etc")
+
+
+def test_a_missing_program_is_named_before_anything_is_streamed(tmp_path):
+    datadir = tmp_path / "data"
+    (datadir / "mysql").mkdir(parents=True)
+    with pytest.raises(seed.PhysicalSeedError, match="not found on the backup host: no-such-mbstream"):
+        seed.stage(["true"], str(datadir), "20261203T041500Z", source_conn=None, mbstream="no-such-mbstream")
+    assert os.listdir(datadir) == ["mysql"]
