@@ -268,15 +268,21 @@ def processlist(conn, info_chars=300):
     return sessions
 
 
-def variables(conn, names):
-    """SHOW GLOBAL VARIABLES for the given names: {name: value}; names the server lacks are absent."""
+def variables(conn, names, table="GLOBAL_VARIABLES"):
+    """SHOW GLOBAL VARIABLES for the given names: {name: value}; names the server lacks are absent.
+    With table="GLOBAL_STATUS", the same for SHOW GLOBAL STATUS."""
     rows = query(
         conn,
-        "SELECT VARIABLE_NAME AS n, VARIABLE_VALUE AS v FROM information_schema.GLOBAL_VARIABLES "
+        f"SELECT VARIABLE_NAME AS n, VARIABLE_VALUE AS v FROM information_schema.{table} "
         "WHERE VARIABLE_NAME IN (" + ",".join(["%s"] * len(names)) + ")",
         [n.upper() for n in names],
     )
     return {r["n"].lower(): r["v"] for r in rows}
+
+
+def status(conn, names):
+    """SHOW GLOBAL STATUS for the given names: {name: value}."""
+    return variables(conn, names, table="GLOBAL_STATUS")
 
 
 def _option_value(value):

@@ -1,6 +1,6 @@
 """The state of one MariaDB Galera node, and whether a change to the cluster may go ahead.
 
-Read with SHOW GLOBAL STATUS / SHOW GLOBAL VARIABLES (no information_schema table is built). Used
+Read from the node's global status and variables (mysql_connection.status / variables). Used
 before a replication source is configured on a Galera cluster (every node in the Primary component,
 synced, the cluster at its full size) and around a rolling restart (the node is back, synced, and
 the cluster whole again before the next node goes down).
@@ -8,7 +8,7 @@ the cluster whole again before the next node goes down).
 
 import time
 
-from ansible.module_utils.mysql_connection import MySQLConnectionError, connect, query
+from ansible.module_utils.mysql_connection import MySQLConnectionError, connect, status, variables
 
 STATUS = (
     "wsrep_cluster_status",
@@ -51,44 +51,33 @@ def _int(value):
         return 0
 
 
-def _pairs(conn, statement, names):
-    rows = query(conn, statement + " WHERE Variable_name IN (" + ",".join(["%s"] * len(names)) + ")",
-                 list(names))
-    found = {}
-    for row in rows:
-        values = list(row.values())
-        found[str(values[0]).lower()] = "" if values[1] is None else str(values[1])
-    return found
-
-
 def node_state(conn):
     """The node's Galera state as a dict; ``galera`` False when wsrep is off (not a cluster node)."""
-    status = _pairs(conn, "SHOW GLOBAL STATUS", STATUS)
-    variables = _pairs(conn, "SHOW GLOBAL VARIABLES", VARIABLES)
-    return state_from(status, variables)
+    return state_from(status(conn, STATUS), variables(conn, VARIABLES))
 
 
-def state_from(status, variables):
-    addresses = [a for a in (status.get("wsrep_incoming_addresses") or "").split(",") if a]
+def state_from(node_status, node_variables):
+    """The state dict from {name: value} of the node's status and variables."""
+    addresses = [a for a in (node_status.get("wsrep_incoming_addresses") or "").split(",") if a]
     return dict(
-        galera=_on(variables.get("wsrep_on")),
-        cluster_name=variables.get("wsrep_cluster_name", ""),
-        node_name=variables.get("wsrep_node_name", ""),
-        cluster_status=status.get("wsrep_cluster_status", ""),
-        cluster_size=_int(status.get("wsrep_cluster_size")),
-        local_state=status.get("wsrep_local_state_comment", ""),
-        ready=_on(status.get("wsrep_ready")),
-        connected=_on(status.get("wsrep_connected")),
-        cluster_uuid=status.get("wsrep_cluster_state_uuid", ""),
+        galera=_on(node_variables.get("wsrep_on")),
+        cluster_name=node_variables.get("wsrep_cluster_name", ""),
+        node_name=node_variables.get("wsrep_node_name", ""),
+        cluster_status=node_status.get("wsrep_cluster_status", ""),
+        cluster_size=_int(node_status.get("wsrep_cluster_size")),
+        local_state=node_status.get("wsrep_local_state_comment", ""),
+        ready=_on(node_status.get("wsrep_ready")),
+        connected=_on(node_status.get("wsrep_connected")),
+        cluster_uuid=node_status.get("wsrep_cluster_state_uuid", ""),
         incoming_addresses=addresses,
-        gtid_mode=_on(variables.get("wsrep_gtid_mode")),
-        wsrep_gtid_domain_id=_int(variables.get("wsrep_gtid_domain_id")),
-        gtid_domain_id=_int(variables.get("gtid_domain_id")),
-        server_id=_int(variables.get("server_id")),
-        log_bin=_on(variables.get("log_bin")),
-        log_slave_updates=_on(variables.get("log_slave_updates")),
-        binlog_format=variables.get("binlog_format", ""),
-        gtid_binlog_pos=variables.get("gtid_binlog_pos", ""),
+        gtid_mode=_on(node_variables.get("wsrep_gtid_mode")),
+        wsrep_gtid_domain_id=_int(node_variables.get("wsrep_gtid_domain_id")),
+        gtid_domain_id=_int(node_variables.get("gtid_domain_id")),
+        server_id=_int(node_variables.get("server_id")),
+        log_bin=_on(node_variables.get("log_bin")),
+        log_slave_updates=_on(node_variables.get("log_slave_updates")),
+        binlog_format=node_variables.get("binlog_format", ""),
+        gtid_binlog_pos=node_variables.get("gtid_binlog_pos", ""),
     )
 
 

@@ -36,7 +36,7 @@ from ansible.module_utils.lvm_restore import (
     servers_on,
     swap_in_place,
 )
-from ansible.module_utils.mysql_connection import query
+from ansible.module_utils.mysql_connection import processlist, query
 from ansible.module_utils.mysql_seed import describe_queries, long_running_queries
 
 BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
@@ -91,8 +91,6 @@ def source_bytes(conn):
 def inspect_source(conn, max_query_seconds):
     """(bytes, problems): the source's size, and a long-running query that would hold the backup's
     lock (mariadb-backup's BACKUP STAGE BLOCK_COMMIT waits for running statements)."""
-    from ansible.module_utils.mysql_connection import processlist
-
     long = long_running_queries(processlist(conn), max_query_seconds)
     problems = []
     if long:

@@ -23,6 +23,7 @@ import uuid
 import pytest
 
 from tests.lib import canary
+from tests.lib.lab_containers import sql
 
 OTHER_PW = canary.canary("other-repl-pw")
 ROTATED_PW = canary.canary("rotated-pw;'1")
@@ -44,12 +45,6 @@ pytestmark = pytest.mark.skipif(not _podman_ready(), reason="needs root, podman 
 
 def podman(*args, check=True):
     return subprocess.run(["podman", *args], check=check, capture_output=True, text=True)
-
-
-def sql(container, statement):
-    """Run one statement as root over the socket inside a container; return stdout (tab separated)."""
-    out = podman("exec", container, "mariadb", "-N", "-B", "-e", statement)
-    return out.stdout.strip()
 
 
 def file_exists(container, path):

@@ -24,7 +24,7 @@ import uuid
 import pytest
 
 from tests.lib import canary
-from tests.lib.lab_containers import IMAGE, podman, podman_ready
+from tests.lib.lab_containers import IMAGE, podman, podman_ready, sql
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE_CNF = "/etc/mysql/mariadb.conf.d/70-replication-source.cnf"
@@ -32,12 +32,6 @@ REPLICA_CNF = "/etc/mysql/mariadb.conf.d/70-replication-replica.cnf"
 GALERA = {"seafile_replication_galera": True}
 
 pytestmark = pytest.mark.skipif(not podman_ready(), reason="needs root, podman and the lab image " + IMAGE)
-
-
-def sql(container, statement, check=True):
-    """One statement as root over the socket inside a container: stdout (tab separated)."""
-    out = podman("exec", container, "mariadb", "-N", "-B", "-e", statement, check=check)
-    return out.stdout.strip()
 
 
 def address(container):

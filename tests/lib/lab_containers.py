@@ -34,6 +34,11 @@ def sh(container, command, check=True, timeout=300):
     return result.stdout.strip()
 
 
+def sql(container, statement, check=True):
+    """One statement as root over the socket of the container's MariaDB: stdout, tab separated."""
+    return podman("exec", container, "mariadb", "-N", "-B", "-e", statement, check=check).stdout.strip()
+
+
 @contextlib.contextmanager
 def systemd_container(prefix, boot_timeout=60):
     """A container booting systemd as PID 1 (podman --systemd=always), up until systemd reports
