@@ -457,7 +457,11 @@ def db_backup(
                 _record_coordinates(
                     dest,
                     dict(
-                        coordinates, chain=state["chain"], session=int(state["last_session"]), dump=filename
+                        coordinates,
+                        chain=state["chain"],
+                        session=int(state["last_session"]),
+                        dump=filename,
+                        database=database,
                     ),
                 )
             result.update(

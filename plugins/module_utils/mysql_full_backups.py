@@ -13,9 +13,10 @@ Kinds of backup, each described by a dict {kind, path, ...}:
         datadir inside the backup (rsync method; tar backups are listed, not restorable here).
   btw   a btw mysqldump set's destination (roles/btw_backup: the directory of its chains): every
         stored dump whose chain and rdiff-backup session still exist, with the coordinates
-        btw_db recorded for it (.btw-coordinates.json). Listed for the archive's retention and gap
-        check; not a starting point of a point-in-time restore (a btw dump holds one database, the
-        archive replays them all): restorable is false.
+        btw_db recorded for it (.btw-coordinates.json) and the one database it holds (recorded
+        there too; for entries written before that, the chain's <name>.meta.json). Listed for the
+        archive's retention and gap check, and a starting point of a point-in-time restore of that
+        one database (mysql_pitr_btw: the replay is filtered to it).
 """
 
 import calendar
@@ -26,7 +27,7 @@ import os
 import time
 
 from ansible.module_utils.binlog_archive import ArchiveError, binlog_index
-from ansible.module_utils.btw_db import read_coordinate_ledger
+from ansible.module_utils.btw_db import META_SUFFIX, read_coordinate_ledger
 from ansible.module_utils.btw_fs import list_chains, rdiff_sessions
 from ansible.module_utils.mysql_seed import HeaderScanner
 
@@ -143,20 +144,62 @@ def _btw_backups(spec):
         chain, session = entry.get("chain"), entry.get("session")
         if session not in sessions.get(chain, ()):
             continue  # removed by retention, or a session rdiff-backup regressed
+        dump = entry.get("dump")
+        database = entry.get("database") or _btw_meta(os.path.join(dest, chain), dump).get("database")
         found.append(
             dict(
                 kind="btw",
                 name=f"{chain}@{time.strftime(LVM_NAME_FORMAT, time.gmtime(session))}",
                 path=os.path.join(dest, chain),
-                dump=entry.get("dump"),
+                destination=dest,
+                dump=dump,
+                database=database or None,
                 session=session,
                 binlog_file=entry["binlog_file"],
                 binlog_position=int(entry.get("binlog_position") or 4),
                 gtid=entry.get("gtid") or None,
                 time=int(session),
-                restorable=False,
+                restorable=bool(dump and database),
             )
         )
+    return found
+
+
+def _btw_meta(chain_path, dump):
+    """The <name>.meta.json of a chain's newest dump ({} when missing or unreadable)."""
+    if not dump or not dump.endswith(".sql"):
+        return {}
+    try:
+        with open(os.path.join(chain_path, dump[: -len(".sql")] + META_SUFFIX), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def btw_dumps_without_coordinates(specs):
+    """The btw mysqldump sets among specs whose newest dump records no binlog coordinates:
+    [{path, database, note}] (e.g. the server had no binary log): what a restore of that database
+    cannot start from, said plainly."""
+    found = []
+    for spec in specs or []:
+        if spec.get("kind") != "btw" or not os.path.isdir(spec.get("path") or ""):
+            continue
+        for _name, chain in list_chains(spec["path"]):
+            for meta_path in sorted(glob.glob(os.path.join(chain, "*" + META_SUFFIX))):
+                try:
+                    with open(meta_path, encoding="utf-8") as f:
+                        meta = json.load(f)
+                except (OSError, ValueError):
+                    continue
+                if isinstance(meta, dict) and meta.get("type") == "mysqldump" and not meta.get("coordinates"):
+                    found.append(
+                        dict(
+                            path=chain,
+                            database=meta.get("database"),
+                            note=meta.get("coordinates_note") or "no binlog coordinates recorded",
+                        )
+                    )
     return found
 
 

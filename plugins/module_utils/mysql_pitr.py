@@ -18,6 +18,11 @@ Targets (exclusive: the target transaction itself is not applied):
   latest    everything the archive holds (complete transactions only)
 A skip (one GTID, or the file:position a transaction starts at) leaves that one transaction out and
 goes on: "keep everything but the DROP".
+
+Bases: an LVM backup or a full dump restores every database and the whole archive is replayed. A
+btw mysqldump set's dump holds one database: it is a base when the operator names that database
+(or when the catalog lists btw dumps of one database only); the scratch instance then holds that
+database alone and the replay is filtered to it (mysql_pitr_btw).
 """
 
 import datetime
@@ -41,7 +46,14 @@ from ansible.module_utils.binlog_archive import (
     transactions,
     write_option_file,
 )
-from ansible.module_utils.mysql_full_backups import list_backups
+from ansible.module_utils.mysql_full_backups import btw_dumps_without_coordinates, list_backups
+from ansible.module_utils.mysql_pitr_btw import (
+    PitrBtwError,
+    choose_backups,
+    filter_problems,
+    load_dump,
+    refuse_filter_problems,
+)
 
 POSITION_RE = re.compile(r"^(?P<file>[A-Za-z0-9_.-]+\.\d{6,}):(?P<pos>\d+)$")
 MARIADB_GTID_RE = re.compile(r"^\d+-\d+-\d+$")
@@ -264,18 +276,23 @@ def _resolve_skip(index, skip):
     )
 
 
-def plan(archive_dir, backup_specs, target, skip=None):
-    """Everything the restore will do, decided before anything changes; raises PitrError on refusal."""
+def plan(archive_dir, backup_specs, target, skip=None, database=None):
+    """Everything the restore will do, decided before anything changes; raises PitrError on refusal.
+
+    database: restore that one database; a btw dump of it may then be the base (see choose_backups)."""
     index = ArchiveIndex(archive_dir)
     listed = list_backups(backup_specs)
-    # a btw dump holds one database while the archive replays every database: not a starting point
-    backups = [b for b in listed if b["kind"] != "btw"]
+    try:
+        backups, database = choose_backups(
+            listed, database, btw_dumps_without_coordinates(backup_specs) if database else ()
+        )
+    except PitrBtwError as exc:
+        raise PitrError(str(exc)) from exc
     if not backups:
         raise PitrError(
             "no full backup with binlog coordinates was found in the backups given"
             + (
-                " (btw mysqldump sets count for the archive's retention only: a restore starts from an "
-                "LVM backup or a dump of all databases made with --master-data)"
+                " (the btw mysqldump sets listed hold no dump with coordinates and a known database)"
                 if listed
                 else ""
             )
@@ -347,9 +364,17 @@ def plan(archive_dir, backup_specs, target, skip=None):
             f"the backup's coordinates and the target: it would not be applied anyway"
         )
     applied = [i for i in range(start, stop) if i != skip_index]
+    if backup["kind"] != "btw":
+        database = None  # a full base: every database restored, the whole archive replayed
+    else:
+        try:
+            refuse_filter_problems(filter_problems(index, applied, database), database, backup["name"])
+        except PitrBtwError as exc:
+            raise PitrError(f"{exc}; {index.covers()}") from exc
     return dict(
         index=index,
         backup=backup,
+        database=database,
         target=target,
         start_index=start,
         stop_index=stop,
@@ -382,6 +407,7 @@ def replay_ranges(trx, applied):
 def summary(p):
     """The plan as facts (no index)."""
     b = p["backup"]
+    database = p.get("database")
     return dict(
         backup=dict(
             kind=b["kind"],
@@ -391,6 +417,14 @@ def summary(p):
             binlog_position=b["binlog_position"],
             gtid=b["gtid"],
             time=_iso(b["time"]),
+            database=b.get("database") if b["kind"] == "btw" else None,
+        ),
+        database=database,
+        restores=(
+            f"database {database} only (btw base: other databases are not restored, the replay is "
+            f"filtered to {database})"
+            if database
+            else "every database of the backup"
         ),
         target=dict(kind=p["target"]["kind"], value=p["target"]["value"]),
         transactions=p["transactions"],
@@ -623,6 +657,7 @@ def replay(p, defaults_file, binlog_binary=None):
         argv = [
             binary,
             "--no-defaults",
+            *([f"--database={p['database']}"] if p.get("database") else []),
             f"--start-position={start}",
             f"--stop-position={end}",
             *[os.path.join(index.directory, f) for f in files],
@@ -635,6 +670,23 @@ def replay(p, defaults_file, binlog_binary=None):
             ) from exc
         applied += count
     return applied
+
+
+def check_destination(p, in_place):
+    """Refuse, before anything changes, a base the destination cannot take."""
+    kind = p["backup"]["kind"]
+    if in_place and kind == "btw":
+        raise PitrError(
+            f"a btw dump (database {p['database']}) is restored into a scratch instance only: in place it "
+            "would replace one database of a live server and replay only that database's part of the "
+            "archive onto it. Restore into a scratch instance (scratch_dir), then copy the database over "
+            "(mariadb-dump from the scratch instance into the server). Nothing was changed"
+        )
+    if in_place and kind != "dump":
+        raise PitrError(
+            "a named target takes a dump backup only; restore an LVM backup with "
+            "playbooks/lvm_snapshot_restore.yml, or into a scratch instance"
+        )
 
 
 def execute(
@@ -650,6 +702,7 @@ def execute(
     backup = p["backup"]
     result = summary(p)
     scratch = None
+    check_destination(p, in_place=not scratch_dir)
     if scratch_dir:
         scratch = ScratchInstance(scratch_dir, scratch_user, scratch_options)
         scratch.check_new()
@@ -658,6 +711,12 @@ def execute(
             scratch.start()
             if backup["kind"] == "dump":
                 restore_backup(backup, scratch.defaults_file)
+            elif backup["kind"] == "btw":
+                try:
+                    loaded = load_dump(backup, scratch.socket)
+                except PitrBtwError as exc:
+                    raise PitrError(str(exc)) from exc
+                result["loaded"] = dict(database=backup["database"], verified=loaded.get("verified"))
             t0 = time.monotonic()
             applied = replay(p, scratch.defaults_file)
             replay_seconds = time.monotonic() - t0
@@ -676,11 +735,6 @@ def execute(
             )
         )
     else:
-        if backup["kind"] != "dump":
-            raise PitrError(
-                "a named target takes a dump backup only; restore an LVM backup with "
-                "playbooks/lvm_snapshot_restore.yml, or into a scratch instance"
-            )
         check_secret_file(target_defaults_file)
         ping = subprocess.run(
             [client_binary(), f"--defaults-file={target_defaults_file}", "-e", "SELECT 1"],

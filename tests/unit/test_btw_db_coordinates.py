@@ -134,11 +134,12 @@ def test_catalog_lists_the_stored_btw_dumps_still_present_with_their_coordinates
     assert {b["kind"] for b in found} == {"btw"} and not any(b["restorable"] for b in found)
     assert found[0]["path"] == os.path.join(str(dest), "chain-20261201T020000Z")
     assert mysql_full_backups.oldest_needed_file(specs) == "mysql-bin.000002"
-    # a point-in-time restore does not start from a one-database dump, and says why
+    # a dump whose database is not known (no database in the ledger, no meta.json beside it) is no
+    # starting point of a point-in-time restore, and the refusal says why
     archive = tmp_path / "archive"
     archive.mkdir()
     (archive / "mysql-bin.000002").write_bytes(b"\xfebin")  # the magic alone: no event yet
-    with pytest.raises(mysql_pitr.PitrError, match="btw mysqldump sets count for the archive's retention"):
+    with pytest.raises(mysql_pitr.PitrError, match="hold no dump with coordinates and a known database"):
         mysql_pitr.plan(str(archive), specs, {"kind": "latest", "value": "latest"})
     with pytest.raises(mysql_full_backups.BackupCatalogError, match="no such directory"):
         mysql_full_backups.list_backups([{"kind": "btw", "path": str(tmp_path / "none")}])
