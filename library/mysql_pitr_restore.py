@@ -17,6 +17,13 @@ description:
   - A scratch instance is a private mariadbd on a socket in O(scratch_dir) (no network, no binlog),
     removed again when the restore fails. An existing server cannot be rolled back by this module;
     if the replay fails half way, the message says how many transactions were applied.
+  - A btw mysqldump set's dump (O(full_backups) C(kind=btw)) holds one database. It is a starting point
+    when O(database) names that database (the newest full backup of any kind before the target is
+    used), or when the backups listed are btw dumps of one database only. From a btw dump the scratch
+    instance holds that database alone (other databases are not restored) and the replay is
+    filtered to it (C(mariadb-binlog --database)); transactions that filter cannot replay exactly (a
+    statement on the database run under another default database, one statement changing it and
+    another database) are refused in the plan. A btw base is restored into a scratch instance only.
   - Check mode reports the plan (backup, ranges, transactions, where it stops) and changes nothing.
 version_added: "1.0.0"
 options:
@@ -25,10 +32,17 @@ options:
     type: path
     required: true
   full_backups:
-    description: As in M(mysql_binlog_archive_status) (dicts with C(kind) C(dump) or C(lvm) and C(path)).
+    description:
+      - As in M(mysql_binlog_archive_status) (dicts with C(kind) C(dump), C(lvm) or C(btw) and C(path)).
     type: list
     elements: dict
     required: true
+  database:
+    description:
+      - Restore this one database. A btw dump of it may then be the base (when it is the newest full
+        backup before the target); an LVM backup or full dump, when newer, restores every database as usual.
+      - Refused when no listed btw set holds a dump of it with binlog coordinates.
+    type: str
   target_datetime:
     description: Recover to just before this moment (ISO 8601; UTC without a zone, or with an offset).
     type: str
@@ -86,13 +100,35 @@ EXAMPLES = r"""
         path: /srv/backup/lvm
     target_datetime: "2026-12-02 14:02:00"
     scratch_dir: /srv/restore/db1-1402
+
+- name: The shop database alone, from its btw mysqldump set if that is the newest base
+  mysql_pitr_restore:
+    archive_dir: /srv/backup/binlog/db1
+    full_backups:
+      - kind: lvm
+        path: /srv/backup/lvm
+      - kind: btw
+        path: /srv/backups/db/shop
+    database: shop
+    target_gtid: 0-1-4711
+    scratch_dir: /srv/restore/shop-4711
 """
 
 RETURN = r"""
 backup:
-  description: The full backup restored (kind, name, path, binlog_file, binlog_position, gtid, time).
+  description:
+    - The full backup restored (kind, name, path, binlog_file, binlog_position, gtid, time, database).
+    - C(database) is the one database of a btw dump, null for an LVM backup or a full dump.
   returned: always
   type: dict
+database:
+  description: The one database restored and replayed (a btw base), null when every database is.
+  returned: always
+  type: str
+restores:
+  description: What the restored instance holds, in words (every database, or one database only).
+  returned: always
+  type: str
 transactions:
   description: Transactions the plan replays.
   returned: always
@@ -134,7 +170,14 @@ duration_seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.binlog_archive import ArchiveError
-from ansible.module_utils.mysql_pitr import execute, parse_skip, parse_target, plan, summary
+from ansible.module_utils.mysql_pitr import (
+    check_destination,
+    execute,
+    parse_skip,
+    parse_target,
+    plan,
+    summary,
+)
 
 
 def main():
@@ -142,6 +185,7 @@ def main():
         argument_spec=dict(
             archive_dir=dict(type="path", required=True),
             full_backups=dict(type="list", elements="dict", required=True),
+            database=dict(type="str"),
             target_datetime=dict(type="str"),
             target_gtid=dict(type="str"),
             target_position=dict(type="str"),
@@ -164,8 +208,13 @@ def main():
             p["target_datetime"], p["target_gtid"], p["target_position"], p["target_latest"]
         )
         the_plan = plan(
-            p["archive_dir"], p["full_backups"], target, parse_skip(p["skip_gtid"], p["skip_position"])
+            p["archive_dir"],
+            p["full_backups"],
+            target,
+            parse_skip(p["skip_gtid"], p["skip_position"]),
+            database=p["database"],
         )
+        check_destination(the_plan, in_place=bool(p["target_defaults_file"]))
         if module.check_mode:
             module.exit_json(changed=True, **summary(the_plan))
         result = execute(
