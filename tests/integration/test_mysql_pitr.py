@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from ansible.module_utils import binlog_archive, mysql_pitr
+from ansible.module_utils import binlog_archive, btw_db, mysql_pitr
 
 from tests.lib import canary
 from tests.lib.mariadb import ROOT_PASSWORD, MariaDB
@@ -439,6 +439,82 @@ def test_restore_from_a_datadir_backup_in_the_lvm_layout(tmp_path, template):
         restored.socket = result["scratch"]["socket"]
         assert rows(restored, "l.t") == expected == ((1, 10), (2, 20), (3, 30))
         assert result["transactions_applied"] == p["transactions"] >= 3
+    finally:
+        if scratch:
+            scratch.stop()
+        archiver.kill(signal.SIGTERM)
+        source.stop()
+
+
+def test_restore_of_one_database_from_a_btw_mysqldump_set(tmp_path, template):
+    """A btw mysqldump set of shop (btw_db.db_backup, the product's code path) newer than a full dump
+    of every database: with database shop the btw dump is the base, the scratch instance holds shop
+    alone, and the replay filtered to shop equals the source just before a DROP, row for row, while
+    crm's writes after the dump (in their own transactions, and in one transaction with shop's)
+    neither arrive nor break the replay."""
+    source = new_server(tmp_path / "source", 31, template)
+    archiver = Archiver(tmp_path, source, server_id=4246).start()
+    scratch = None
+    try:
+        for statement in (
+            "CREATE DATABASE shop",
+            "CREATE DATABASE crm",
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB",
+            "CREATE TABLE crm.people (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB",
+            "INSERT INTO shop.orders VALUES (1, 'a'), (2, 'b')",
+            "INSERT INTO crm.people VALUES (1, 'x')",
+        ):
+            source.sql(statement)
+        full = tmp_path / "all.sql"  # older, of every database: not the base when a btw dump is newer
+        with open(full, "wb") as out:
+            subprocess.run(["mariadb-dump", "--no-defaults", f"--socket={source.socket}", "-uroot",
+                            "--single-transaction", "--master-data=2", "--gtid", "--all-databases"],
+                           stdout=out, check=True)
+        source.sql("INSERT INTO shop.orders VALUES (3, 'c')")
+        root = tmp_path / "btw"
+        root.mkdir()
+        stored = btw_db.db_backup("shop", "mysqldump", str(root), "db/shop", database="shop",
+                                  connection=source.tcp)
+        assert stored["stored"] and stored["coordinates"]["binlog_file"]
+        # after the dump: shop and crm written, crm in ways that would fail on a server without crm
+        source.sql("INSERT INTO shop.orders VALUES (4, 'd')")
+        source.sql("UPDATE shop.orders SET v = 'B' WHERE id = 2")
+        source.sql("INSERT INTO crm.people VALUES (2, 'y')")
+        source.sql("CREATE TABLE crm.tags (id INT PRIMARY KEY)")
+        source.sql("INSERT INTO crm.tags VALUES (1)")
+        conn = source.connect()
+        with conn.cursor() as cur:  # one transaction writing both databases
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO shop.orders VALUES (5, 'e')")
+            cur.execute("UPDATE crm.people SET v = 'z'")
+            cur.execute("COMMIT")
+        conn.close()
+        source.sql("ALTER TABLE orders ADD COLUMN note VARCHAR(10) DEFAULT 'n'", db="shop")
+        source.sql("DELETE FROM shop.orders WHERE id = 1")
+        expected = rows(source, "shop.orders")
+        expected_sum = checksum(source, "shop.orders")
+        source.sql("DROP TABLE orders", db="shop")
+        drop_gtid = source.sql("SELECT @@gtid_binlog_pos")[0][0]
+        source.sql("INSERT INTO crm.people VALUES (3, 'after')")
+        archiver.wait_caught_up()
+        specs = [dict(kind="dump", path=str(full)), dict(kind="btw", path=stored["destination"])]
+        target = mysql_pitr.parse_target(gtid=drop_gtid)
+        with pytest.raises(mysql_pitr.PitrError, match="database crm: no btw mysqldump set .* hold: shop"):
+            mysql_pitr.plan(archiver.directory, specs, target, database="crm")
+        p = mysql_pitr.plan(archiver.directory, specs, target, database="shop")
+        assert (p["backup"]["kind"], p["database"]) == ("btw", "shop")
+        result = mysql_pitr.execute(p, scratch_dir=str(tmp_path / "scratch"), scratch_user="root")
+        scratch = mysql_pitr.ScratchInstance(str(tmp_path / "scratch"), "root")
+        scratch.pid = result["scratch"]["pid"]
+        restored = MariaDB(tmp_path / "scratch", 0)
+        restored.socket = result["scratch"]["socket"]
+        assert result["backup"]["database"] == "shop" and result["restores"].startswith("database shop only")
+        assert result["stops_before"]["gtid"] == drop_gtid
+        assert result["transactions_applied"] == p["transactions"] == 8  # 3 of them crm's alone
+        assert rows(restored, "shop.orders") == expected
+        assert expected == ((2, "B", "n"), (3, "c", "n"), (4, "d", "n"), (5, "e", "n"))
+        assert checksum(restored, "shop.orders") == expected_sum
+        assert "crm" not in {d for (d,) in restored.sql("SHOW DATABASES")}
     finally:
         if scratch:
             scratch.stop()
