@@ -34,7 +34,6 @@ the run fails naming the figure (SuspectBackupError; ``accept_shrink`` accepts t
 run). Retention keeps the newest ``keep`` good backups and never fewer than ``min_good``.
 """
 
-import ctypes
 import datetime
 import errno
 import hashlib
@@ -47,6 +46,8 @@ import subprocess
 import sys
 import time
 
+from ansible.module_utils import fs_sync
+from ansible.module_utils.fs_sync import fsync_dir
 from ansible.module_utils.lvm_snapshot import FillWatcher, LvmError, find_lv, is_invalid, read_lvs
 from ansible.module_utils.lvm_snapshot_mounts import MountRootError, check_mount_root, snapshot_mountpoint
 from ansible.module_utils.progress import (
@@ -436,50 +437,14 @@ def write_json(path, data):
     os.rename(tmp, path)
 
 
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(path):
-    """fsync every file and directory under path (what syncfs does, file by file)."""
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                continue
-            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(dirpath)
-
-
 def sync_filesystem(path):
     """Write the filesystem holding path to disk, data and metadata, before anything relies on it.
 
     One syncfs(2) (a batch: as fast as the disk allows whatever the number of files); where libc has
-    no syncfs, an fsync of every file and directory under path. CopyError when the disk reports an
-    error (the copy must then not be published)."""
+    no syncfs, an fsync of every file and directory under path (fs_sync). CopyError when the disk
+    reports an error (the copy must then not be published)."""
     try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        syncfs = None
-    try:
-        if syncfs is None:
-            _fsync_tree(path)
-            return
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if syncfs(fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), path)
-        finally:
-            os.close(fd)
+        fs_sync.sync_filesystem(path)
     except OSError as exc:
         reason = exc.strerror or errno.errorcode.get(exc.errno, str(exc))
         raise CopyError(f"writing the copy in {path} to disk failed ({reason}); not published") from exc

@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import pytest
+from ansible.module_utils import fs_sync
 from ansible.module_utils import lvm_snapshot_copy as C
 
 from tests.unit.test_lvm_snapshot_copy_progress import LvmStandIn, make_tree, snapshots
@@ -70,6 +71,6 @@ def test_a_failing_sync_publishes_nothing_and_keeps_the_older_backup(tmp_path):
 def test_sync_filesystem_on_a_real_tree_and_its_errors(tmp_path):
     make_tree(tmp_path / "tree", mib=1)
     C.sync_filesystem(str(tmp_path / "tree"))
-    C._fsync_tree(str(tmp_path / "tree"))  # the file-by-file fallback walks the same tree
+    fs_sync.fsync_tree(str(tmp_path / "tree"))  # the file-by-file fallback walks the same tree
     with pytest.raises(C.CopyError, match=r"writing the copy in .*missing to disk failed \(No such file"):
         C.sync_filesystem(str(tmp_path / "missing"))
