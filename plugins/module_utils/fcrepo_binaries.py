@@ -3,18 +3,19 @@
 fcrepo 4 stores every binary over 4 KB in a file named after its SHA-1, sharded by the first three
 byte pairs: a1/b2/c3/a1b2c369563c0465ab82cdb2789d45ce1c3585b1. Content-addressed files never
 change, so the backup is a growing mirror: only files not yet in the backup are copied (to a
-hidden temp name; a batch is made durable with one syncfs, then renamed into place), and fixity
+hidden temp name; a batch is made durable with one syncfs, then renamed into place; one more syncfs
+at the end makes the new names durable), and fixity
 is checked by recomputing the SHA-1 of what was written and comparing it with the file name. A
 file whose content does not match its name is never installed in the backup; it is reported
 (source corruption or a write in progress).
 """
-import ctypes
 import hashlib
 import json
 import os
 import re
 import time
 
+from ansible.module_utils.fs_sync import sync_filesystem
 from ansible.module_utils.retention_policy import GOOD, RetentionPolicyError, check_threshold, judge
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -108,16 +109,21 @@ def _copy_with_sha1(src, dst_tmp, ownership=None):
 
 
 def _existing_files(dest):
-    """relpath -> size of the files already in the backup (one walk instead of a stat per binary)."""
-    found = {}
+    """One walk of the backup: (relpath -> size of the files already in it, the temp files a killed
+    run left, relpaths). One walk instead of a stat per binary, and instead of a second walk for the
+    temps."""
+    found, stale = {}, []
     for dirpath, _dirs, filenames in os.walk(dest):
         for name in filenames:
             full = os.path.join(dirpath, name)
+            if name.startswith(TMP_PREFIX):
+                stale.append(os.path.relpath(full, dest))
+                continue
             try:
                 found[os.path.relpath(full, dest)] = os.lstat(full).st_size
             except FileNotFoundError:
                 continue
-    return found
+    return found, stale
 
 
 def plan(source, dest):
@@ -129,32 +135,18 @@ def plan(source, dest):
             "binaries": len(binaries), "misplaced": misplaced, "unrecognised": unrecognised}
 
 
-def _sync_filesystem(path):
-    """Flush the destination filesystem once (syncfs), instead of one fsync per small file."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.syncfs(fd) == 0:
-                return
-        except (OSError, AttributeError):
-            pass
-        os.sync()
-    finally:
-        os.close(fd)
-
-
 def _install_batch(dest, pending, report):
-    """Make a batch of verified temp files durable with one filesystem sync, then rename them into
-    place: a file never appears under its SHA-1 name before its content is on disk."""
+    """Make a batch of verified temp files durable with one filesystem sync (fs_sync), then rename
+    them into place: a file never appears under its SHA-1 name before its content is on disk. The
+    new names are made durable once, at the end of the run (a name lost in a crash before that only
+    means the file is copied again by the next run)."""
     if not pending:
         return
-    _sync_filesystem(dest)
+    sync_filesystem(dest)
     for tmp, dst, written in pending:
         os.rename(tmp, dst)
         report["copied"] += 1
         report["bytes_copied"] += written
-    _sync_filesystem(dest)  # the new directory entries (one sync instead of one per shard directory)
     report["changed"] = True
     pending.clear()
 
@@ -215,7 +207,7 @@ def shrink_guard(dest, figures, threshold, accept_shrink=False, check_mode=False
 
 
 def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=256 * 1024 * 1024,
-           batch_files=2000, ownership=None, shrink_threshold=None, accept_shrink=False):
+           batch_files=10000, ownership=None, shrink_threshold=None, accept_shrink=False):
     """Copy binaries missing from dest; check fixity of every copied file (and of every file already
     in the backup when verify_existing). Returns a report; mismatches are listed, never installed.
     Without ownership, what is created is 0700/0600 (a backup); a restore passes the live store's
@@ -233,12 +225,15 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
     report = {"binaries": len(binaries), "copied": 0, "bytes_copied": 0, "already_present": 0,
               "mismatches": [], "misplaced": misplaced, "unrecognised": unrecognised,
               "size_changed": [], "verified_existing": 0, "changed": False, "stale_removed": []}
+    existing, stale = _existing_files(dest) if os.path.isdir(dest) else ({}, [])
     if not check_mode:
         _makedirs(dest, ownership)
-        report["stale_removed"] = remove_stale_temps(dest)
+        for rel in stale:  # a killed run's unfinished copies (never visible under a SHA-1 name)
+            os.unlink(os.path.join(dest, rel))
+        report["stale_removed"] = stale
     pending, pending_bytes = [], 0
-    existing = _existing_files(dest) if os.path.isdir(dest) else {}
     made_dirs = set()
+    copying = None  # the temp file being written now (removed if the copy fails half way)
     try:
         for rel, size in binaries.items():
             src = os.path.join(source, rel)
@@ -263,12 +258,15 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
                 _makedirs(os.path.dirname(dst), ownership)
                 made_dirs.add(os.path.dirname(rel))
             tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + expected)
+            copying = tmp
             try:
                 actual, written = _copy_with_sha1(src, tmp, ownership)
             except FileNotFoundError:
                 if os.path.exists(src):
                     raise
+                copying = None
                 continue  # deleted from the store during the backup
+            copying = None
             if actual != expected:
                 os.unlink(tmp)
                 report["mismatches"].append({"file": rel, "where": "source", "sha1": actual})
@@ -279,20 +277,22 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
                 _install_batch(dest, pending, report)
                 pending_bytes = 0
         _install_batch(dest, pending, report)
+        if report["changed"] and not check_mode:
+            sync_filesystem(dest)  # the new names, once for the whole run
     except OSError as exc:
+        _remove_if_there(copying)
         try:  # keep the files that were copied completely (e.g. when the disk filled up half way)
             _install_batch(dest, pending, report)
+            sync_filesystem(dest)
         except OSError:
             pass
         raise FcrepoBinariesError(
             f"copying binaries to {dest} failed: {exc}; {report['copied']} files were installed complete, "
             "unfinished copies were removed") from exc
     finally:
+        _remove_if_there(copying)
         for tmp, _dst, _written in pending:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        if not check_mode and os.path.isdir(dest):
-            remove_stale_temps(dest)
+            _remove_if_there(tmp)
     if shrink_threshold is not None:
         figures = {"files": len(binaries), "bytes": sum(binaries.values())}
         try:
@@ -304,12 +304,7 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
     return report
 
 
-def remove_stale_temps(dest):
-    """Remove temp files of a killed run (never visible under a SHA-1 name)."""
-    removed = []
-    for dirpath, _dirs, filenames in os.walk(dest):
-        for name in filenames:
-            if name.startswith(TMP_PREFIX):
-                os.unlink(os.path.join(dirpath, name))
-                removed.append(os.path.relpath(os.path.join(dirpath, name), dest))
-    return removed
+def _remove_if_there(path):
+    if path and os.path.lexists(path):
+        os.unlink(path)
+
