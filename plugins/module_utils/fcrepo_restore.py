@@ -22,6 +22,7 @@ import tempfile
 
 from ansible.module_utils import fcrepo_binaries as fb
 from ansible.module_utils import leveldb_backup as lb
+from ansible.module_utils.fs_sync import fsync_dir
 
 
 class FcrepoRestoreError(Exception):
@@ -152,7 +153,7 @@ def restore_leveldb(backup_dir, dest, own, check_mode=False):
             report["files"] += 1
             report["bytes"] += os.path.getsize(target)
         apply_ownership(dest, own, is_dir=True)
-        lb._fsync_dir(dest)  # noqa: SLF001 - the same durability step the backup uses
+        fsync_dir(dest)
         # A scratch directory the owner can write, beside dest (hard links need the same filesystem).
         scratch_parent = tempfile.mkdtemp(prefix=".restore-check-", dir=parent)
         try:

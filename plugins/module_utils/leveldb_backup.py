@@ -24,6 +24,7 @@ With a progress file, the copy reports bytes copied against the bytes to copy, t
 verification the bytes of the records read (no total: the logical size is not known in advance),
 for roles/backup_progress to poll while the module runs as an async job.
 """
+import concurrent.futures
 import errno
 import hashlib
 import json
@@ -32,6 +33,7 @@ import re
 import shutil
 import time
 
+from ansible.module_utils.fs_sync import SyncInBackground, fsync_dir, sync_filesystem
 from ansible.module_utils.leveldb_keys import ParseError, read_manifest, reference_keys
 from ansible.module_utils.progress import (
     NO_PROGRESS,
@@ -89,30 +91,30 @@ def sha256_file(path):
 
 
 def copy_file(src, dst, fsync=True):
-    """Copy src to a new file dst (never overwrites: O_EXCL) in the kernel (copy_file_range, else
-    sendfile/read-write), then hash what was written. Returns (sha256 of dst, size)."""
-    with open(src, "rb") as reader:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as writer:
-            _copy_fd(reader, writer)
-            if fsync:
-                os.fsync(writer.fileno())
-    return sha256_file(dst)
-
-
-def _copy_fd(reader, writer):
-    rfd, wfd = reader.fileno(), writer.fileno()
+    """Copy src to a new file dst (never overwrites: O_EXCL), reading it once: each chunk is hashed
+    and written. Returns (sha256 of the bytes written, size)."""
+    digest = hashlib.sha256()
+    size = 0
+    rfd = os.open(src, os.O_RDONLY)
     try:
-        while os.copy_file_range(rfd, wfd, 64 * CHUNK):
-            pass
-        return
-    except (AttributeError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
-                                                          errno.EOPNOTSUPP):
-            raise
-    reader.seek(os.lseek(wfd, 0, os.SEEK_CUR))  # continue where the kernel copy stopped
-    shutil.copyfileobj(reader, writer, CHUNK)
-    writer.flush()
+        wfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            while True:
+                chunk = os.read(rfd, CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(wfd, view):]
+                size += len(chunk)
+            if fsync:
+                os.fsync(wfd)
+        finally:
+            os.close(wfd)
+    finally:
+        os.close(rfd)
+    return digest.hexdigest(), size
 
 
 def is_table(name):
@@ -121,22 +123,6 @@ def is_table(name):
 
 def table_number(name):
     return name.rsplit(".", 1)[0]
-
-
-def _fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_inside(path, parent):
@@ -326,48 +312,79 @@ def _previous_tables(previous_dir):
     return tables
 
 
-def _copy_attempt(source, target, previous, rehash=False, progress=NO_PROGRESS):
+class _Vanished(Exception):
+    """A source file was deleted (by a compaction) while it was being copied."""
+
+
+def _copy_one(source, target, name, previous, rehash):
+    """Copy or link one file of the source; its record (size, sha256, linked, verified, src)."""
+    src = os.path.join(source, name)
+    dst = os.path.join(target, name)
+    try:
+        st = os.stat(src)
+        identity = [st.st_ino, st.st_mtime_ns]
+        if is_table(name) and table_number(name) in previous:
+            prev_path, prev_size, prev_sha, prev_verified, prev_src = previous[table_number(name)]
+            if st.st_size == prev_size:
+                if not rehash and prev_src == identity:
+                    sha, size = prev_sha, prev_size
+                else:
+                    sha, size = sha256_file(src)
+                if sha == prev_sha:
+                    os.link(prev_path, dst)
+                    return {"size": size, "sha256": sha, "linked": True, "verified": prev_verified,
+                            "src": identity}
+        sha, size = copy_file(src, dst, fsync=False)
+        return {"size": size, "sha256": sha, "linked": False, "verified": False, "src": identity}
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            raise _Vanished(name) from None
+        raise
+
+
+def copy_workers():
+    """Files copied at once: reading, hashing and writing release the GIL, so two files are copied
+    and hashed on two cores; more than four gains nothing on one disk."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _copy_attempt(source, target, previous, rehash=False, progress=NO_PROGRESS, workers=None):
     """One copy of source into the empty directory target. Returns per-file records, or None when
     the source changed under us (a file vanished).
 
-    A table is linked from the previous backup when its number, size and SHA-256 match. Tables are
-    immutable, so when number, size, inode and mtime are those recorded for the previous backup's
-    source file (rsync's quick check), its recorded SHA-256 is reused instead of reading it again
-    (rehash=True always reads)."""
+    CURRENT and the manifests are copied first, one after the other, then the other files by a few
+    threads (copy_workers). A table is linked from the previous backup when its number, size and
+    SHA-256 match. Tables are immutable, so when number, size, inode and mtime are those recorded
+    for the previous backup's source file (rsync's quick check), its recorded SHA-256 is reused
+    instead of reading it again (rehash=True always reads)."""
     files = {}
-    names = os.listdir(source)
-    manifests = [n for n in names if n.startswith("MANIFEST-")]
-    others = sorted(n for n in names if n != "CURRENT" and not n.startswith("MANIFEST-"))
-    for name in ["CURRENT"] + sorted(manifests) + others:
-        src = os.path.join(source, name)
-        if name == "LOCK" or not os.path.isfile(src) or os.path.islink(src):
-            continue  # LOCK is the live process's lock file; subdirectories (lost/) are not data
-        dst = os.path.join(target, name)
-        try:
-            linked = False
-            st = os.stat(src)
-            identity = [st.st_ino, st.st_mtime_ns]
-            if is_table(name) and table_number(name) in previous:
-                prev_path, prev_size, prev_sha, prev_verified, prev_src = previous[table_number(name)]
-                if st.st_size == prev_size:
-                    if not rehash and prev_src == identity:
-                        sha, size = prev_sha, prev_size
-                    else:
-                        sha, size = sha256_file(src)
-                    if sha == prev_sha:
-                        os.link(prev_path, dst)
-                        linked = True
-                        files[name] = {"size": size, "sha256": sha, "linked": True, "verified": prev_verified,
-                                       "src": identity}
-            if not linked:
-                sha, size = copy_file(src, dst, fsync=False)
-                files[name] = {"size": size, "sha256": sha, "linked": False, "verified": False,
-                               "src": identity}
-                progress.advance(size)
-        except FileNotFoundError:
-            if not os.path.exists(src):
-                return None  # deleted by a compaction during the copy
-            raise
+    names = [n for n in os.listdir(source)
+             if n != "LOCK" and os.path.isfile(os.path.join(source, n))
+             and not os.path.islink(os.path.join(source, n))]
+    # LOCK is the live process's lock file; subdirectories (lost/) are not data
+    first = [n for n in ["CURRENT"] + sorted(n for n in names if n.startswith("MANIFEST-")) if n in names]
+    others = sorted(n for n in names if n not in first)
+
+    def record(name, info):
+        files[name] = info
+        if not info["linked"]:
+            progress.advance(info["size"])
+
+    try:
+        for name in first:
+            record(name, _copy_one(source, target, name, previous, rehash))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers or copy_workers()) as pool:
+            pending = {pool.submit(_copy_one, source, target, name, previous, rehash): name
+                       for name in others}
+            try:
+                for future in concurrent.futures.as_completed(pending):
+                    record(pending[future], future.result())
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+    except _Vanished:
+        return None  # deleted by a compaction during the copy
     return files
 
 
@@ -392,10 +409,7 @@ def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, 
         )
         if copied_ok:
             if fsync:  # after the check, so the copy window (and the chance of a compaction) stays short
-                for name, info in files.items():
-                    if not info["linked"]:
-                        _fsync_file(os.path.join(target, name))
-                _fsync_dir(target)
+                sync_filesystem(target)  # one syncfs for every file copied (fs_sync), not one fsync each
             return files, attempt, before
         if attempt < attempts:
             sleep(retry_delay)
@@ -792,8 +806,11 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
         t0 = clock()
         progress.phase("LevelDB copy", estimate["bytes_to_copy"])
         files, used, fingerprint = consistent_copy(
-            source, raw, attempts=attempts, previous_dir=previous if incremental else None, fsync=fsync,
+            source, raw, attempts=attempts, previous_dir=previous if incremental else None, fsync=False,
             rehash=rehash, progress=progress)
+        # The copy goes to disk (one syncfs) while the verification reads it from the page cache;
+        # both end before anything is published.
+        syncing = SyncInBackground(tmp) if fsync else None
         report["copy_seconds"] = round(clock() - t0, 3)
         report["attempts"] = used
         report["files_copied"] = sum(1 for f in files.values() if not f["linked"])
@@ -886,14 +903,12 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
         fd = os.open(meta_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1, sort_keys=True)
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-        if fsync:
-            _fsync_dir(tmp)
+        if syncing:
+            syncing.wait()  # the copy is on disk
+            sync_filesystem(tmp)  # and what came after it: the metadata, the renames to *.sst, exact/
         os.rename(tmp, final)
         if fsync:
-            _fsync_dir(dest)
+            fsync_dir(dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if exc.errno == errno.ENOSPC:

@@ -299,3 +299,36 @@ def test_wait_for_quiet_cancelled_by_sigterm_fails_clearly(tmp_path):
     assert "backup cancelled while waiting for a quiet LevelDB directory" in out
     final = read_progress(str(progress))
     assert final["state"] == "failed" and "nothing was copied" in final["message"]
+
+
+def test_the_copy_is_on_disk_before_it_is_published_a_failing_sync_publishes_nothing(tmp_path, monkeypatch):
+    db = fake_leveldb(tmp_path / "db", tables=("000005.ldb", "000007.ldb", "000008.ldb"))
+    dest = tmp_path / "b"
+    seen = []
+
+    class Recording:
+        def __init__(self, path):
+            seen.append(("started", sorted(os.listdir(os.path.join(path, "exact")))))
+            self.path = path
+
+        def wait(self):
+            seen.append(("waited", sorted(os.listdir(dest))))
+
+    monkeypatch.setattr(lb, "SyncInBackground", Recording)
+    monkeypatch.setattr(lb, "sync_filesystem", lambda path: seen.append(("synced", sorted(os.listdir(dest)))))
+    report = lb.backup(db, str(dest), name="one", verify="none")
+    # started once the whole copy was there; waited for, then the rest synced, before the rename
+    assert seen[0] == ("started", ["000005.ldb", "000006.log", "000007.ldb", "000008.ldb", "CURRENT",
+                                   "MANIFEST-000004"])
+    assert seen[1:] == [("waited", [".tmp-one"]), ("synced", [".tmp-one"])]
+    assert os.path.isdir(report["path"])
+
+    class Failing(Recording):
+        def wait(self):
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(lb, "SyncInBackground", Failing)
+    with pytest.raises(lb.LevelDBBackupError, match="Input/output error"):
+        lb.backup(db, str(dest), name="two", verify="none")
+    assert sorted(os.listdir(dest)) == ["latest", "leveldb-one"]  # nothing published, no partial copy left
+    assert os.readlink(dest / "latest") == "leveldb-one"
