@@ -33,6 +33,8 @@ import stat
 import subprocess
 import time
 
+from ansible.module_utils.fs_sync import fsync_dir
+
 MANIFEST = ".btw-manifest.json"
 LOG = "log.txt"
 DEFAULT_EXCLUDE_TAG = ".btw-nobackup"
@@ -196,14 +198,6 @@ def validate_policy(max_incremental_count, max_incremental_span):
 
 # ---------------------------------------------------------------------------------------------
 # Small file helpers
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path, data, mode=0o600):
