@@ -3,7 +3,8 @@ booting systemd as PID 1 (localhost/backup-lab-systemd, scripts/lab/build-image.
 source in the same container: the unit mysql-binlog-archive@<source> active and enabled, its
 credentials 0600 and off the command line, the archive following the source across rotations, a
 kill -9 of mariadb-binlog and a restart of the source each restarted by systemd and resumed with
-every transaction archived once (the files byte for byte the source's), a second run idempotent.
+every transaction archived once (the files byte for byte the source's), a second run idempotent,
+a new password written and the unit restarted with it (the role's handler).
 
 The archive is on the source's host here (127.0.0.1): what is under test is the unit under a real
 systemd, not the network. Needs root, podman and the image; skipped otherwise (make test builds it).
@@ -21,6 +22,7 @@ from tests.lib import canary
 from tests.lib.lab_containers import SYSTEMD_IMAGE, podman_ready, sh, sql, systemd_container
 
 ARCHIVER_PW = canary.canary("binlog-archive-systemd-pw")
+NEW_PW = canary.canary("binlog-archive-systemd-new-pw")
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(TOP, "playbooks", "mysql_binlog_archive.yml")
@@ -101,10 +103,16 @@ def lab(tmp_path_factory):
             HOST: {"ansible_connection": "lab_podman", "ansible_host": name,
                    "ansible_python_interpreter": "/usr/bin/python3"}}}}}}))
         settings = base / "settings.json"
-        canary.write_private(settings, json.dumps({"mysql_binlog_archive_sources": [
-            {"name": SOURCE, "host": "127.0.0.1", "port": 3306, "user": "archiver",
-             "password": ARCHIVER_PW, "server_id": 4242}]}))
-        yield {"inventory": str(inventory), "settings": str(settings), "next_id": [0]}
+        lab = {"inventory": str(inventory), "settings": str(settings), "next_id": [0]}
+        set_password(lab, ARCHIVER_PW)
+        yield lab
+
+
+def set_password(lab, password):
+    """The playbook's variables (a 0600 file): one source, the archiver's account with this password."""
+    canary.write_private(lab["settings"], json.dumps({"mysql_binlog_archive_sources": [
+        {"name": SOURCE, "host": "127.0.0.1", "port": 3306, "user": "archiver",
+         "password": password, "server_id": 4242}]}))
 
 
 def converge(lab):
@@ -247,3 +255,20 @@ def test_a_second_run_changes_nothing_and_keeps_the_unit_running(lab):
     assert changed == 0, output
     assert (main_pid(), unit("ExecMainStartTimestampMonotonic")) == (pid, started)
     assert run(f"systemctl is-active {UNIT}") == "active"
+
+
+def test_a_new_password_is_written_and_the_unit_restarted_with_it(lab):
+    old = main_pid()
+    assert int(unit("NRestarts")) == 2
+    subprocess.run(["podman", "exec", "-i", _container["name"], "mariadb"], check=True, capture_output=True,
+                   text=True, input=f"ALTER USER 'archiver'@'127.0.0.1' IDENTIFIED BY '{NEW_PW}';\n")
+    set_password(lab, NEW_PW)
+    changed, output = converge(lab)
+    assert changed == 2, output  # the option file, and the handler restarting the unit
+    assert "RUNNING HANDLER [mysql_binlog_archive : Restart the archivers]" in output
+    assert main_pid() not in (0, old)
+    # restarted by the play, not after a failure: a restart asked for resets the automatic ones' count
+    assert int(unit("NRestarts")) == 0
+    assert run(f"stat -c %a {CONF}") == "600"
+    write(lab, 3)
+    assert_archive_is_the_source()
