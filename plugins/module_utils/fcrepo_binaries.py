@@ -9,6 +9,7 @@ is checked by recomputing the SHA-1 of what was written and comparing it with th
 file whose content does not match its name is never installed in the backup; it is reported
 (source corruption or a write in progress).
 """
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -47,23 +48,55 @@ def shard_path(sha1):
     return os.path.join(sha1[0:2], sha1[2:4], sha1[4:6], sha1)
 
 
-def scan_store(root):
-    """Walk a binary store: (binaries {relpath: size}, misplaced [relpath], unrecognised [relpath])."""
-    binaries, misplaced, unrecognised = {}, [], []
-    for dirpath, dirnames, filenames in os.walk(root):
+def _classify(root, dirpath, name, found):
+    """Sort one file of a store into found = (binaries {relpath: size}, misplaced, unrecognised)."""
+    full = os.path.join(dirpath, name)
+    if name.startswith(TMP_PREFIX) or name.startswith(FIGURES_FILE) or os.path.islink(full):
+        return  # a copy in progress, or the shrink guard's record of the runs (backup only)
+    rel = os.path.relpath(full, root)
+    if not SHA1_RE.match(name):
+        found[2].append(rel)
+    elif rel != shard_path(name):
+        found[1].append(rel)
+    else:
+        found[0][rel] = os.path.getsize(full)
+
+
+def _top_level(root):
+    """The directories directly in root (sorted), and its own files sorted into
+    (binaries, misplaced, unrecognised)."""
+    found, tops = ({}, [], []), []
+    with os.scandir(root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                tops.append(entry.name)
+            else:
+                _classify(root, root, entry.name, found)
+    return tops, found
+
+
+def _scan_tree(root, top):
+    """(binaries, misplaced, unrecognised) of the directory top of the store root, in path order."""
+    found = ({}, [], [])
+    for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
         dirnames.sort()
         for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            if name.startswith(TMP_PREFIX) or name.startswith(FIGURES_FILE) or os.path.islink(full):
-                continue  # a copy in progress, or the shrink guard's record of the runs (backup only)
-            if not SHA1_RE.match(name):
-                unrecognised.append(rel)
-            elif rel != shard_path(name):
-                misplaced.append(rel)
-            else:
-                binaries[rel] = os.path.getsize(full)
-    return binaries, misplaced, unrecognised
+            _classify(root, dirpath, name, found)
+    return found
+
+
+def _merge(found, more):
+    found[0].update(more[0])
+    found[1].extend(more[1])
+    found[2].extend(more[2])
+
+
+def scan_store(root):
+    """Walk a binary store: (binaries {relpath: size}, misplaced [relpath], unrecognised [relpath])."""
+    tops, found = _top_level(root)
+    for top in tops:
+        _merge(found, _scan_tree(root, top))
+    return found
 
 
 def _check_paths(source, dest):
@@ -108,12 +141,12 @@ def _copy_with_sha1(src, dst_tmp, ownership=None):
     return digest.hexdigest(), size
 
 
-def _existing_files(dest):
-    """One walk of the backup: (relpath -> size of the files already in it, the temp files a killed
-    run left, relpaths). One walk instead of a stat per binary, and instead of a second walk for the
-    temps."""
+def _existing_files(dest, top):
+    """One walk of the backup's directory top: (relpath -> size of the files already there, the
+    temp files a killed run left, relpaths). One walk instead of a stat per binary, and instead of
+    a second walk for the temps."""
     found, stale = {}, []
-    for dirpath, _dirs, filenames in os.walk(dest):
+    for dirpath, _dirs, filenames in os.walk(os.path.join(dest, top)):
         for name in filenames:
             full = os.path.join(dirpath, name)
             if name.startswith(TMP_PREFIX):
@@ -206,6 +239,146 @@ def shrink_guard(dest, figures, threshold, accept_shrink=False, check_mode=False
     return verdict
 
 
+def _copy_group(source, dest, rels, ownership):
+    """Copy one top-level shard's missing binaries to temp names with their SHA-1 (run by a worker
+    thread). [("ok", tmp, dst, written) | ("mismatch", rel, sha1) ...]; on an error the temps this
+    call made are removed before it is raised."""
+    done, made_dirs, copying = [], set(), None
+    try:
+        for rel in rels:
+            src, dst = os.path.join(source, rel), os.path.join(dest, rel)
+            expected = os.path.basename(rel)
+            if os.path.dirname(rel) not in made_dirs:
+                _makedirs(os.path.dirname(dst), ownership)
+                made_dirs.add(os.path.dirname(rel))
+            copying = os.path.join(os.path.dirname(dst), TMP_PREFIX + expected)
+            try:
+                actual, written = _copy_with_sha1(src, copying, ownership)
+            except FileNotFoundError:
+                if os.path.exists(src):
+                    raise
+                copying = None
+                continue  # deleted from the store during the backup
+            if actual != expected:
+                os.unlink(copying)
+                done.append(("mismatch", rel, actual))
+            else:
+                done.append(("ok", copying, dst, written))
+            copying = None
+    except BaseException:
+        _remove_if_there(copying)
+        for entry in done:
+            if entry[0] == "ok":
+                _remove_if_there(entry[1])
+        raise
+    return done
+
+
+def _shard_task(source, dest, top, ownership, verify_existing, check_mode):
+    """Everything a backup does in one top-level directory (run by a worker thread): scan the
+    store's and the backup's copy of it, remove a killed run's temps, check the binaries already
+    there (verify_existing: their SHA-1), copy the missing ones to temp names (_copy_group)."""
+    part = {"found": _scan_tree(source, top) if os.path.isdir(os.path.join(source, top)) else ({}, [], []),
+            "already_present": 0, "size_changed": [], "verified_existing": 0, "mismatches": [],
+            "to_copy": [], "copied": [], "stale": []}
+    existing, stale = _existing_files(dest, top) if os.path.isdir(os.path.join(dest, top)) else ({}, [])
+    if not check_mode:
+        for rel in stale:  # a killed run's unfinished copies (never visible under a SHA-1 name)
+            os.unlink(os.path.join(dest, rel))
+        part["stale"] = stale
+    for rel, size in part["found"][0].items():
+        if rel not in existing:
+            part["to_copy"].append(rel)
+            continue
+        part["already_present"] += 1
+        if existing[rel] != size:
+            part["size_changed"].append(rel)
+        if verify_existing:
+            actual, _ = sha1_file(os.path.join(dest, rel))
+            part["verified_existing"] += 1
+            if actual != os.path.basename(rel):
+                part["mismatches"].append({"file": rel, "where": "backup", "sha1": actual})
+    if not check_mode:
+        part["copied"] = _copy_group(source, dest, part["to_copy"], ownership)
+    return part
+
+
+def copy_workers():
+    """Top-level directories worked on at once. A binary is small: its backup is mostly walk, mkdir,
+    open and rename, system calls that release the GIL, so a second thread keeps the second core
+    and the disk busy."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _add_part(report, found, part, check_mode):
+    _merge(found, part["found"])
+    for key in ("already_present", "verified_existing"):
+        report[key] += part[key]
+    for key in ("size_changed", "mismatches"):
+        report[key].extend(part[key])
+    report["stale_removed"].extend(part["stale"])
+    if check_mode:
+        report["copied"] += len(part["to_copy"])
+        report["bytes_copied"] += sum(part["found"][0][rel] for rel in part["to_copy"])
+        report["changed"] = report["changed"] or bool(part["to_copy"])
+
+
+def _remove_unclaimed(futures, pending):
+    """After a failure: wait for the tasks still running, remove the temps of those whose copies
+    were not taken into pending (nothing of theirs is installed)."""
+    for future in futures:
+        future.cancel()
+    concurrent.futures.wait(futures)
+    claimed = {tmp for tmp, _dst, _written in pending}
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            for entry in future.result()["copied"]:
+                if entry[0] == "ok" and entry[1] not in claimed:
+                    _remove_if_there(entry[1])
+
+
+def _run_tasks(source, dest, tops, ownership, verify_existing, check_mode, batch_files, batch_bytes,
+               report, found):
+    """The per-directory tasks on a few threads; their results taken in order, the copies installed
+    in batches (_install_batch). A failure keeps the batches already installed plus the copies
+    taken before it (e.g. when the disk filled up half way) and removes every other temp file."""
+    pending, pending_bytes = [], 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=copy_workers()) as pool:
+        futures = [pool.submit(_shard_task, source, dest, top, ownership, verify_existing, check_mode)
+                   for top in tops]
+        try:
+            for future in futures:
+                part = future.result()
+                _add_part(report, found, part, check_mode)
+                for entry in part["copied"]:
+                    if entry[0] == "mismatch":
+                        report["mismatches"].append({"file": entry[1], "where": "source", "sha1": entry[2]})
+                        continue
+                    pending.append(entry[1:])
+                    pending_bytes += entry[3]
+                    if len(pending) >= batch_files or pending_bytes >= batch_bytes:
+                        _install_batch(dest, pending, report)
+                        pending_bytes = 0
+            _install_batch(dest, pending, report)
+            if report["changed"] and not check_mode:
+                sync_filesystem(dest)  # the new names, once for the whole run
+        except BaseException as exc:
+            _remove_unclaimed(futures, pending)
+            if isinstance(exc, OSError):
+                try:  # keep the files that were copied completely
+                    _install_batch(dest, pending, report)
+                    sync_filesystem(dest)
+                except OSError:
+                    pass
+                raise FcrepoBinariesError(
+                    f"copying binaries to {dest} failed: {exc}; {report['copied']} files were installed "
+                    "complete, unfinished copies were removed") from exc
+            raise
+        finally:
+            for tmp, _dst, _written in pending:
+                _remove_if_there(tmp)
+
+
 def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=256 * 1024 * 1024,
            batch_files=10000, ownership=None, shrink_threshold=None, accept_shrink=False):
     """Copy binaries missing from dest; check fixity of every copied file (and of every file already
@@ -221,78 +394,18 @@ def backup(source, dest, verify_existing=False, check_mode=False, batch_bytes=25
         except RetentionPolicyError as exc:
             raise FcrepoBinariesError(str(exc)) from None
     _check_paths(source, dest)
-    binaries, misplaced, unrecognised = scan_store(source)
-    report = {"binaries": len(binaries), "copied": 0, "bytes_copied": 0, "already_present": 0,
-              "mismatches": [], "misplaced": misplaced, "unrecognised": unrecognised,
+    tops, found = _top_level(source)
+    if os.path.isdir(dest):  # a directory only the backup still has may hold a killed run's temps
+        tops = sorted(set(tops) | set(_top_level(dest)[0]))
+    report = {"binaries": 0, "copied": 0, "bytes_copied": 0, "already_present": 0,
+              "mismatches": [], "misplaced": [], "unrecognised": [],
               "size_changed": [], "verified_existing": 0, "changed": False, "stale_removed": []}
-    existing, stale = _existing_files(dest) if os.path.isdir(dest) else ({}, [])
     if not check_mode:
         _makedirs(dest, ownership)
-        for rel in stale:  # a killed run's unfinished copies (never visible under a SHA-1 name)
-            os.unlink(os.path.join(dest, rel))
-        report["stale_removed"] = stale
-    pending, pending_bytes = [], 0
-    made_dirs = set()
-    copying = None  # the temp file being written now (removed if the copy fails half way)
-    try:
-        for rel, size in binaries.items():
-            src = os.path.join(source, rel)
-            dst = os.path.join(dest, rel)
-            expected = os.path.basename(rel)
-            if rel in existing:
-                report["already_present"] += 1
-                if existing[rel] != size:
-                    report["size_changed"].append(rel)
-                if verify_existing:
-                    actual, _ = sha1_file(dst)
-                    report["verified_existing"] += 1
-                    if actual != expected:
-                        report["mismatches"].append({"file": rel, "where": "backup", "sha1": actual})
-                continue
-            if check_mode:
-                report["copied"] += 1
-                report["bytes_copied"] += size
-                report["changed"] = True
-                continue
-            if os.path.dirname(rel) not in made_dirs:
-                _makedirs(os.path.dirname(dst), ownership)
-                made_dirs.add(os.path.dirname(rel))
-            tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + expected)
-            copying = tmp
-            try:
-                actual, written = _copy_with_sha1(src, tmp, ownership)
-            except FileNotFoundError:
-                if os.path.exists(src):
-                    raise
-                copying = None
-                continue  # deleted from the store during the backup
-            copying = None
-            if actual != expected:
-                os.unlink(tmp)
-                report["mismatches"].append({"file": rel, "where": "source", "sha1": actual})
-                continue
-            pending.append((tmp, dst, written))
-            pending_bytes += written
-            if len(pending) >= batch_files or pending_bytes >= batch_bytes:
-                _install_batch(dest, pending, report)
-                pending_bytes = 0
-        _install_batch(dest, pending, report)
-        if report["changed"] and not check_mode:
-            sync_filesystem(dest)  # the new names, once for the whole run
-    except OSError as exc:
-        _remove_if_there(copying)
-        try:  # keep the files that were copied completely (e.g. when the disk filled up half way)
-            _install_batch(dest, pending, report)
-            sync_filesystem(dest)
-        except OSError:
-            pass
-        raise FcrepoBinariesError(
-            f"copying binaries to {dest} failed: {exc}; {report['copied']} files were installed complete, "
-            "unfinished copies were removed") from exc
-    finally:
-        _remove_if_there(copying)
-        for tmp, _dst, _written in pending:
-            _remove_if_there(tmp)
+    _run_tasks(source, dest, tops, ownership, verify_existing, check_mode, batch_files, batch_bytes,
+               report, found)
+    binaries, report["misplaced"], report["unrecognised"] = found
+    report["binaries"] = len(binaries)
     if shrink_threshold is not None:
         figures = {"files": len(binaries), "bytes": sum(binaries.values())}
         try:

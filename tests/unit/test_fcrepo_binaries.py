@@ -98,3 +98,36 @@ def test_check_mode_judges_without_recording_and_a_restore_records_nothing(tmp_p
     assert not os.path.exists(os.path.join(dst, fb.FIGURES_FILE))
     with pytest.raises(fb.FcrepoBinariesError, match="threshold"):
         fb.backup(src, dst, shrink_threshold=2)
+
+
+def _temps(root):
+    return [f for _d, _s, fs in os.walk(root) for f in fs if f.startswith(fb.TMP_PREFIX)]
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_copy_failing_in_one_worker_leaves_no_temp_and_only_whole_binaries(tmp_path, monkeypatch, failure):
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    made = [put(src, b"%d" % i * 2000) for i in range(60)]
+    assert len({rel.split("/")[0] for rel in made}) > 20  # many top-level shards: many worker tasks
+    real, calls = fb._copy_with_sha1, []
+
+    def failing_on_the_30th(src_path, tmp, ownership=None):
+        calls.append(src_path)
+        if len(calls) == 30:
+            with open(tmp, "wb") as handle:  # half a file under the temp name, as a full disk leaves it
+                handle.write(b"half")
+            raise failure
+        return real(src_path, tmp, ownership)
+
+    monkeypatch.setattr(fb, "_copy_with_sha1", failing_on_the_30th)
+    with pytest.raises(fb.FcrepoBinariesError if isinstance(failure, OSError) else KeyboardInterrupt):
+        fb.backup(src, dst, batch_files=7)
+    assert _temps(dst) == []
+    installed = [os.path.join(d, f) for d, _s, fs in os.walk(dst) for f in fs]
+    assert installed  # the batches installed before the failure stay
+    for path in installed:
+        assert fb.sha1_file(path)[0] == os.path.basename(path)
+    monkeypatch.setattr(fb, "_copy_with_sha1", real)
+    again = fb.backup(src, dst)
+    assert again["copied"] == 60 - len(installed) and again["already_present"] == len(installed)
+    assert not again["stale_removed"]
