@@ -16,7 +16,7 @@ import os
 import re
 import time
 
-from ansible.module_utils.fs_sync import sync_filesystem
+from ansible.module_utils.fs_sync import copy_hashed, sync_filesystem
 from ansible.module_utils.retention_policy import GOOD, RetentionPolicyError, check_threshold, judge
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -114,31 +114,9 @@ def _check_paths(source, dest):
 
 
 def _copy_with_sha1(src, dst_tmp, ownership=None):
-    """Copy src to the new file dst_tmp; return (SHA-1 of the bytes written, size). Small files (the
-    usual binary) are read in one call. ownership ({uid, gid, file_mode}) is given to the new file."""
-    digest = hashlib.sha1()  # noqa: S324
-    size = 0
-    rfd = os.open(src, os.O_RDONLY)
-    try:
-        wfd = os.open(dst_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if ownership:
-                os.fchown(wfd, ownership["uid"], ownership["gid"])
-                os.fchmod(wfd, ownership["file_mode"])
-            while True:
-                chunk = os.read(rfd, CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(wfd, view):]
-                size += len(chunk)
-        finally:
-            os.close(wfd)
-    finally:
-        os.close(rfd)
-    return digest.hexdigest(), size
+    """Copy src to the new file dst_tmp; return (SHA-1 of the bytes written, size). ownership
+    ({uid, gid, file_mode}) is given to the new file."""
+    return copy_hashed(src, dst_tmp, hashlib.sha1(), ownership=ownership)  # noqa: S324 - fcrepo's fixity
 
 
 def _existing_files(dest, top):

@@ -1,4 +1,5 @@
-"""Durability steps shared by the copies: a directory's entries, a tree, a whole filesystem.
+"""Copying and durability steps shared by the copies: a file read once and hashed as it is written,
+a directory's entries, a tree, a whole filesystem.
 
 A backup made of many files is made durable in one batch, syncfs(2) of the destination's
 filesystem, instead of one fsync per file: each fsync commits the filesystem's journal, and on
@@ -10,6 +11,38 @@ commit instead of hundreds.
 import ctypes
 import os
 import threading
+
+CHUNK = 1024 * 1024
+
+
+def copy_hashed(src, dst, digest, fsync=False, ownership=None):
+    """Copy src to the new file dst (O_EXCL: never overwrites), reading it once: each chunk goes to
+    digest (a hashlib object) and is written. ownership ({uid, gid, file_mode}) is given to the new
+    file before any byte is in it. Returns (digest's hex, size)."""
+    size = 0
+    rfd = os.open(src, os.O_RDONLY)
+    try:
+        wfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if ownership:
+                os.fchown(wfd, ownership["uid"], ownership["gid"])
+                os.fchmod(wfd, ownership["file_mode"])
+            while True:
+                chunk = os.read(rfd, CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(wfd, view):]
+                size += len(chunk)
+            if fsync:
+                os.fsync(wfd)
+        finally:
+            os.close(wfd)
+    finally:
+        os.close(rfd)
+    return digest.hexdigest(), size
 
 
 def fsync_dir(path):

@@ -33,7 +33,7 @@ import re
 import shutil
 import time
 
-from ansible.module_utils.fs_sync import SyncInBackground, fsync_dir, sync_filesystem
+from ansible.module_utils.fs_sync import SyncInBackground, copy_hashed, fsync_dir, sync_filesystem
 from ansible.module_utils.leveldb_keys import ParseError, read_manifest, reference_keys
 from ansible.module_utils.progress import (
     NO_PROGRESS,
@@ -93,28 +93,7 @@ def sha256_file(path):
 def copy_file(src, dst, fsync=True):
     """Copy src to a new file dst (never overwrites: O_EXCL), reading it once: each chunk is hashed
     and written. Returns (sha256 of the bytes written, size)."""
-    digest = hashlib.sha256()
-    size = 0
-    rfd = os.open(src, os.O_RDONLY)
-    try:
-        wfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            while True:
-                chunk = os.read(rfd, CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(wfd, view):]
-                size += len(chunk)
-            if fsync:
-                os.fsync(wfd)
-        finally:
-            os.close(wfd)
-    finally:
-        os.close(rfd)
-    return digest.hexdigest(), size
+    return copy_hashed(src, dst, hashlib.sha256(), fsync=fsync)
 
 
 def is_table(name):

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import time
 
+from ansible.module_utils.fs_sync import fsync_dir
 from ansible.module_utils.lvm_snapshot_copy import (
     MANIFEST,
     backup_status,
@@ -595,9 +596,5 @@ def finish_in_place(datadir, run, keep_previous=True):
 
 
 def _sync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path)
     os.sync()

@@ -12,7 +12,6 @@ systemd, not the network. Needs root, podman and the image; skipped otherwise (m
 
 import json
 import os
-import re
 import subprocess
 import time
 
@@ -20,6 +19,7 @@ import pytest
 
 from tests.lib import canary
 from tests.lib.lab_containers import SYSTEMD_IMAGE, podman_ready, sh, sql, systemd_container
+from tests.lib.lab_containers import converge as lab_converge
 
 ARCHIVER_PW = canary.canary("binlog-archive-systemd-pw")
 NEW_PW = canary.canary("binlog-archive-systemd-new-pw")
@@ -117,15 +117,7 @@ def set_password(lab, password):
 
 def converge(lab):
     """One run of playbooks/mysql_binlog_archive.yml: the host's changed count and the output."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    result = subprocess.run(
-        ["ansible-playbook", "-i", lab["inventory"], PLAYBOOK, "-e", f"@{lab['settings']}"],
-        cwd=TOP, env=env, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    recap = re.search(HOST + r"\s*:\s*ok=(\d+)\s+changed=(\d+)", output)
-    assert recap, output
-    return int(recap.group(2)), output
+    return lab_converge(lab["inventory"], PLAYBOOK, lab["settings"], HOST)
 
 
 def write(lab, count):

@@ -10,14 +10,13 @@ podman and the image; skipped otherwise (make test builds it).
 
 import json
 import os
-import re
-import subprocess
 import time
 
 import pytest
 
 from tests.lib import canary
 from tests.lib.lab_containers import SYSTEMD_IMAGE, podman_ready, sh, systemd_container
+from tests.lib.lab_containers import converge as lab_converge
 
 SYSTEMD_PW = canary.canary("schedule-systemd-pw")
 
@@ -83,15 +82,7 @@ def converge(control, job_list):
         "backup_schedule_ansible_playbook": "/opt/backup-toolkit/standin-ansible-playbook",
         "backup_schedule_jobs": job_list,
     }))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    result = subprocess.run(
-        ["ansible-playbook", "-i", control["inventory"], PLAYBOOK, "-e", f"@{settings}"],
-        cwd=TOP, env=env, capture_output=True, text=True, timeout=1200)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    recap = re.search(HOST + r"\s*:\s*ok=(\d+)\s+changed=(\d+)", output)
-    assert recap, output
-    return int(recap.group(2)), output
+    return lab_converge(control["inventory"], PLAYBOOK, str(settings), HOST, timeout=1200)
 
 
 def unit_state(unit, prop):

@@ -3,11 +3,13 @@ scripts/lab/build-image.sh: localhost/backup-lab (PID 1 an init that reaps zombi
 containers.conf) and localhost/backup-lab-systemd (systemd as PID 1, for real timers)."""
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import time
 import uuid
 
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = "localhost/backup-lab:latest"
 SYSTEMD_IMAGE = "localhost/backup-lab-systemd:latest"
 
@@ -37,6 +39,19 @@ def sh(container, command, check=True, timeout=300):
 def sql(container, statement, check=True):
     """One statement as root over the socket of the container's MariaDB: stdout, tab separated."""
     return podman("exec", container, "mariadb", "-N", "-B", "-e", statement, check=check).stdout.strip()
+
+
+def converge(inventory, playbook, settings, host, timeout=600):
+    """One ansible-playbook run of playbook with the extra vars file settings: the host's changed
+    count from the recap, and the output; fails the test when the run fails."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run(["ansible-playbook", "-i", inventory, playbook, "-e", f"@{settings}"],
+                            cwd=TOP, env=env, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    recap = re.search(re.escape(host) + r"\s*:\s*ok=(\d+)\s+changed=(\d+)", output)
+    assert recap, output
+    return int(recap.group(2)), output
 
 
 @contextlib.contextmanager
