@@ -8,9 +8,10 @@ short_description: Copy new fcrepo binaries to a backup and check their fixity (
 description:
   - fcrepo 4 stores each binary over 4 KB in C(fcrepo.binary.directory) under its SHA-1, sharded
     C(a1/b2/c3/a1b2c3...). Files never change, so the backup is a growing mirror and only files not
-    yet in it are copied (temp name, fsync, rename; a killed run leaves no file under a SHA-1 name).
-  - The SHA-1 of every copied file is recomputed and compared with its name; a mismatch is reported
-    and the file is not installed in the backup.
+    yet in it are copied (temp name, one syncfs per batch, rename; a killed run leaves no file under a
+    SHA-1 name), two top-level shard directories at a time.
+  - The SHA-1 of every copied file, computed from the bytes written, is compared with its name; a
+    mismatch is reported and the file is not installed in the backup.
   - Shrink guard - the store's files and bytes are recorded in C(dest/.fcrepo-binaries-runs.json) and
     compared with the last good run's. A drop of more than O(shrink_threshold) fails the run as
     C(suspect) (RV(result)), naming the figure and both values. The mirror never deletes a file, so
