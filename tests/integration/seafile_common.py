@@ -32,6 +32,7 @@ def write_inventory(path, groups, host_vars=None, all_vars=None):
 class Run:
     def __init__(self, proc, report_path):
         self.rc = proc.returncode
+        self.stdout = proc.stdout  # alone: a JSON callback's document (stderr may carry warnings)
         self.out = proc.stdout + proc.stderr
         self.report = {}
         if os.path.exists(report_path):

@@ -152,26 +152,38 @@ def test_refused_before_streaming_and_a_failed_stream_leaves_nothing(pair, tmp_p
     assert "no room for the physical seed's copy" in result["msg"] and "nothing was streamed" in result["msg"]
     assert not marker.exists() and ROOT_PASSWORD not in proc.stdout + proc.stderr
 
-    # a query running longer than max_query_seconds on the source: refused
+    # a query running longer than max_query_seconds on the source: refused. The query sleeps long;
+    # the check runs once the source's own process list shows it past the limit (a fixed wait
+    # raced with a slow connect on a loaded machine), and the query is killed afterwards.
+    sleeper_conn = pymysql.connect(unix_socket=src.socket, user="root")
+    sleeper_id = sleeper_conn.thread_id()
+
     def sleeper():
-        c = pymysql.connect(unix_socket=src.socket, user="root")
         try:
-            c.cursor().execute("SELECT SLEEP(8)")
+            sleeper_conn.cursor().execute("SELECT SLEEP(120)")
+        except pymysql.MySQLError:
+            pass
         finally:
-            c.close()
+            sleeper_conn.close()
 
     thread = threading.Thread(target=sleeper)
     thread.start()
     try:
-        time.sleep(2.2)
+        deadline = time.monotonic() + 60
+        while not [row for row in src.sessions()
+                   if row["ID"] == sleeper_id and str(row["INFO"]).startswith("SELECT SLEEP")
+                   and int(row["TIME"] or 0) >= 3]:
+            assert time.monotonic() < deadline, "the long query never showed in the source's process list"
+            time.sleep(0.5)
         source = conn(src)
         try:
-            with pytest.raises(seed.PhysicalSeedError, match=r"queries running longer than 2s.*SLEEP\(8\).*"
+            with pytest.raises(seed.PhysicalSeedError, match=r"queries running longer than 2s.*SLEEP\(120\).*"
                                                               r"nothing was streamed"):
                 seed.stage(stream_command(src), dst.datadir, run, source, max_query_seconds=2)
         finally:
             source.close()
     finally:
+        src.sql(f"KILL QUERY {sleeper_id}")
         thread.join()
 
     # the stream cut half way: mbstream/prepare fail, the staging directory goes, the replica is as it was
