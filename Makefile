@@ -77,11 +77,11 @@ INTEGRATION_HOST_WORKERS ?= 2
 INTEGRATION_TIMEOUT ?= 2700
 BOUNDED_PYTEST = $(ENV) timeout -s INT -k 120 $(INTEGRATION_TIMEOUT) bash scripts/pytest.sh
 integration-host:
-	$(BOUNDED_PYTEST) tests/integration -q -m "not vm" --durations=10 \
+	$(BOUNDED_PYTEST) tests/integration -q -m "not vm" --durations=25 \
 	  $(if $(filter-out 1,$(INTEGRATION_HOST_WORKERS)),-n $(INTEGRATION_HOST_WORKERS) --dist loadfile)
 
 integration-vm:
-	$(BOUNDED_PYTEST) tests/integration -q -m vm --durations=10
+	$(BOUNDED_PYTEST) tests/integration -q -m vm --durations=15
 
 molecule-host:
 	$(MAKE) --no-print-directory molecule-run SCENARIOS="$(filter-out $(VM_SCENARIOS),$(SCENARIOS))"

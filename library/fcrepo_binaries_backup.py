@@ -8,7 +8,8 @@ short_description: Copy new fcrepo binaries to a backup and check their fixity (
 description:
   - fcrepo 4 stores each binary over 4 KB in C(fcrepo.binary.directory) under its SHA-1, sharded
     C(a1/b2/c3/a1b2c3...). Files never change, so the backup is a growing mirror and only files not
-    yet in it are copied (temp name, one syncfs per batch, rename; a killed run leaves no file under a
+    yet in it are copied (temp name, a batch made durable, an fsync per file up to 128 files, else
+    one syncfs, then renamed; a killed run leaves no file under a
     SHA-1 name), two top-level shard directories at a time.
   - The SHA-1 of every copied file, computed from the bytes written, is compared with its name; a
     mismatch is reported and the file is not installed in the backup.

@@ -12,9 +12,10 @@ description:
     before and after it (LevelDB rewrites the manifest at the end of every compaction and only then
     deletes obsolete files); otherwise it is retried, at most O(attempts) times.
   - The copy is written under a hidden C(dest/.tmp-<name>) (each file read once, hashed as it is
-    written, two files at a time), made durable by one syncfs of the destination's filesystem that
-    runs beside the verification, and renamed into place only when it is consistent, verified and
-    on disk, so previous backups are untouched by a failed or killed run.
+    written, two files at a time), made durable beside the verification (an fsync per file for up
+    to 128 files and directories, else one syncfs of the destination's filesystem), and renamed
+    into place only when it is consistent, verified and on disk, so previous backups are untouched
+    by a failed or killed run.
   - Incremental mode hard-links table files identical (number, size, SHA-256) to those of the
     previous backup; each backup is complete and independently restorable, and removing one (see
     O(retain)) never breaks another.

@@ -3,8 +3,8 @@
 fcrepo 4 stores every binary over 4 KB in a file named after its SHA-1, sharded by the first three
 byte pairs: a1/b2/c3/a1b2c369563c0465ab82cdb2789d45ce1c3585b1. Content-addressed files never
 change, so the backup is a growing mirror: only files not yet in the backup are copied (to a
-hidden temp name; a batch is made durable with one syncfs, then renamed into place; one more syncfs
-at the end makes the new names durable), and fixity
+hidden temp name; a batch is made durable, then renamed into place; the new names are made durable
+once at the end: fs_sync.sync_files, an fsync each for up to 128 files, one syncfs for more), and fixity
 is checked by recomputing the SHA-1 of what was written and comparing it with the file name. A
 file whose content does not match its name is never installed in the backup; it is reported
 (source corruption or a write in progress).
@@ -16,7 +16,7 @@ import os
 import re
 import time
 
-from ansible.module_utils.fs_sync import copy_hashed, sync_filesystem
+from ansible.module_utils.fs_sync import copy_hashed, sync_files
 from ansible.module_utils.retention_policy import GOOD, RetentionPolicyError, check_threshold, judge
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -146,20 +146,35 @@ def plan(source, dest):
             "binaries": len(binaries), "misplaced": misplaced, "unrecognised": unrecognised}
 
 
-def _install_batch(dest, pending, report):
-    """Make a batch of verified temp files durable with one filesystem sync (fs_sync), then rename
-    them into place: a file never appears under its SHA-1 name before its content is on disk. The
-    new names are made durable once, at the end of the run (a name lost in a crash before that only
-    means the file is copied again by the next run)."""
+def _install_batch(dest, pending, report, renamed_dirs):
+    """Make a batch of verified temp files durable (fs_sync.sync_files: an fsync each for a small
+    batch, one syncfs for a big one), then rename them into place: a file never appears under its
+    SHA-1 name before its content is on disk. The directories the names went into are added to
+    renamed_dirs, made durable once at the end of the run (_sync_names; a name lost in a crash
+    before that only means the file is copied again by the next run)."""
     if not pending:
         return
-    sync_filesystem(dest)
+    sync_files(dest, [tmp for tmp, _dst, _written in pending])
     for tmp, dst, written in pending:
         os.rename(tmp, dst)
         report["copied"] += 1
         report["bytes_copied"] += written
+        renamed_dirs.add(os.path.dirname(dst))
     report["changed"] = True
     pending.clear()
+
+
+def _sync_names(dest, renamed_dirs):
+    """The new names durable: each directory that got one, and those above it up to dest's parent
+    (a shard directory made by this run is itself a new name in its parent, and so may dest be)."""
+    top = os.path.abspath(dest)
+    dirs = {os.path.dirname(top)}
+    for path in renamed_dirs:
+        path = os.path.abspath(path)
+        while path not in dirs and (path == top or path.startswith(top + os.sep)):
+            dirs.add(path)
+            path = os.path.dirname(path)
+    sync_files(dest, [], sorted(dirs))
 
 
 def _makedirs(path, ownership):
@@ -320,7 +335,7 @@ def _run_tasks(source, dest, tops, ownership, verify_existing, check_mode, batch
     """The per-directory tasks on a few threads; their results taken in order, the copies installed
     in batches (_install_batch). A failure keeps the batches already installed plus the copies
     taken before it (e.g. when the disk filled up half way) and removes every other temp file."""
-    pending, pending_bytes = [], 0
+    pending, pending_bytes, renamed_dirs = [], 0, set()
     with concurrent.futures.ThreadPoolExecutor(max_workers=copy_workers()) as pool:
         futures = [pool.submit(_shard_task, source, dest, top, ownership, verify_existing, check_mode)
                    for top in tops]
@@ -335,17 +350,17 @@ def _run_tasks(source, dest, tops, ownership, verify_existing, check_mode, batch
                     pending.append(entry[1:])
                     pending_bytes += entry[3]
                     if len(pending) >= batch_files or pending_bytes >= batch_bytes:
-                        _install_batch(dest, pending, report)
+                        _install_batch(dest, pending, report, renamed_dirs)
                         pending_bytes = 0
-            _install_batch(dest, pending, report)
+            _install_batch(dest, pending, report, renamed_dirs)
             if report["changed"] and not check_mode:
-                sync_filesystem(dest)  # the new names, once for the whole run
+                _sync_names(dest, renamed_dirs)  # the new names, once for the whole run
         except BaseException as exc:
             _remove_unclaimed(futures, pending)
             if isinstance(exc, OSError):
                 try:  # keep the files that were copied completely
-                    _install_batch(dest, pending, report)
-                    sync_filesystem(dest)
+                    _install_batch(dest, pending, report, renamed_dirs)
+                    _sync_names(dest, renamed_dirs)
                 except OSError:
                     pass
                 raise FcrepoBinariesError(

@@ -33,7 +33,7 @@ import re
 import shutil
 import time
 
-from ansible.module_utils.fs_sync import SyncInBackground, copy_hashed, fsync_dir, sync_filesystem
+from ansible.module_utils.fs_sync import SyncInBackground, copy_hashed, fsync_dir, sync_tree
 from ansible.module_utils.leveldb_keys import ParseError, read_manifest, reference_keys
 from ansible.module_utils.progress import (
     NO_PROGRESS,
@@ -388,7 +388,7 @@ def consistent_copy(source, target, attempts=10, previous_dir=None, fsync=True, 
         )
         if copied_ok:
             if fsync:  # after the check, so the copy window (and the chance of a compaction) stays short
-                sync_filesystem(target)  # one syncfs for every file copied (fs_sync), not one fsync each
+                sync_tree(target)  # one syncfs for many files, an fsync each for a few (fs_sync)
             return files, attempt, before
         if attempt < attempts:
             sleep(retry_delay)
@@ -787,9 +787,10 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
         files, used, fingerprint = consistent_copy(
             source, raw, attempts=attempts, previous_dir=previous if incremental else None, fsync=False,
             rehash=rehash, progress=progress)
-        # The copy goes to disk (one syncfs) while the verification reads it from the page cache;
-        # both end before anything is published.
-        syncing = SyncInBackground(tmp) if fsync else None
+        # The copy goes to disk (fs_sync.sync_tree) while the verification reads it from the page cache;
+        # both end before anything is published. Only the copy: the verification's scratch files come
+        # and go beside it meanwhile.
+        syncing = SyncInBackground(raw) if fsync else None
         report["copy_seconds"] = round(clock() - t0, 3)
         report["attempts"] = used
         report["files_copied"] = sum(1 for f in files.values() if not f["linked"])
@@ -884,7 +885,7 @@ def _backup(source, dest, name, attempts, incremental, keep_exact, verify, repai
             json.dump(meta, handle, indent=1, sort_keys=True)
         if syncing:
             syncing.wait()  # the copy is on disk
-            sync_filesystem(tmp)  # and what came after it: the metadata, the renames to *.sst, exact/
+            sync_tree(tmp)  # and what came after it: the metadata, the renames to *.sst, exact/
         os.rename(tmp, final)
         if fsync:
             fsync_dir(dest)

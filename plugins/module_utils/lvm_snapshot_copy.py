@@ -20,9 +20,10 @@ error. A ``timeout`` stops the copy cleanly (child stopped, unmounted, partial c
 so does SIGTERM (roles/backup_progress cancelling the job): CopyError "copy cancelled".
 
 Durability: before the rename that publishes a backup (and so before retention removes an older one)
-every file of the copy is on disk: one syncfs(2) of the destination's filesystem (the data rsync or
-tar wrote through the page cache, the directories, manifest and metadata), then the directories
-holding the renamed entry are fsynced.
+every file of the copy is on disk (fs_sync.sync_tree: one syncfs(2) of the destination's filesystem
+for a copy of more than 128 files and directories, the data rsync or tar wrote through the page
+cache, the directories, manifest and metadata; one fsync each for a smaller one), then the
+directories holding the renamed entry are fsynced.
 
 Shrink guard and retention (plugins/module_utils/retention_policy.py, the rule every strategy
 shares): each backup records its size figures in metadata.json (``bytes``: the whole copy; with a
@@ -440,11 +441,11 @@ def write_json(path, data):
 def sync_filesystem(path):
     """Write the filesystem holding path to disk, data and metadata, before anything relies on it.
 
-    One syncfs(2) (a batch: as fast as the disk allows whatever the number of files); where libc has
-    no syncfs, an fsync of every file and directory under path (fs_sync). CopyError when the disk
-    reports an error (the copy must then not be published)."""
+    fs_sync.sync_tree: one syncfs(2) for many files (a batch: as fast as the disk allows whatever
+    their number), an fsync each for a few (syncfs would also wait for whatever else is dirty on the
+    filesystem). CopyError when the disk reports an error (the copy must then not be published)."""
     try:
-        fs_sync.sync_filesystem(path)
+        fs_sync.sync_tree(path)
     except OSError as exc:
         reason = exc.strerror or errno.errorcode.get(exc.errno, str(exc))
         raise CopyError(f"writing the copy in {path} to disk failed ({reason}); not published") from exc

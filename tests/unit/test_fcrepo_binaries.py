@@ -131,3 +131,42 @@ def test_a_copy_failing_in_one_worker_leaves_no_temp_and_only_whole_binaries(tmp
     again = fb.backup(src, dst)
     assert again["copied"] == 60 - len(installed) and again["already_present"] == len(installed)
     assert not again["stale_removed"]
+
+
+@pytest.mark.parametrize("limit", [1000, 5])
+def test_each_binary_on_disk_before_its_name_appears_the_names_at_the_end(tmp_path, monkeypatch, limit):
+    """A small run: an fsync of each temp file before any rename, then of each directory that got a
+    name (up to dest's parent); a run past fs_sync's limit: one syncfs before the renames, one at
+    the end, and no fsync of a file."""
+    from ansible.module_utils import fs_sync
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    made = [put(src, b"%d" % i * 2000) for i in range(8)]
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(a, b):
+        events.append(("rename", str(b)))
+        real_rename(a, b)
+
+    monkeypatch.setattr(fs_sync, "FSYNC_EACH_UP_TO", limit)
+    monkeypatch.setattr(fs_sync.os, "fsync", fsync)
+    monkeypatch.setattr(fb.os, "rename", rename)
+    monkeypatch.setattr(fs_sync, "sync_filesystem", lambda path: events.append(("syncfs", path)))
+    report = fb.backup(src, dst)
+    assert report["copied"] == 8
+    renames = [i for i, e in enumerate(events) if e[0] == "rename"]
+    assert sorted(events[i][1] for i in renames) == sorted(os.path.join(dst, rel) for rel in made)
+    before, after = events[:renames[0]], events[renames[-1] + 1:]
+    if limit == 1000:
+        assert all(e[0] == "fsync" for e in before + after)
+        assert len([e for e in before if fb.TMP_PREFIX in os.path.basename(e[1])]) == 8 == len(before)
+        named = {os.path.dirname(os.path.join(dst, rel)) for rel in made}
+        synced = {e[1] for e in after}
+        assert named <= synced and {dst, str(tmp_path)} <= synced  # shards, dest, dest's parent
+        assert all(p == str(tmp_path) or p.startswith(dst) for p in synced)
+    else:
+        assert before == [("syncfs", dst)] and after == [("syncfs", dst)]

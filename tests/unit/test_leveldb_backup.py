@@ -308,14 +308,14 @@ def test_the_copy_is_on_disk_before_it_is_published_a_failing_sync_publishes_not
 
     class Recording:
         def __init__(self, path):
-            seen.append(("started", sorted(os.listdir(os.path.join(path, "exact")))))
+            seen.append(("started", sorted(os.listdir(path))))
             self.path = path
 
         def wait(self):
             seen.append(("waited", sorted(os.listdir(dest))))
 
     monkeypatch.setattr(lb, "SyncInBackground", Recording)
-    monkeypatch.setattr(lb, "sync_filesystem", lambda path: seen.append(("synced", sorted(os.listdir(dest)))))
+    monkeypatch.setattr(lb, "sync_tree", lambda path: seen.append(("synced", sorted(os.listdir(dest)))))
     report = lb.backup(db, str(dest), name="one", verify="none")
     # started once the whole copy was there; waited for, then the rest synced, before the rename
     assert seen[0] == ("started", ["000005.ldb", "000006.log", "000007.ldb", "000008.ldb", "CURRENT",

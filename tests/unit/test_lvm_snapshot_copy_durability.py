@@ -1,7 +1,7 @@
 """The LVM copy is on disk before it is published and before retention removes an older backup.
 
 Real rsync and GNU tar copy real trees; LVM is stood in as in test_lvm_snapshot_copy_progress. The
-sync step is the real sync_filesystem (syncfs(2) on this host), wrapped to record what the
+sync step is the real sync_filesystem (fs_sync.sync_tree on this host), wrapped to record what the
 destination looked like at the moment it ran."""
 
 import os
