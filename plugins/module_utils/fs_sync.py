@@ -49,27 +49,27 @@ def copy_hashed(src, dst, digest, fsync=False, ownership=None):
     return digest.hexdigest(), size
 
 
-def fsync_dir(path):
-    """Make a directory's entries (names created, renamed or removed in it) durable."""
-    fd = os.open(path, os.O_RDONLY)
+def _fsync(path, flags):
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path):
+    """Make a directory's entries (names created, renamed or removed in it) durable."""
+    _fsync(path, 0)
 
 
 def fsync_file(path):
     """fsync one file (not following a symbolic link)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_NOFOLLOW)
 
 
 def _walk(path, limit=None):
-    """(files, directories) under path, symbolic links left out; None for the files once there are
-    more than limit of both together (the walk stops there)."""
+    """(files, directories) under path, symbolic links left out; None once they are more than limit
+    together (the walk stops there: the caller syncs the whole filesystem instead)."""
     files, dirs = [], []
 
     def fail(exc):
@@ -77,22 +77,23 @@ def _walk(path, limit=None):
 
     for dirpath, _subdirs, names in os.walk(path, onerror=fail):
         dirs.append(dirpath)
-        for name in names:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                files.append(full)
+        files.extend(full for full in (os.path.join(dirpath, name) for name in names)
+                     if not os.path.islink(full))
         if limit is not None and len(files) + len(dirs) > limit:
-            return None, dirs
+            return None
     return files, dirs
 
 
-def fsync_tree(path):
-    """fsync every file and directory under path (what syncfs does, file by file)."""
-    files, dirs = _walk(path)
+def _fsync_each(files, dirs):
     for full in files:
         fsync_file(full)
     for dirpath in dirs:
         fsync_dir(dirpath)
+
+
+def fsync_tree(path):
+    """fsync every file and directory under path (what syncfs does, file by file)."""
+    _fsync_each(*_walk(path))
 
 
 def sync_files(root, files, dirs=()):
@@ -102,20 +103,17 @@ def sync_files(root, files, dirs=()):
     files, dirs = list(files), list(dirs)
     if len(files) + len(dirs) > FSYNC_EACH_UP_TO:
         sync_filesystem(root)
-        return
-    for full in files:
-        fsync_file(full)
-    for dirpath in dirs:
-        fsync_dir(dirpath)
+    else:
+        _fsync_each(files, dirs)
 
 
 def sync_tree(path):
-    """Make every file and directory under path durable: sync_files' rule on the tree's files."""
-    files, dirs = _walk(path, limit=FSYNC_EACH_UP_TO)
-    if files is None or len(files) + len(dirs) > FSYNC_EACH_UP_TO:
+    """Make every file and directory under path durable: sync_files' rule on the tree."""
+    tree = _walk(path, limit=FSYNC_EACH_UP_TO)
+    if tree is None:
         sync_filesystem(path)
     else:
-        sync_files(path, files, dirs)
+        sync_files(path, *tree)
 
 
 def _libc_syncfs():
@@ -152,8 +150,9 @@ class SyncInBackground:
     def __init__(self, path):
         self._error = None
         self._fds = []
-        files, dirs = _walk(path, limit=FSYNC_EACH_UP_TO)
-        if files is not None and len(files) + len(dirs) <= FSYNC_EACH_UP_TO:
+        tree = _walk(path, limit=FSYNC_EACH_UP_TO)
+        if tree is not None:
+            files, dirs = tree
             try:
                 for full in files:
                     self._fds.append(os.open(full, os.O_RDONLY | os.O_NOFOLLOW))
