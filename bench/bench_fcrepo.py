@@ -15,17 +15,20 @@ LevelDB (a generated store of --size-mb, default 1024 MB, values of --value-size
 Binary store (--binaries files of 4-12 KB, default 20000):
   baseline  `cp -r`, `sync -f` on the destination, then `sha1sum` of every copied file
   ours      fcrepo_binaries core (copy + SHA-1 fixity in one pass, durable, renamed into place)
-Caches stay warm (shared machine: no cache dropping); each figure is the best of --repeat runs;
-everything written before a timed part (generated data, the other side's copy) is synced first.
+Caches stay warm (shared machine: no cache dropping); each figure is the best of --repeat rounds
+(default 4), the order of the two sides alternating from round to round, and each round's ratio is
+printed with their median; everything written before a timed part (generated data, the other
+side's copy) is synced first.
 At 215 MB the baselines took 0.3 s, too short to measure well: the defaults are 1 GB and 20,000
 binaries (issue 14).
-Usage: bench/bench_fcrepo.py [--size-mb 1024] [--binaries 20000] [--repeat 3] [--workdir DIR]
+Usage: bench/bench_fcrepo.py [--size-mb 1024] [--binaries 20000] [--repeat 4] [--workdir DIR]
 """
 import argparse
 import hashlib
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,22 +84,33 @@ def timed(func):
 
 
 def paired(repeat, baseline, ours, base_copy, our_copy):
-    """Run baseline and ours alternately (the machine is shared: load changes from second to
-    second) and keep the best time of each. Each side starts the same way: the other side's copy
-    (base_copy / our_copy, directories) has just been deleted and the deletion synced, outside the
-    clock. (Deleting tens of thousands of files and directories leaves the filesystem busy for a
-    while; before this was symmetric, only our side ever ran right after a deletion.)"""
-    base_times, our_times = [], []
-    for _ in range(repeat):
-        shutil.rmtree(our_copy, ignore_errors=True)
+    """Run baseline and ours in rounds and keep the best time of each, and each round's ratio.
+    The order alternates from round to round, the last round with base first (ours runs last: the
+    incremental figures start from its backup): this machine's filesystem drifts, sometimes
+    several times slower from one round to the next, and a fixed order would give the side that
+    always runs first the faster slot. Each side starts the same
+    way: both copies (base_copy / our_copy, directories) have just been deleted and the deletion
+    synced, outside the clock. Returns (best base, its result, best ours, its result, [ratios])."""
+    base_times, our_times, ratios, results = [], [], [], {}
+
+    def run(side):
+        for path in (base_copy, our_copy):
+            shutil.rmtree(path, ignore_errors=True)
         os.sync()  # each side pays only for writing its own copy to disk
-        seconds, base_result = timed(baseline)
-        base_times.append(seconds)
-        shutil.rmtree(base_copy, ignore_errors=True)
-        os.sync()
-        seconds, our_result = timed(ours)
-        our_times.append(seconds)
-    return min(base_times), base_result, min(our_times), our_result
+        seconds, results[side] = timed(baseline if side == "base" else ours)
+        (base_times if side == "base" else our_times).append(seconds)
+        return seconds
+
+    for round_no in range(repeat):
+        order = ("base", "ours") if (repeat - round_no) % 2 == 1 else ("ours", "base")
+        seconds = {side: run(side) for side in order}
+        ratios.append(seconds["ours"] / seconds["base"])
+    return min(base_times), results["base"], min(our_times), results["ours"], ratios
+
+
+def describe(ratios):
+    """The median of the rounds' ratios and each one, e.g. 'median 1.12 (1.30 0.98 1.12 1.05)'."""
+    return f"median {statistics.median(ratios):.2f} ({' '.join(f'{r:.2f}' for r in ratios)})"
 
 
 def plain_copy_and_iterate(src, dst):
@@ -125,7 +139,7 @@ def main(argv=None):
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--value-size", type=int, default=1024)
     parser.add_argument("--binaries", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
 
@@ -140,7 +154,7 @@ def main(argv=None):
         plain_dst = os.path.join(work, "plain")
         dest = os.path.join(work, "backups")
         runs = iter(range(100))
-        base_s, base_n, full_s, full = paired(
+        base_s, base_n, full_s, full, full_ratios = paired(
             args.repeat, lambda: plain_copy_and_iterate(src, plain_dst),
             lambda: lb.backup(src, dest, name=f"full{next(runs)}", incremental=False, verify="full"),
             plain_dst, dest)
@@ -166,8 +180,9 @@ def main(argv=None):
         bin_plain = os.path.join(work, "binaries-plain")
         bin_dest = os.path.join(work, "binaries-backup")
 
-        bplain_s, _, bours_s, bours = paired(args.repeat, lambda: plain_copy_and_sha1sum(bin_src, bin_plain),
-                                             lambda: fb.backup(bin_src, bin_dest), bin_plain, bin_dest)
+        bplain_s, _, bours_s, bours, bin_ratios = paired(
+            args.repeat, lambda: plain_copy_and_sha1sum(bin_src, bin_plain),
+            lambda: fb.backup(bin_src, bin_dest), bin_plain, bin_dest)
         assert bours["copied"] == args.binaries and not bours["mismatches"]
         generate_binaries(bin_src, args.binaries // 20, seed=12)
         os.sync()
@@ -179,6 +194,7 @@ def main(argv=None):
         print(f"  full consistent verified backup     : {full_s:7.2f} s  (copy {full['copy_seconds']:.2f} s, "
               f"verify {full['verify_seconds']:.2f} s, attempts {full['attempts']})")
         print(f"  ratio full / baseline               : {full_s / base_s:7.2f}   (target <= 1.3)")
+        print(f"  ratio of each round                 : {describe(full_ratios)}")
         for label, secs, rep in (("5% new objects (appended keys)", app_s, app),
                                  ("5% new data at random keys", inc_s, inc)):
             print(f"  incremental, {label:31s}: {secs:6.2f} s  ratio to full {secs / full_s:5.2f} "
@@ -188,6 +204,7 @@ def main(argv=None):
         print(f"  baseline cp -r + sha1sum            : {bplain_s:7.2f} s")
         print(f"  backup with SHA-1 fixity            : {bours_s:7.2f} s")
         print(f"  ratio                               : {bours_s / bplain_s:7.2f}   (target <= 1.3)")
+        print(f"  ratio of each round                 : {describe(bin_ratios)}")
         print(f"  incremental (+5% files)             : {binc_s:7.2f} s  (copied {binc['copied']}, "
               f"ratio to full {binc_s / bours_s:.2f})")
     finally:
