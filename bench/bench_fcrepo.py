@@ -17,8 +17,9 @@ Binary store (--binaries files of 4-12 KB, default 20000):
   ours      fcrepo_binaries core (copy + SHA-1 fixity in one pass, durable, renamed into place)
 Caches stay warm (shared machine: no cache dropping); each figure is the best of --repeat rounds
 (default 4), the order of the two sides alternating from round to round, and each round's ratio is
-printed with their median; everything written before a timed part (generated data, the other
-side's copy) is synced first.
+printed with their median; every copy goes to a new name and nothing is deleted until the end
+(see paired()); everything written before a timed part (generated data, the other side's copy)
+is synced first.
 At 215 MB the baselines took 0.3 s, too short to measure well: the defaults are 1 GB and 20,000
 binaries (issue 14).
 Usage: bench/bench_fcrepo.py [--size-mb 1024] [--binaries 20000] [--repeat 4] [--workdir DIR]
@@ -83,27 +84,29 @@ def timed(func):
     return time.perf_counter() - start, result
 
 
-def paired(repeat, baseline, ours, base_copy, our_copy):
-    """Run baseline and ours in rounds and keep the best time of each, and each round's ratio.
-    The order alternates from round to round, the last round with base first (ours runs last: the
-    incremental figures start from its backup): this machine's filesystem drifts, sometimes
-    several times slower from one round to the next, and a fixed order would give the side that
-    always runs first the faster slot. Each side starts the same
-    way: both copies (base_copy / our_copy, directories) have just been deleted and the deletion
-    synced, outside the clock. Returns (best base, its result, best ours, its result, [ratios])."""
+def paired(repeat, baseline, ours):
+    """Run baseline(round) and ours(round) in rounds, each round's copies under new names (the
+    callables make them from the round number), and keep the best time of each side and each
+    round's ratio. Nothing is deleted between rounds: on a filesystem without a journal (this
+    machine's root) ext4 skips the inodes freed in the last minute when it allocates one, and a
+    copy made right after tens of thousands of files were deleted spent most of its time there
+    (cp -r of the binaries 5, 16, then 25 s in three rounds that each followed a deletion). The
+    order alternates from round to round, ours last (the incremental figures start from its
+    backup): the filesystem still drifts, and a fixed order would give one side the faster slot.
+    Before each side, os.sync(): it pays only for writing its own copy.
+    Returns (best base, its result, best ours, its result, [ratios])."""
     base_times, our_times, ratios, results = [], [], [], {}
-
-    def run(side):
-        for path in (base_copy, our_copy):
-            shutil.rmtree(path, ignore_errors=True)
-        os.sync()  # each side pays only for writing its own copy to disk
-        seconds, results[side] = timed(baseline if side == "base" else ours)
-        (base_times if side == "base" else our_times).append(seconds)
-        return seconds
-
     for round_no in range(repeat):
         order = ("base", "ours") if (repeat - round_no) % 2 == 1 else ("ours", "base")
-        seconds = {side: run(side) for side in order}
+        seconds = {}
+        for side in order:
+            os.sync()
+            run = baseline if side == "base" else ours
+            start = time.perf_counter()
+            results[side] = run(round_no)
+            seconds[side] = time.perf_counter() - start
+        base_times.append(seconds["base"])
+        our_times.append(seconds["ours"])
         ratios.append(seconds["ours"] / seconds["base"])
     return min(base_times), results["base"], min(our_times), results["ours"], ratios
 
@@ -114,7 +117,6 @@ def describe(ratios):
 
 
 def plain_copy_and_iterate(src, dst):
-    shutil.rmtree(dst, ignore_errors=True)
     subprocess.run(["cp", "-r", src, dst], check=True)
     subprocess.run(["sync", "-f", dst], check=True)
     db = plyvel.DB(dst, create_if_missing=False)
@@ -125,7 +127,6 @@ def plain_copy_and_iterate(src, dst):
 
 
 def plain_copy_and_sha1sum(src, dst):
-    shutil.rmtree(dst, ignore_errors=True)
     subprocess.run(["cp", "-r", src, dst], check=True)
     subprocess.run(["sync", "-f", dst], check=True)
     files = [os.path.join(d, f) for d, _s, fs in os.walk(dst) for f in fs]
@@ -151,13 +152,10 @@ def main(argv=None):
         size = sum(os.path.getsize(os.path.join(src, n)) for n in os.listdir(src))
         print(f"  {records} records, {size / 2**20:.0f} MB in {len(os.listdir(src))} files")
 
-        plain_dst = os.path.join(work, "plain")
         dest = os.path.join(work, "backups")
-        runs = iter(range(100))
         base_s, base_n, full_s, full, full_ratios = paired(
-            args.repeat, lambda: plain_copy_and_iterate(src, plain_dst),
-            lambda: lb.backup(src, dest, name=f"full{next(runs)}", incremental=False, verify="full"),
-            plain_dst, dest)
+            args.repeat, lambda n: plain_copy_and_iterate(src, os.path.join(work, f"plain{n}")),
+            lambda n: lb.backup(src, dest, name=f"full{n}", incremental=False, verify="full"))
         assert full["records"] == base_n, (full["records"], base_n)
 
         five = max(1, args.size_mb * 5 // 100)
@@ -177,12 +175,10 @@ def main(argv=None):
         print(f"generating {args.binaries} binaries ...", flush=True)
         bin_bytes = generate_binaries(bin_src, args.binaries)
         os.sync()
-        bin_plain = os.path.join(work, "binaries-plain")
-        bin_dest = os.path.join(work, "binaries-backup")
-
         bplain_s, _, bours_s, bours, bin_ratios = paired(
-            args.repeat, lambda: plain_copy_and_sha1sum(bin_src, bin_plain),
-            lambda: fb.backup(bin_src, bin_dest), bin_plain, bin_dest)
+            args.repeat, lambda n: plain_copy_and_sha1sum(bin_src, os.path.join(work, f"binaries-plain{n}")),
+            lambda n: fb.backup(bin_src, os.path.join(work, f"binaries-backup{n}")))
+        bin_dest = os.path.join(work, f"binaries-backup{args.repeat - 1}")
         assert bours["copied"] == args.binaries and not bours["mismatches"]
         generate_binaries(bin_src, args.binaries // 20, seed=12)
         os.sync()
