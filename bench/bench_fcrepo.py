@@ -18,8 +18,8 @@ Binary store (--binaries files of 4-12 KB, default 20000):
 Caches stay warm (shared machine: no cache dropping); each figure is the best of --repeat rounds
 (default 4), the order of the two sides alternating from round to round, and each round's ratio is
 printed with their median; every copy goes to a new name and nothing is deleted until the end
-(see paired()); everything written before a timed part (generated data, the other side's copy)
-is synced first.
+(see paired(); about 10 GB at the defaults); everything written before a timed part (generated
+data, the other side's copy) is synced first.
 At 215 MB the baselines took 0.3 s, too short to measure well: the defaults are 1 GB and 20,000
 binaries (issue 14).
 Usage: bench/bench_fcrepo.py [--size-mb 1024] [--binaries 20000] [--repeat 4] [--workdir DIR]
