@@ -109,17 +109,23 @@ def test_a_copy_failing_in_one_worker_leaves_no_temp_and_only_whole_binaries(tmp
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
     made = [put(src, b"%d" % i * 2000) for i in range(60)]
     assert len({rel.split("/")[0] for rel in made}) > 20  # many top-level shards: many worker tasks
-    real, calls = fb._copy_with_sha1, []
+    # the first copy in the middle top-level shard fails. The results are taken in shard order, so
+    # the batches of the shards before it are installed first whichever worker ran ahead, and the
+    # shards after it may have copies no batch claimed (failing the 30th call instead raced: when
+    # that call fell in the first shard, nothing was installed)
+    tops = sorted({rel.split("/")[0] for rel in made})
+    failing_top, real, failed = tops[len(tops) // 2], fb._copy_with_sha1, []
+    assert len([rel for rel in made if rel.split("/")[0] < failing_top]) >= 7  # a whole batch before it
 
-    def failing_on_the_30th(src_path, tmp, ownership=None):
-        calls.append(src_path)
-        if len(calls) == 30:
+    def failing_in_the_middle_shard(src_path, tmp, ownership=None):
+        if os.path.relpath(src_path, src).split("/")[0] == failing_top and not failed:
+            failed.append(src_path)
             with open(tmp, "wb") as handle:  # half a file under the temp name, as a full disk leaves it
                 handle.write(b"half")
             raise failure
         return real(src_path, tmp, ownership)
 
-    monkeypatch.setattr(fb, "_copy_with_sha1", failing_on_the_30th)
+    monkeypatch.setattr(fb, "_copy_with_sha1", failing_in_the_middle_shard)
     with pytest.raises(fb.FcrepoBinariesError if isinstance(failure, OSError) else KeyboardInterrupt):
         fb.backup(src, dst, batch_files=7)
     assert _temps(dst) == []
